@@ -1,0 +1,51 @@
+"""Explicit registries: ``@METHODS.register("sd_lora", SDLoRAConfig)``; a miss lists the valid names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+from harness.errors import UserError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    config_cls: type
+    doc: str
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, config_cls: type, doc: str | None = None) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name``; ``doc`` (default: first docstring line) shows in --list."""
+
+        def decorator(obj: T) -> T:
+            if name in self._entries and self._entries[name].obj is not obj:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            first = ((getattr(obj, "__doc__", None) or "").strip().splitlines() or [""])[0]
+            doc_line = doc or first
+            self._entries[name] = Entry(name, obj, config_cls, doc_line)
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> Entry[T]:
+        if name not in self._entries:
+            raise UserError(f"unknown {self.kind} {name!r}; valid names are: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def make_config(self, name: str, data: dict[str, Any] | None, where: str = "") -> Any:
+        return self.get(name).config_cls.from_dict(data, where=where or f"{self.kind} {name}")

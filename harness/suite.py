@@ -1,0 +1,153 @@
+"""Suite files (YAML) -> validated jobs.
+
+A suite names its benchmarks, methods and backbones once (each a label with the registry name and config
+fields), then which combinations run::
+
+    name: quick
+    seeds: [1993, 1994, 1995]
+    backbones:  {fmnist_vit: {tag: vit_fmnist_p7_28.fmnist_half}}
+    benchmarks: {split_fmnist: {n_tasks: 5}}               # label = registry name unless `benchmark:` is given
+    methods:
+      sd_lora: {epochs: 2, lr: 0.01}
+      sd_lora_paper: {method: sd_lora, preset: paper}      # a second configuration of the same method
+    defaults: {epochs: 2}                                  # optional: fields every method gets (if it has them)
+    overrides:                                             # optional: per (method, benchmark) fields
+      - {methods: [sd_lora], benchmarks: [split_fmnist], set: {lr: 0.02}}
+    experiments:                                           # optional: default is the full product
+      - {methods: [sd_lora, full_ft], benchmarks: [split_fmnist]}
+
+Every config is built (and so validated) before any job runs: a bad suite exits 2 with nothing written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import UserError
+from harness.jobs import Job
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+TOP_KEYS = {"name", "description", "seeds", "backbones", "benchmarks", "methods", "defaults", "overrides",
+            "experiments", "executor", "slurm", "smoke"}
+
+
+def suite_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    candidate = SUITES_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    raise UserError(f"unknown suite {name_or_path!r}; valid suites are: {', '.join(list_suites())} (or a .yaml path)")
+
+
+def list_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load_suite(name_or_path: str) -> dict[str, Any]:
+    path = suite_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"suite file {path} is not valid YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"suite file {path} must be a mapping with keys benchmarks, methods, seeds")
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise UserError(f"suite {path.name}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(sorted(TOP_KEYS))}")
+    for key in ("benchmarks", "methods"):
+        if not isinstance(data.get(key), dict) or not data[key]:
+            raise UserError(f"suite {path.name}: '{key}' must be a non-empty mapping of label -> settings")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def _entries(suite: dict, key: str) -> dict[str, dict]:
+    out = {}
+    for label, body in (suite.get(key) or {}).items():
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise UserError(f"suite {suite['name']}: {key}.{label} must be a mapping of settings")
+        out[str(label)] = dict(body)
+    return out
+
+
+def _seeds(suite: dict, override: list[int] | None) -> list[int]:
+    seeds = override if override is not None else suite.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise UserError(f"suite {suite['name']}: seeds must be a non-empty list of integers")
+    return seeds
+
+
+def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: list[str] | None = None,
+                seeds: list[int] | None = None, overrides: dict[str, dict] | None = None) -> list[Job]:
+    """All jobs of the suite (optionally narrowed), each with fully built configs."""
+    from benchmarks import BENCHMARKS
+    from benchmarks.backbones import BackboneConfig
+    from methods import METHODS
+
+    name = suite["name"]
+    bench_entries = _entries(suite, "benchmarks")
+    method_entries = _entries(suite, "methods")
+    backbone_entries = _entries(suite, "backbones") or {"default": {}}
+    for wanted, entries, what in ((methods, method_entries, "method"), (benchmarks, bench_entries, "benchmark")):
+        for label in wanted or []:
+            if label not in entries:
+                raise UserError(f"{what} {label!r} is not in suite {name}; its {what}s are: {', '.join(entries)}")
+    experiments = suite.get("experiments") or [{}]
+    pairs: list[tuple[str, str]] = []
+    for exp in experiments:
+        for m in exp.get("methods", list(method_entries)):
+            for b in exp.get("benchmarks", list(bench_entries)):
+                if m not in method_entries or b not in bench_entries:
+                    raise UserError(f"suite {name}: experiment names unknown method/benchmark {m!r}/{b!r}")
+                if (m, b) not in pairs:
+                    pairs.append((m, b))
+    defaults = suite.get("defaults") or {}
+    backbone_cfgs = {label: BackboneConfig.from_dict(body, where=f"backbone {label}")
+                     for label, body in backbone_entries.items()}
+    jobs = []
+    for m_label, b_label in pairs:
+        if (methods and m_label not in methods) or (benchmarks and b_label not in benchmarks):
+            continue
+        b_body = dict(bench_entries[b_label])
+        b_name = b_body.pop("benchmark", b_label)
+        b_cfg = BENCHMARKS.make_config(b_name, b_body, where=f"benchmark {b_label}")
+        m_body = dict(method_entries[m_label])
+        m_name = m_body.pop("method", m_label)
+        entry = METHODS.get(m_name)
+        valid = set(entry.config_cls.field_names())
+        merged = {k: v for k, v in defaults.items() if k in valid}
+        for ov in suite.get("overrides") or []:
+            if m_label in ov.get("methods", [m_label]) and b_label in ov.get("benchmarks", [b_label]):
+                merged.update(ov.get("set", {}))
+        merged.update(m_body)
+        merged.update((overrides or {}).get(m_label, {}))
+        m_cfg = METHODS.make_config(m_name, merged, where=f"method {m_label}")
+        for bb_label, bb_cfg in backbone_cfgs.items():
+            for seed in _seeds(suite, seeds):
+                jobs.append(Job(name, m_label, m_name, m_cfg, b_label, b_name, b_cfg, bb_label, bb_cfg, seed,
+                                multi_backbone=len(backbone_cfgs) > 1))
+    if not jobs:
+        raise UserError(f"suite {name}: the selection leaves no jobs; check --methods/--benchmarks/--seeds")
+    return jobs
+
+
+def validate_paths(jobs: list[Job]) -> None:
+    """Datasets and weights must exist before anything runs (each config knows what it needs)."""
+    seen = set()
+    for job in jobs:
+        for cfg in (job.benchmark_cfg, job.backbone_cfg):
+            key = (type(cfg).__name__, repr(cfg))
+            if key not in seen:
+                seen.add(key)
+                validate = getattr(cfg, "validate_paths", None)
+                if validate is not None:
+                    validate()

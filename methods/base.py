@@ -1,0 +1,320 @@
+"""The strategy every pretrained-model method builds on: an Avalanche ``SupervisedTemplate`` with a growing head.
+
+Training loop (Avalanche's, with our hooks marked ``*``)::
+
+    strategy.train(experience t)
+    |-- _before_training_exp
+    |     |-- head.grow(classes seen so far)          old rows copied, new rows kaiming-uniform, bias 0
+    |     |-- * setup_task(t, experience)             method: add a LoRA direction, grow a prompt pool, ...
+    |     |-- make_train_dataloader
+    |     '-- make_optimizer                          fresh optimizer + scheduler over trainable_parameters()
+    |-- for epoch in range(epochs_t):                 init_epochs for t = 0, else epochs
+    |     |-- for minibatch:
+    |     |     forward (autocast bf16 on CUDA) -> criterion (old-class logits masked for t > 0)
+    |     |     -> backward -> (clip) -> optimizer.step -> * after_step
+    |     '-- scheduler.step()                        once per epoch (MultiStepLR / cosine / constant)
+    '-- _after_training_exp -> * finish_task(t)       freeze, fold, merge, store statistics ...
+    strategy.eval(test_stream[:t+1])                  * before_evaluation / after_evaluation around it
+                                                      pooled over all seen classes, argmax over every head row
+
+The loss after the first task is ``CE(logits[:, K_old:], y - K_old)`` (SDLORA_SPEC.md section 5), so old head
+rows get no gradient; ``mask_old_logits=False`` trains on all logits instead.
+
+A method is one file: a frozen config dataclass (subclass of :class:`MethodConfig`) and a strategy class
+(subclass of :class:`CILStrategy`) registered with ``@METHODS.register("name", Config)``. The contract tests
+(tests/test_method_contract.py) run every registered method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+
+from harness.config import Config, check
+from harness.registry import Registry
+
+METHODS: Registry = Registry("method")
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("multistep", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class MethodConfig(Config):
+    """Training fields shared by every method (the per-method dataclasses add their own).
+
+    Task 0 may use its own schedule (``init_*``; None means "same as the later tasks"), as in PILOT-style
+    configs. ``lr`` is the learning rate actually used: no implicit scaling by batch size or GPU count.
+    """
+
+    preset: str | None = None
+    epochs: int = 2
+    init_epochs: int | None = None
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    init_lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    betas: tuple[float, ...] = (0.9, 0.999)
+    scheduler: str = "constant"
+    milestones: tuple[int, ...] = ()
+    init_milestones: tuple[int, ...] | None = None
+    lr_decay: float = 0.1
+    min_lr: float = 0.0
+    grad_clip: float | None = None
+    mask_old_logits: bool = True
+    amp: bool = True
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 0 and (self.init_epochs is None or self.init_epochs >= 0), "epochs must be >= 0")
+        check(self.batch_size >= 1 and self.eval_batch_size >= 1, "batch_size must be >= 1")
+        check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        check(self.scheduler in SCHEDULERS, f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        check(self.lr > 0 and (self.init_lr is None or self.init_lr > 0), f"lr must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0 and self.momentum >= 0, "weight_decay and momentum must be >= 0")
+        check(0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]")
+        check(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or null")
+
+    def for_task(self, t: int) -> tuple[float, int, tuple[int, ...]]:
+        """(lr, epochs, milestones) of task t."""
+        if t == 0:
+            return (self.init_lr or self.lr, self.epochs if self.init_epochs is None else self.init_epochs,
+                    self.milestones if self.init_milestones is None else self.init_milestones)
+        return self.lr, self.epochs, self.milestones
+
+
+class IncrementalHead(nn.Module):
+    """A linear head that grows to the classes seen so far (SDLORA_SPEC.md section 5: old rows copied,
+    new rows ``kaiming_uniform_(nonlinearity='linear')``, biases 0)."""
+
+    def __init__(self, in_features: int):
+        super().__init__()
+        self.in_features = in_features
+        self.weight = nn.Parameter(torch.zeros(0, in_features))
+        self.bias = nn.Parameter(torch.zeros(0))
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def grow(self, n_total: int) -> None:
+        n_old = self.out_features
+        if n_total <= n_old:
+            return
+        new_w = torch.empty(n_total - n_old, self.in_features, device=self.weight.device)
+        nn.init.kaiming_uniform_(new_w, nonlinearity="linear")
+        self.weight = nn.Parameter(torch.cat([self.weight.data, new_w]))
+        self.bias = nn.Parameter(torch.cat([self.bias.data, torch.zeros(n_total - n_old, device=self.bias.device)]))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.linear(features, self.weight, self.bias)
+
+
+class CILModel(nn.Module):
+    """Backbone (timm, ``num_classes=0``: final-norm CLS feature) followed by the incremental head."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = IncrementalHead(backbone.num_features)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class CILStrategy(SupervisedTemplate):
+    """Base strategy of the pretrained-model methods (see the module docstring for the loop).
+
+    Subclasses override the ``*`` hooks: :meth:`build_model`, :meth:`setup_task`, :meth:`trainable_parameters`,
+    :meth:`after_step`, :meth:`finish_task`, :meth:`before_evaluation`, :meth:`after_evaluation`,
+    :meth:`mechanism` and :meth:`stored_features`.
+    """
+
+    config: MethodConfig
+
+    def __init__(self, *, cfg: MethodConfig, backbone: nn.Module, device: torch.device | str = "cpu",
+                 plugins: list | None = None, evaluator: Any = None):
+        self.config = cfg
+        model = self.build_model(backbone)
+        # Avalanche requires an optimizer at construction; the real one is built per experience in
+        # make_optimizer (AVALANCHE_NOTES trap 1: its default would add every model parameter).
+        placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+        kwargs = dict(evaluator=evaluator) if evaluator is not None else {}
+        super().__init__(model=model, optimizer=placeholder, criterion=nn.CrossEntropyLoss(),
+                         train_mb_size=cfg.batch_size, train_epochs=max(cfg.epochs, 1),
+                         eval_mb_size=cfg.eval_batch_size, device=device, plugins=plugins or [], **kwargs)
+        self.task_id = -1
+        self.known = 0  # classes seen before the current task
+        self.seen = 0  # classes seen including the current task
+        self.scheduler = None
+        self._optimizer_task = None
+        self.global_step = 0
+        self.learnable_per_task: list[tuple[int, int]] = []  # (with head, without head) when each task started
+
+    # ------------------------------------------------------------------ hooks for methods
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        """Wrap the backbone; the default freezes it entirely."""
+        backbone.requires_grad_(False)
+        return CILModel(backbone)
+
+    def setup_task(self, t: int, experience) -> None:
+        """Called before training task t, after the head has grown."""
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """What the optimizer trains in the current task (default: every parameter with requires_grad)."""
+        return (p for p in self.model.parameters() if p.requires_grad)
+
+    def after_step(self) -> None:
+        """Called after every optimizer step (e.g. to record a mechanism trace)."""
+
+    def finish_task(self, t: int) -> None:
+        """Called after training task t."""
+
+    def before_evaluation(self) -> None:
+        """Called before each evaluation (e.g. merge adapters into the weights)."""
+
+    def after_evaluation(self) -> None:
+        """Called after each evaluation."""
+
+    def mechanism(self) -> dict:
+        """Method-specific series stored in the result record (``mechanism``)."""
+        return {}
+
+    def stored_features(self) -> int:
+        """Floats kept besides parameters (prototypes, bases): the 'stored features' of Table 5."""
+        return 0
+
+    # ------------------------------------------------------------------ Avalanche plumbing
+    def _before_training_exp(self, **kwargs):
+        classes = sorted(self.experience.classes_in_this_experience)
+        self.task_id += 1
+        self.known = self.seen
+        self.seen = max(self.seen, classes[-1] + 1)
+        self.model.head.grow(self.seen)
+        self.model.to(self.device)
+        self.setup_task(self.task_id, self.experience)
+        self.model.to(self.device)
+        _, epochs, _ = self.config.for_task(self.task_id)
+        self.train_epochs = epochs
+        super()._before_training_exp(**kwargs)
+
+    def make_optimizer(self, **kwargs):
+        if self._optimizer_task == self.task_id:  # Avalanche calls this more than once per experience
+            return
+        self._optimizer_task = self.task_id
+        cfg = self.config
+        lr, epochs, milestones = cfg.for_task(self.task_id)
+        params = list({id(p): p for p in self.trainable_parameters() if p.requires_grad}.values())
+        self.learnable_per_task.append(self.count_learnable(params))
+        if not params:  # nothing to train (e.g. a prototype method): keep a no-op optimizer
+            params = [nn.Parameter(torch.zeros(1, device=self.device))]
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        if cfg.scheduler == "multistep" and milestones:
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(milestones), cfg.lr_decay)
+        elif cfg.scheduler == "cosine" and epochs > 0:
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, epochs, eta_min=cfg.min_lr)
+        else:
+            self.scheduler = None
+
+    def forward(self):
+        if self.config.amp and self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.model(self.mb_x).float()
+        return self.model(self.mb_x)
+
+    def criterion(self):
+        logits, y = self.mb_output, self.mb_y
+        if self.is_training and self.config.mask_old_logits and self.known > 0:
+            return F.cross_entropy(logits[:, self.known : self.seen], y - self.known)
+        return F.cross_entropy(logits[:, : self.seen], y)
+
+    def optimizer_step(self):
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                           self.config.grad_clip)
+        super().optimizer_step()
+        self.global_step += 1
+        self.after_step()
+
+    def _after_training_epoch(self, **kwargs):
+        if self.scheduler is not None:
+            self.scheduler.step()
+        super()._after_training_epoch(**kwargs)
+
+    def _after_training_exp(self, **kwargs):
+        self.finish_task(self.task_id)
+        super()._after_training_exp(**kwargs)
+
+    def _before_eval(self, **kwargs):
+        self.before_evaluation()
+        super()._before_eval(**kwargs)
+
+    def _after_eval(self, **kwargs):
+        super()._after_eval(**kwargs)
+        self.after_evaluation()
+
+    # ------------------------------------------------------------------ checkpoints
+    def extra_state(self) -> dict[str, Any]:
+        """Non-tensor state needed to continue (subclasses extend it)."""
+        return {"task_id": self.task_id, "known": self.known, "seen": self.seen, "global_step": self.global_step,
+                "learnable_per_task": self.learnable_per_task}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.task_id, self.known, self.seen = state["task_id"], state["known"], state["seen"]
+        self.global_step = state["global_step"]
+        self.learnable_per_task = [tuple(x) for x in state["learnable_per_task"]]
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The model's state without the frozen pretrained weights (the backbone file holds them)."""
+        frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad and n.startswith("backbone.")}
+        tensors = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items() if k not in frozen}
+        return {"tensors": tensors, "extra": self.extra_state()}
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Load a :meth:`checkpoint` into a freshly built strategy (same config and backbone).
+
+        Tensors that grow over tasks (head rows, stacked directions, prompt pools) are re-created at the
+        checkpoint's shapes first, so no method needs its own loader.
+        """
+        tensors = checkpoint["tensors"]
+        for name, value in tensors.items():
+            module_name, _, attr = name.rpartition(".")
+            module = self.model.get_submodule(module_name) if module_name else self.model
+            current = getattr(module, attr, None)
+            if current is None or tuple(current.shape) != tuple(value.shape):
+                fresh = torch.empty_like(value, device=self.device)
+                if attr in module._buffers:
+                    module._buffers[attr] = fresh
+                else:
+                    requires_grad = current.requires_grad if isinstance(current, nn.Parameter) else True
+                    setattr(module, attr, nn.Parameter(fresh, requires_grad=requires_grad))
+        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
+        frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
+        if unexpected or set(missing) - frozen:
+            raise RuntimeError(f"checkpoint does not fit the model: missing {sorted(set(missing) - frozen)[:5]}, "
+                               f"unexpected {unexpected[:5]}")
+        self.model.to(self.device)
+        self.load_extra_state(checkpoint["extra"])
+
+    def count_learnable(self, params: list[nn.Parameter]) -> tuple[int, int]:
+        """(learnable parameters, the same without the head)."""
+        head = {id(p) for p in self.model.head.parameters()}
+        total = sum(p.numel() for p in params)
+        return total, total - sum(p.numel() for p in params if id(p) in head)
+
