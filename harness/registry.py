@@ -22,6 +22,11 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._resolvers: dict[str, Callable[[str], Entry[T]]] = {}
+
+    def add_resolver(self, prefix: str, resolve: Callable[[str], "Entry[T]"]) -> None:
+        """Names ``prefix:rest`` are resolved on demand by ``resolve(rest)`` (e.g. ``avalanche:EWC``)."""
+        self._resolvers[prefix] = resolve
 
     def register(self, name: str, config_cls: type, doc: str | None = None) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name``; ``doc`` (default: first docstring line) shows in --list."""
@@ -37,12 +42,15 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> Entry[T]:
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix in self._resolvers and name not in self._entries:
+            self._entries[name] = self._resolvers[prefix](rest)
         if name not in self._entries:
             raise UserError(f"unknown {self.kind} {name!r}; valid names are: {', '.join(self.names())}")
         return self._entries[name]
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(self._entries) + [f"{p}:<name>" for p in sorted(self._resolvers)]
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -265,7 +265,7 @@ class SDLoRA(CILStrategy):
     def magnitudes_now(self) -> list[float]:
         values = self.mags.old.detach().cpu().tolist()
         if self.layers[0].A_cur is not None:
-            values.append(float(self.mags.cur))
+            values.append(float(self.mags.cur.detach()))
         return values
 
     def before_evaluation(self) -> None:
