@@ -161,6 +161,7 @@ class CILStrategy(SupervisedTemplate):
         self._optimizer_task = None
         self.global_step = 0
         self.learnable_per_task: list[tuple[int, int]] = []  # (with head, without head) when each task started
+        self.trained_names: list[str] = []  # parameter names the current task's optimizer trains
 
     # ------------------------------------------------------------------ hooks for methods
     def build_model(self, backbone: nn.Module) -> nn.Module:
@@ -217,6 +218,8 @@ class CILStrategy(SupervisedTemplate):
         lr, epochs, milestones = cfg.for_task(self.task_id)
         params = list({id(p): p for p in self.trainable_parameters() if p.requires_grad}.values())
         self.learnable_per_task.append(self.count_learnable(params))
+        ids = {id(p) for p in params}
+        self.trained_names = sorted(n for n, p in self.model.named_parameters() if id(p) in ids)
         if not params:  # nothing to train (e.g. a prototype method): keep a no-op optimizer
             params = [nn.Parameter(torch.zeros(1, device=self.device))]
         if cfg.optimizer == "sgd":

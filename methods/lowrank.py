@@ -193,21 +193,38 @@ class LowRankQKV(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged_weight is not None:
             return F.linear(x, self.merged_weight, self.base.bias)
-        A, B, s = self.factors()
-        rank = A.shape[1]
+        rank = self.stored_rank + (self.A_cur.shape[1] if self.A_cur is not None else 0)
         if rank == 0:
             return self.base(x)
         n_tokens = x.numel() // self.d_in
         if self._use_dense(n_tokens, rank):
+            A, B, s = self.factors()
             return F.linear(x, self.base.weight + self.delta_weight(A, B, s), self.base.bias)
+        return self._lowrank_forward(x, n_tokens)
+
+    def _lowrank_forward(self, x: torch.Tensor, n_tokens: int) -> torch.Tensor:
+        """``W0 x + b`` plus, per adapted slice (a loop of at most 3, never over tasks), one thin matmul pair for
+        all stored directions and one for the current direction. Old and current factors are kept apart so that
+        autograd computes weight gradients for the current factors only (a concatenated factor would get a
+        gradient over every stored rank row, ~50% more backward work)."""
         out = self.base(x)
-        S = len(self.slice_names)
         x2 = x.reshape(n_tokens, self.d_in)
-        h = (x2 @ A.reshape(S * rank, self.d_in).t()).view(n_tokens, S, rank) * s  # (N, S, R')
-        up = torch.einsum("nsr,sdr->nsd", h, B)  # (N, S, d)
-        out3 = out.view(n_tokens, 3, self.d)
-        out3 = out3.index_add(1, self.slice_idx, up)
-        return out3.view(out.shape)
+        out2 = out.view(n_tokens, 3 * self.d)
+        s_old = self.old_scales() if self.n_old else None
+        cur = None
+        if self.A_cur is not None:
+            cur = self._mags.cur.expand(len(self.slice_names))
+            if self.cur_normalized:
+                cur = cur / self.current_norm().clamp_min(1e-12)
+        for i, k in enumerate(self.slice_idx.tolist()):
+            up = None
+            if s_old is not None:
+                up = ((x2 @ self.A_old[i].t()) * s_old[i].to(x.dtype)) @ self.B_old[i].t()
+            if cur is not None:
+                up_cur = ((x2 @ self.A_cur[i].t()) * cur[i].to(x.dtype)) @ self.B_cur[i].t()
+                up = up_cur if up is None else up + up_cur
+            out2[:, k * self.d : (k + 1) * self.d] += up  # in place: the frozen linear's backward needs only x, W
+        return out
 
 
 def wrap_qkv(backbone: nn.Module, slices: tuple[str, ...], magnitudes: Magnitudes, norm_mode: str = "code",

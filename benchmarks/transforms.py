@@ -1,0 +1,127 @@
+"""From a stored image to a model tensor: the SD-LoRA/PILOT transforms and the image datasets that apply them.
+
+Transforms: SDLORA_SPEC section 6 and DATASETS_SPEC 0.2. Datasets: DATASETS_SPEC 0.1 (SDL's ``DummyDataset``).
+
+SD-LoRA uses PILOT's ``build_transform`` for every dataset it reports: a strong random crop for training, a
+bicubic resize plus centre crop for testing, and **no** mean/std normalisation, so the ViT sees inputs in [0, 1]
+although its augreg weights were trained with mean = std = 0.5 (DATASETS_SPEC section 7, last pitfalls). We keep
+that for fidelity; ``normalize=True`` is an opt-in deviation.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+# The timm augreg ViT-B/16 checkpoints' pretrained_cfg mean/std (what "normalize" means for the paper's backbone).
+VIT_AUGREG_MEAN = (0.5, 0.5, 0.5)
+VIT_AUGREG_STD = (0.5, 0.5, 0.5)
+
+# PILOT's RandomResizedCrop(224, scale=(0.05, 1.0), ratio=(3/4, 4/3)): scale starts at 0.05, not torchvision's 0.08.
+TRAIN_CROP_SCALE = (0.05, 1.0)
+TRAIN_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+def eval_resize_size(img_size: int) -> int:
+    """Side of the test-time resize: 256 for 224, scaled with the same 256/224 ratio for other sizes."""
+    return int(img_size * 256 / 224)
+
+
+def build_transforms(
+    img_size: int,
+    normalize: bool = False,
+    mean: Sequence[float] = VIT_AUGREG_MEAN,
+    std: Sequence[float] = VIT_AUGREG_STD,
+) -> tuple[transforms.Compose, transforms.Compose]:
+    """The (train, test) transforms of SDL/PILOT ``build_transform`` for PIL RGB images.
+
+    Args:
+        img_size: side of the square output (224 in the paper).
+        normalize: add ``Normalize(mean, std)`` after ``ToTensor`` (off in SD-LoRA, DATASETS_SPEC 0.2).
+        mean: per-channel mean used when ``normalize`` is set.
+        std: per-channel std used when ``normalize`` is set.
+
+    Returns:
+        ``(train, test)``; both map a PIL image to a float tensor ``(3, img_size, img_size)``, in [0, 1] unless
+        ``normalize`` is set.
+    """
+    # Default (bilinear) interpolation for the train crop, bicubic (PIL code 3) for the test resize: SDL:utils/data.py.
+    train = [
+        transforms.RandomResizedCrop(img_size, scale=TRAIN_CROP_SCALE, ratio=TRAIN_CROP_RATIO),
+        transforms.RandomHorizontalFlip(p=0.5),
+        transforms.ToTensor(),
+    ]
+    test = [
+        transforms.Resize(eval_resize_size(img_size), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(img_size),
+        transforms.ToTensor(),
+    ]
+    if normalize:
+        train.append(transforms.Normalize(tuple(mean), tuple(std)))
+        test.append(transforms.Normalize(tuple(mean), tuple(std)))
+    return transforms.Compose(train), transforms.Compose(test)
+
+
+class ImagePathDataset(Dataset):
+    """Images read lazily from files, as SDL's ``DummyDataset`` does for ``use_path=True`` (DATASETS_SPEC 0.1).
+
+    Args:
+        paths: image files.
+        targets: one int label per file (``make_benchmark`` reads ``.targets``).
+        transform: maps an RGB PIL image to a tensor (None: ``ToTensor``).
+    """
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[int], transform=None):
+        self.paths = list(paths)
+        self.targets = [int(t) for t in targets]
+        self.transform = transform if transform is not None else transforms.ToTensor()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load(self, i: int) -> Image.Image:
+        # .convert('RGB') turns grayscale, palette and RGBA files into 3 channels, as PILOT's pil_loader does.
+        with Image.open(self.paths[i]) as img:
+            return img.convert("RGB")
+
+    def __getitem__(self, i: int):
+        return self.transform(self.load(i)), self.targets[i]
+
+
+class UInt8ImageDataset(ImagePathDataset):
+    """Images held as a uint8 HWC array (CIFAR), turned into PIL images like SDL's ``Image.fromarray`` path."""
+
+    def __init__(self, images: np.ndarray, targets: Sequence[int], transform=None):
+        super().__init__([], targets, transform)
+        self.images = images
+
+    def load(self, i: int) -> Image.Image:
+        return Image.fromarray(self.images[i])
+
+
+def first_per_class(targets: Sequence[int], k: int | None) -> list[int]:
+    """Indices of the first ``k`` items of each class in list order (all when ``k`` is None); seed-free."""
+    if k is None:
+        return list(range(len(targets)))
+    seen: collections.Counter = collections.Counter()
+    keep = []
+    for i, t in enumerate(targets):
+        if seen[t] < k:
+            seen[t] += 1
+            keep.append(i)
+    return keep
+
+
+def make_dataset(items: Any, targets: Sequence[int], per_class: int | None, transform) -> ImagePathDataset:
+    """A dataset over the first ``per_class`` items of each class of ``items`` (paths or a uint8 array)."""
+    idx = first_per_class(targets, per_class)
+    labels = [targets[i] for i in idx]
+    if isinstance(items, np.ndarray):
+        return UInt8ImageDataset(items[idx], labels, transform)
+    return ImagePathDataset([items[i] for i in idx], labels, transform)
