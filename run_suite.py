@@ -17,6 +17,7 @@ import importlib.util
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub (it retries for ~46 s offline)
@@ -44,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--import", dest="imports", action="append", default=[],
                     help="module or .py file that registers extra methods/benchmarks (repeatable)")
     ap.add_argument("--no-report", action="store_true", help="skip the tables and figures at the end")
+    ap.add_argument("--data-root", help="folder holding the datasets (sets $SDLB_DATA_ROOT; see docs/datasets.md)")
+    ap.add_argument("--weights", action="append", default=[],
+                    help="local backbone weights: PATH (one-backbone suites) or LABEL=PATH (repeatable)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="run every job on tiny stand-ins (generated files in each dataset's format, a tiny ViT, "
+                         "one step per task) to prove a suite's wiring on CPU")
     return ap.parse_args(argv)
 
 
@@ -88,7 +95,11 @@ def print_listing() -> None:
 
 
 def print_jobs(jobs) -> None:
-    print(f"{len(jobs)} jobs")
+    from harness.cost import suite_gpu_hours
+
+    hours, unknown = suite_gpu_hours(jobs)
+    note = f" ({unknown} jobs on benchmarks without a size estimate left out)" if unknown else ""
+    print(f"{len(jobs)} jobs; estimated {hours:.1f} A100-hours{note} (cost model: harness/cost.py)")
     print(f"{'job':48s} {'method':18s} {'benchmark':16s} {'N':>3s} {'seed':>5s}  key hyperparameters")
     for job in jobs:
         m = job.method_cfg
@@ -105,16 +116,47 @@ def plan(args: argparse.Namespace):
     import_plugins(args.imports)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         raise UserError("--jobs and --threads must be >= 1")
+    if args.data_root:
+        if not Path(args.data_root).is_dir():
+            raise UserError(f"--data-root {args.data_root}: not a folder; give the folder that holds the datasets")
+        os.environ["SDLB_DATA_ROOT"] = str(Path(args.data_root).resolve())
     suite = load_suite(args.suite)
     jobs = expand_jobs(suite, methods=csv_list(args.methods), benchmarks=csv_list(args.benchmarks),
                        seeds=csv_list(args.seeds, int))
-    validate_paths(jobs)
-    runtime = {"device": args.device, "checkpoints": args.checkpoints}
-    from dataclasses import replace
+    jobs = apply_weights(jobs, args.weights)
+    name = suite["name"] + ("_smoke" if args.smoke else "")
+    results_dir = Path(args.results_dir) if args.results_dir else REPO / "results" / name
+    if args.smoke and not args.dry_run:
+        from harness.smoke import smoke_jobs
 
+        jobs = smoke_jobs(jobs, results_dir / "smoke_data")
+    if args.dry_run and not args.smoke:
+        try:
+            validate_paths(jobs)
+        except UserError as err:  # planning a suite does not need the data yet
+            print(f"note: a real run would stop here: {err}")
+    elif not args.smoke:
+        validate_paths(jobs)
+    runtime = {"device": args.device, "checkpoints": args.checkpoints}
     jobs = [replace(job, runtime=runtime) for job in jobs]
-    results_dir = Path(args.results_dir) if args.results_dir else REPO / "results" / suite["name"]
     return suite, jobs, results_dir
+
+
+def apply_weights(jobs, specs: list[str]):
+    """``--weights PATH`` or ``--weights LABEL=PATH``: point backbones at local files."""
+    labels = sorted({job.backbone for job in jobs})
+    chosen: dict[str, str] = {}
+    for spec in specs:
+        label, sep, path = spec.rpartition("=")
+        if not sep:
+            if len(labels) > 1:
+                raise UserError(f"--weights {spec}: the suite has several backbones ({', '.join(labels)}); use LABEL=PATH")
+            label, path = labels[0], spec
+        if label not in labels:
+            raise UserError(f"--weights {spec}: no backbone {label!r}; the suite's backbones are: {', '.join(labels)}")
+        chosen[label] = path
+    return [replace(job, backbone_cfg=replace(job.backbone_cfg, weights=chosen[job.backbone]))
+            if job.backbone in chosen else job for job in jobs]
 
 
 def run(args: argparse.Namespace) -> int:

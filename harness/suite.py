@@ -30,8 +30,9 @@ from harness.errors import UserError
 from harness.jobs import Job
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-TOP_KEYS = {"name", "description", "seeds", "backbones", "benchmarks", "methods", "defaults", "overrides",
-            "experiments", "executor", "slurm", "smoke"}
+TOP_KEYS = {"name", "description", "extends", "seeds", "backbones", "benchmarks", "methods", "defaults",
+            "overrides", "experiments", "executor", "slurm"}
+MERGED_KEYS = ("backbones", "benchmarks", "methods", "defaults")
 
 
 def suite_path(name_or_path: str) -> Path:
@@ -48,8 +49,45 @@ def list_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
 
 
-def load_suite(name_or_path: str) -> dict[str, Any]:
+def load_suite(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read and check a suite file; ``extends: OTHER`` starts from OTHER's content (labels merged key by key,
+    a label set to null is removed, every other top-level key replaced)."""
     path = suite_path(name_or_path)
+    if str(path) in _chain:
+        raise UserError(f"suite {path.name}: 'extends' forms a cycle ({' -> '.join(_chain)})")
+    data = _read_yaml(path)
+    parent_name = data.pop("extends", None)
+    if parent_name:
+        sibling = path.parent / f"{parent_name}.yaml"  # next to the child first, then suites/
+        parent = load_suite(str(sibling) if sibling.exists() else str(parent_name), (*_chain, str(path)))
+        parent.pop("name", None)
+        data = _merge_suites(parent, data)
+    for key in ("benchmarks", "methods"):
+        if not isinstance(data.get(key), dict) or not data[key]:
+            raise UserError(f"suite {path.name}: '{key}' must be a non-empty mapping of label -> settings")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def _merge_suites(parent: dict, child: dict) -> dict:
+    merged = dict(parent)
+    for key, value in child.items():
+        if key in MERGED_KEYS and isinstance(value, dict) and isinstance(parent.get(key), dict):
+            table = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in parent[key].items()}
+            for label, body in value.items():
+                if body is None and label in table and key != "defaults":
+                    del table[label]
+                elif isinstance(body, dict) and isinstance(table.get(label), dict):
+                    table[label] = {**table[label], **body}
+                else:
+                    table[label] = body
+            merged[key] = table
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -61,10 +99,6 @@ def load_suite(name_or_path: str) -> dict[str, Any]:
     unknown = sorted(set(data) - TOP_KEYS)
     if unknown:
         raise UserError(f"suite {path.name}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(sorted(TOP_KEYS))}")
-    for key in ("benchmarks", "methods"):
-        if not isinstance(data.get(key), dict) or not data[key]:
-            raise UserError(f"suite {path.name}: '{key}' must be a non-empty mapping of label -> settings")
-    data.setdefault("name", path.stem)
     return data
 
 
@@ -124,11 +158,12 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
         m_name = m_body.pop("method", m_label)
         entry = METHODS.get(m_name)
         valid = set(entry.config_cls.field_names())
+        # precedence: suite defaults < the method's entry < per-(method, benchmark) overrides < caller overrides
         merged = {k: v for k, v in defaults.items() if k in valid}
+        merged.update(m_body)
         for ov in suite.get("overrides") or []:
             if m_label in ov.get("methods", [m_label]) and b_label in ov.get("benchmarks", [b_label]):
                 merged.update(ov.get("set", {}))
-        merged.update(m_body)
         merged.update((overrides or {}).get(m_label, {}))
         m_cfg = METHODS.make_config(m_name, merged, where=f"method {m_label}")
         for bb_label, bb_cfg in backbone_cfgs.items():

@@ -1,0 +1,49 @@
+"""Rebuild a finished job's strategy from its record and a saved checkpoint (for analysis of solutions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.errors import UserError
+
+
+def load_record(results_dir: str | Path, job_id: str) -> dict[str, Any]:
+    from harness.store import ResultStore
+
+    record = ResultStore(results_dir).load(job_id)
+    if record is None:
+        raise UserError(f"no record {job_id!r} in {Path(results_dir) / 'records'}; run the suite first")
+    return record
+
+
+def checkpoint_path(results_dir: str | Path, job_id: str, task: int) -> Path:
+    path = Path(results_dir) / "checkpoints" / job_id / f"task{task}.pt"
+    if not path.exists():
+        raise UserError(f"no checkpoint for task {task} of {job_id} ({path}); rerun the job with --checkpoints tasks")
+    return path
+
+
+def load_strategy(record: dict[str, Any], results_dir: str | Path, task: int | None = None,
+                  device: str = "cpu"):
+    """(strategy restored after ``task`` (default: the last), benchmark) for a record with checkpoints."""
+    from benchmarks import BENCHMARKS
+    from benchmarks.backbones import BackboneConfig, build_backbone
+    from harness.run_job import seed_everything
+    from methods import METHODS
+
+    cfg = record["config"]
+    task = record["n_tasks"] - 1 if task is None else task
+    seed = cfg["seed"]
+    bench_cfg = BENCHMARKS.make_config(cfg["benchmark_name"], cfg["benchmark"])
+    bench = BENCHMARKS.get(cfg["benchmark_name"]).obj(bench_cfg, seed)
+    seed_everything(seed)
+    backbone, _ = build_backbone(BackboneConfig.from_dict(cfg["backbone"]))
+    method_cfg = METHODS.make_config(cfg["method_name"], cfg["method"])
+    strategy = METHODS.get(cfg["method_name"]).obj(cfg=method_cfg, backbone=backbone, device=device)
+    state = torch.load(checkpoint_path(results_dir, record["job_id"], task), map_location=device, weights_only=False)
+    strategy.restore(state)
+    strategy.model.eval()
+    return strategy, bench

@@ -1,0 +1,65 @@
+"""``--smoke``: every job of a suite on tiny stand-ins, to prove the wiring of a GPU suite on a CPU.
+
+Each job keeps its method, benchmark and seed, but runs on:
+
+* data: tiny generated files in the benchmark's real on-disk format (:mod:`benchmarks.fixtures`), with the real
+  class counts so that class orders and task splits are the paper's, at 16 px;
+* backbone: ``vit_test_tiny`` (random weights, 16 px);
+* training: one optimisation step per task (every ``*epochs`` field set to 1, batches large enough to hold a
+  task's fixture images).
+
+Everything after that (records, LaTeX tables, reference table) is the real code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from harness.jobs import Job
+
+SMOKE_IMG = 16
+SMOKE_BATCH = 4096
+
+
+def smoke_method_config(cfg):
+    changes = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name.endswith("epochs") and isinstance(value, int) and value > 0:
+            changes[f.name] = 1
+        elif f.name in ("batch_size", "eval_batch_size"):
+            changes[f.name] = SMOKE_BATCH
+        elif f.name == "num_workers":
+            changes[f.name] = 0  # worker processes cost more than tiny images
+        elif f.name in ("init_milestones", "milestones"):
+            changes[f.name] = () if value is not None else None
+    return dataclasses.replace(cfg, **changes)
+
+
+def smoke_jobs(jobs: list[Job], data_root: Path) -> list[Job]:
+    """The suite's jobs rewritten onto stand-ins; fixtures are written under ``data_root``."""
+    from benchmarks.backbones import BackboneConfig
+    from benchmarks.fixtures import WRITERS, write_fixture
+
+    written = set()
+    out = []
+    for job in jobs:
+        bcfg = job.benchmark_cfg
+        name = job.benchmark_name
+        if name in WRITERS:
+            if name not in written:
+                write_fixture(name, data_root)
+                written.add(name)
+            bcfg = dataclasses.replace(bcfg, root=str(data_root), img_size=SMOKE_IMG)
+            channels = 3
+        elif name == "synthetic":
+            bcfg = dataclasses.replace(bcfg, img_size=SMOKE_IMG)
+            channels = bcfg.channels
+        else:  # e.g. split_fmnist: real, small data already; only the backbone and training shrink
+            channels = 1
+        img = 28 if name == "split_fmnist" else SMOKE_IMG
+        backbone = BackboneConfig(tag="vit_test_tiny", pretrained=False, img_size=img, in_chans=channels)
+        out.append(dataclasses.replace(job, benchmark_cfg=bcfg, backbone_cfg=backbone,
+                                       method_cfg=smoke_method_config(job.method_cfg)))
+    return out

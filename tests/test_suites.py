@@ -1,0 +1,81 @@
+"""The shipped suite files and the runner's suite features: extends, --smoke, --weights, --data-root, dry-run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import run_suite
+from harness.suite import expand_jobs, list_suites, load_suite
+
+
+@pytest.mark.parametrize("name", list_suites())
+def test_every_shipped_suite_expands(name):
+    jobs = expand_jobs(load_suite(name))
+    assert jobs and len({j.job_id for j in jobs}) == len(jobs)
+
+
+def test_paper_tables_covers_every_cell_of_the_paper():
+    jobs = expand_jobs(load_suite("paper_tables"))
+    cells = {(j.method, j.benchmark_name, j.n_tasks()) for j in jobs}
+    main = ["full_ft", "l2p", "dualprompt", "coda_prompt", "hide_prompt", "inflora", "sd_lora", "sd_lora_rr",
+            "sd_lora_kd"]
+    for method in main:
+        for bench in [("imagenet_r", 5), ("imagenet_r", 10), ("imagenet_r", 20), ("imagenet_a", 10),
+                      ("domainnet", 5), ("cifar100", 10), ("cub200", 10)]:
+            assert (method, *bench) in cells
+    for method in ["sd_lora_fixed_first", "sd_lora_single", "sd_lora_no_rescale"]:
+        assert {(method, "imagenet_r", 5), (method, "imagenet_r", 10)} <= cells
+    assert {j.seed for j in jobs} == {1993, 1994, 1995, 1996, 1997}
+    by_id = {j.job_id: j for j in jobs}
+    ina = by_id["sd_lora__imagenet_a_10__s1993"].method_cfg  # exps/sdlora_ina.json
+    assert (ina.init_lr, ina.lr, ina.milestones, ina.lr_decay) == (0.01, 0.005, (10, 15), 0.05)
+    assert by_id["sd_lora__cifar100_10__s1993"].method_cfg.lr == 0.008
+    assert by_id["hide_prompt__cifar100_10__s1993"].method_cfg.preset == "original"
+
+
+def test_paper_recipe_suite_extends_paper_tables():
+    jobs = expand_jobs(load_suite("paper_tables_paper_recipe"))
+    by_id = {j.job_id: j for j in jobs}
+    cfg = by_id["sd_lora__imagenet_r_10__s1993"].method_cfg
+    assert (cfg.optimizer, cfg.lr, cfg.epochs, cfg.norm_mode, cfg.alpha_init, cfg.carry_alpha) == (
+        "adam", 0.008, 30, "paper", 1.0, True)
+    assert by_id["sd_lora__domainnet_5__s1993"].method_cfg.epochs == 10
+    dino = expand_jobs(load_suite("paper_figures_dino"))
+    assert {j.backbone_cfg.tag for j in dino} == {"vit_base_patch16_224.dino"}
+
+
+def test_dry_run_prints_jobs_and_a_gpu_estimate(capsys):
+    assert run_suite.main(["--suite", "paper_tables", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "425 jobs; estimated" in out and "A100-hours" in out
+    assert "sd_lora_kd__domainnet_5__s1997" in out
+
+
+def test_weights_flag_points_the_backbone_at_a_file(tmp_path, capsys):
+    weights = tmp_path / "w.safetensors"
+    assert run_suite.main(["--suite", "paper_tables", "--dry-run", "--weights", str(weights)]) == 0
+    assert run_suite.main(["--suite", "paper_tables", "--dry-run", "--weights", f"nope={weights}"]) == 2
+    assert "no backbone 'nope'" in capsys.readouterr().err
+
+
+def test_data_root_must_exist(tmp_path, capsys):
+    assert run_suite.main(["--suite", "paper_tables", "--data-root", str(tmp_path / "missing")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_smoke_runs_a_paper_suite_to_latex_tables(tmp_path):
+    suite = {
+        "name": "mini_paper", "extends": "paper_tables", "seeds": [1993],
+        "experiments": [{"methods": ["sd_lora", "full_ft"], "benchmarks": ["imagenet_r_5", "cifar100_10"]}],
+    }
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "res"
+    assert run_suite.main(["--suite", str(path), "--smoke", "--results-dir", str(out)]) == 0
+    rec = json.loads((out / "records" / "sd_lora__imagenet_r_5__s1993.json").read_text())
+    assert rec["status"] == "done" and rec["n_tasks"] == 5 and rec["classes_per_task"] == [40] * 5
+    assert rec["class_order"][:5] == [168, 136, 51, 9, 183]  # seed 1993 on 200 classes (DATASETS_SPEC 0.1)
+    assert (out / "tables" / "main.tex").exists() and (out / "tables" / "table2.tex").exists()
