@@ -1,0 +1,315 @@
+"""HiDe-Prompt (Wang et al., NeurIPS 2023, arXiv 2310.07234): hierarchical decomposition into task-identity
+inference (TII), within-task prediction (WTP) and task-adaptive prediction (TAP).
+
+Reference implementation: thu-ml/HiDe-Prompt at 0ed4333 (``engines/hide_tii_engine.py``,
+``engines/hide_promtp_wtp_and_tap_engine.py``, ``peft/prompt/hide_prompt.py``, ``trainers/*``,
+``training_scripts/train_{cifar100,imr}_vit.sh``, ``configs/*_hideprompt_5e.py``), restated in
+BASELINES_SPEC.md section 4. Statistics, alignment and the TII MLP live in methods/_hide_stats.py.
+
+Per task t (the reference runs all TII tasks in a first process and loads the task-t TII checkpoint while
+training WTP task t; the two stages never read each other's state, so one pass per task is equivalent):
+
+* **WTP** (the Avalanche loop): prefix tuning with E-prompt t in blocks ``e_layers`` (0-4), separate key and
+  value prefixes ``(len, 2, pool_size, length, C)``, U(-1, 1), no keys, no G-prompt. E-prompt t starts as a
+  copy of E-prompt t-1; for t > 0 the prompt fed forward is ``(1 - m) e_t + m mean(e_0..e_{t-1})`` (earlier ones
+  detached) and e_t is overwritten by that mix after the task. Loss ``CE(current task) + reg * L_con`` with
+  ``L_con = CE(S, I)``, ``S = M M^T / 0.8``, ``M = [stored WTP prototypes (every centroid of earlier classes);
+  batch features]`` (unnormalised final-norm CLS of the prompted pass). Prompts at ``lr``, head at
+  ``head_lr_scale * lr`` (``--larger_prompt_lr``).
+* **TII** (``finish_task``): a residual MLP + TII head on the frozen CLS feature, trained ``tii_epochs`` with
+  Adam ``tii_lr``, CE on the task's classes; then per-class statistics of the *frozen* features; for t > 0,
+  MLP + TII head are aligned on Gaussian samples of every seen class (SGD, ``tii_ca_lr``, ``ca_epochs``).
+* **WTP statistics + TAP** (``finish_task``): per-class statistics of the prompted features with the task's own
+  prompt; for t > 0 only the head is aligned on Gaussian samples of every seen class (SGD, ``ca_lr``).
+* **Inference**: pass 1 frozen ViT -> MLP -> TII head (over the seen classes) -> class -> its task; pass 2 the
+  prompted ViT with that task's E-prompt, per sample -> head. Mechanism ``task_id_accuracy``: TII accuracy.
+
+Stored statistics (``storage``; default the reference's ``multi-centroid``, 10 k-means clusters per class,
+mean + variance each, for TII and WTP) count as ``stored_features()``.
+
+Learning rates, written out (the reference's ``unscale_lr=True`` scales by the *per-device* batch:
+``lr * 24 / 256``, whatever the number of GPUs; the 8 GPUs only make the global batch 192. BASELINES_SPEC.md
+section 4's "x global_bs/256" (0.0225, 3.75e-4) is not what ``trainers/*_trainer.py`` compute):
+WTP Adam 0.03 * 24/256 = 0.0028125; TII Adam 5e-4 * 24/256 = 4.6875e-5; TII alignment SGD
+0.005 * 24/256 = 4.6875e-4 (``tii_trainer.py`` scales ``ca_lr``); TAP SGD 0.005 (``hideprompt_trainer.py``
+does not). Alignment mini-batches per epoch: the reference runs one per class of the earlier tasks
+(``ca_iters: null``), too few for small benchmarks (2 classes per task: 2 steps per epoch after task 1);
+``ca_iters`` fixes the number. Alignment weight decay: the engines pass ``weight_decay=5e-4`` to SGD but the
+param group carries ``args.weight_decay``, which argparse resolves to the first-declared ``--weight-decay``
+default 0.0, so the effective value is 0 (``ca_weight_decay``).
+
+Presets: ``original`` = ``train_cifar100_vit.sh`` (WTP 50 epochs, step at 30, length 5, reg 0.1; TII 20 epochs,
+constant) and ``original_imr`` = ``train_imr_vit.sh`` (WTP 150 epochs, cosine to 1e-5, length 20, reg 0.5).
+No ``sdl`` preset: WuYichen-97/SD-Lora-CL has no HiDe-Prompt config. Field defaults are the CIFAR recipe with
+the suite's epochs and batch size (``tii_epochs`` None = the task's ``epochs``).
+
+Deliberate deviations:
+
+* Prefixes are built per sample (the reference inherits the JHDP reshape bug, whose test accuracy depends on
+  the batch: BASELINES_SPEC.md section 4 pitfall a).
+* During WTP training the reference also runs TII to compute a prompt id that the prompt mask then overrides;
+  that wasted pass is skipped.
+* Per-class statistics use the eval transforms, as the reference's ``dataset_train_mean``; k-means is our own
+  (k-means++ seeding, global RNG) instead of sklearn's; small classes get fewer clusters (_hide_stats.py).
+* The TII head is the harness's growing head (kaiming-uniform rows), not timm's trunc-normal init.
+* The alignment optimizers cover exactly the aligned parameters (TAP: the head), so prompts cannot be
+  touched by weight decay (pitfall c).
+* More tasks than ``pool_size`` is an error; blocks beyond the backbone's depth are dropped with a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from harness.config import check
+from harness.errors import UserError
+from methods._hide_stats import STORAGE, ClassStats, ResidualMLP, align_classifier
+from methods.base import METHODS, IncrementalHead, MethodConfig
+from methods.prompting import (
+    Prefixes,
+    PromptModel,
+    PromptStrategy,
+    cls_features,
+    prompted_tokens,
+    regroup_optimizer,
+    uniform_,
+    usable_layers,
+)
+
+_RECIPE = dict(optimizer="adam", lr=0.0028125, weight_decay=0.0, batch_size=24, grad_clip=1.0, pool_size=10,
+               prompt_momentum=0.01, head_lr_scale=0.1, tii_epochs=20, tii_lr=4.6875e-5, tii_ca_lr=4.6875e-4,
+               ca_lr=0.005, ca_epochs=30, ca_batch_size=24, ca_weight_decay=0.0, storage="multi-centroid",
+               n_centroids=10)
+
+
+@dataclass(frozen=True)
+class HiDePromptConfig(MethodConfig):
+    """HiDe-Prompt fields (module docstring)."""
+
+    PRESETS = {
+        "original": dict(_RECIPE, epochs=50, scheduler="multistep", milestones=(30,), lr_decay=0.1, length=5,
+                         contrast_reg=0.1),
+        "original_imr": dict(_RECIPE, epochs=150, scheduler="cosine", min_lr=1e-5, length=20, contrast_reg=0.5),
+    }
+
+    optimizer: str = "adam"
+    lr: float = 0.0028125
+    grad_clip: float | None = 1.0
+    e_layers: tuple[int, ...] = (0, 1, 2, 3, 4)
+    pool_size: int = 10
+    length: int = 5
+    shared_prompt_pool: bool = True
+    prompt_momentum: float = 0.01
+    contrast_reg: float = 0.1
+    contrast_temperature: float = 0.8
+    head_lr_scale: float = 0.1
+    tii_hidden: tuple[int, ...] = (2,)
+    tii_dropout: float = 0.0
+    tii_epochs: int | None = None
+    tii_lr: float = 4.6875e-5
+    tii_batch_size: int | None = None
+    tii_ca_lr: float = 4.6875e-4
+    ca_lr: float = 0.005
+    ca_epochs: int = 30
+    ca_batch_size: int = 24
+    ca_iters: int | None = None
+    ca_weight_decay: float = 0.0
+    storage: str = "multi-centroid"
+    n_centroids: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.pool_size >= 1 and self.length >= 1, "pool_size and length must be >= 1")
+        check(all(i >= 0 for i in self.e_layers), "layer indices must be >= 0")
+        check(0 <= self.prompt_momentum < 1, "prompt_momentum must be in [0, 1)")
+        check(self.contrast_reg >= 0 and self.contrast_temperature > 0, "contrast_reg >= 0, temperature > 0")
+        check(self.head_lr_scale > 0, "head_lr_scale must be > 0")
+        check(all(h >= 1 for h in self.tii_hidden), "tii_hidden multipliers must be >= 1")
+        check(0 <= self.tii_dropout < 1, "tii_dropout must be in [0, 1)")
+        check(self.tii_epochs is None or self.tii_epochs >= 0, "tii_epochs must be >= 0")
+        check(min(self.tii_lr, self.tii_ca_lr, self.ca_lr) > 0, "learning rates must be > 0")
+        check(self.tii_batch_size is None or self.tii_batch_size >= 1, "tii_batch_size must be >= 1")
+        check(self.ca_epochs >= 0 and self.ca_batch_size >= 1 and self.ca_weight_decay >= 0,
+              "ca_epochs, ca_weight_decay must be >= 0 and ca_batch_size >= 1")
+        check(self.ca_iters is None or self.ca_iters >= 1, "ca_iters must be >= 1 or null (reference rule)")
+        check(self.storage in STORAGE, f"storage must be one of {', '.join(STORAGE)}")
+        check(self.n_centroids >= 1, "n_centroids must be >= 1")
+
+
+class HiDePromptModel(PromptModel):
+    """Frozen ViT + E-prompts + head (WTP/TAP) and TII MLP + TII head, with both sets of class statistics."""
+
+    def __init__(self, backbone: nn.Module, cfg: HiDePromptConfig):
+        super().__init__(backbone)
+        self.cfg = cfg
+        d = self.dims
+        self.e_layers = usable_layers(cfg.e_layers, d.depth, "hide_prompt e_layers")
+        self.e_prompt = uniform_((len(self.e_layers), 2, cfg.pool_size, cfg.length, d.attn_dim))
+        self.tii_mlp = ResidualMLP(d.num_features, cfg.tii_hidden, cfg.tii_dropout)
+        self.tii_head = IncrementalHead(d.num_features)
+        self.tii_stats = ClassStats(d.num_features, cfg.storage, cfg.n_centroids)
+        self.wtp_stats = ClassStats(d.num_features, cfg.storage, cfg.n_centroids)
+
+    def tii_logits(self, q: torch.Tensor) -> torch.Tensor:
+        return self.tii_head(self.tii_mlp(q.float()))
+
+    def predict_task(self, x: torch.Tensor) -> torch.Tensor:
+        """Pass 1: frozen ViT -> TII MLP -> TII head -> predicted class -> its task, per sample ``(B,)``."""
+        return self.class_task[self.tii_logits(self.query(x)).argmax(dim=1)]
+
+    def mixed_prompt(self, t: int) -> torch.Tensor:
+        """E-prompt t with momentum, ``(1 - m) e_t + m mean(e_<t)`` (old prompts detached): ``(L, 2, len, A)``."""
+        e = self.e_prompt[:, :, t]
+        m = self.cfg.prompt_momentum
+        if t > 0 and m > 0:
+            e = (1 - m) * e + m * self.e_prompt[:, :, :t].detach().mean(dim=2)
+        return e
+
+    def prompted_features(self, x: torch.Tensor, task: torch.Tensor | None = None,
+                          prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """Pass 2 with E-prompt ``task[b]`` for sample b, or one ``prompt (L, 2, len, A)`` for every sample."""
+        B = x.shape[0]
+        prefixes: Prefixes = {}
+        for j, layer in enumerate(self.e_layers):
+            e = self.e_prompt[j][:, task] if prompt is None else prompt[j][:, None].expand(-1, B, -1, -1)
+            prefixes[layer] = (e[0], e[1])  # (B, len, A) each; batch index never reshaped into another axis
+        return cls_features(self.backbone, prompted_tokens(self.backbone, x, prefixes=prefixes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:  # WTP training: the task's own prompt (prompt mask) with momentum
+            feats = self.prompted_features(x, prompt=self.mixed_prompt(self.train_task))
+            self.aux = {"features": feats}
+            return feats
+        task = self.predict_task(x)
+        feats = self.prompted_features(x, task=task)
+        self.aux = {"features": feats, "task_pred": task}
+        return feats
+
+
+def contrastive_loss(features: torch.Tensor, prototypes: torch.Tensor, temperature: float) -> torch.Tensor:
+    """HiDe's ``orth_loss``: every row of ``M = [prototypes; features]`` should be most similar to itself."""
+    m = torch.cat([prototypes.to(features), features]).float()
+    sim = m @ m.T / temperature
+    return F.cross_entropy(sim, torch.arange(m.shape[0], device=m.device))
+
+
+@METHODS.register("hide_prompt", HiDePromptConfig)
+class HiDePrompt(PromptStrategy):
+    """HiDe-Prompt: TII picks the task, its E-prompt predicts within the task, heads aligned on stored statistics."""
+
+    config: HiDePromptConfig
+
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        model = HiDePromptModel(backbone, self.config)
+        self.history["prompt_layers"] = list(model.e_layers)
+        return model
+
+    def setup_task(self, t: int, experience) -> None:
+        if t >= self.config.pool_size:
+            raise UserError(f"hide_prompt: task {t + 1} needs E-prompt {t}, but pool_size is {self.config.pool_size}")
+        super().setup_task(t, experience)
+        self.model.tii_head.grow(self.seen)
+        if t > 0 and self.config.shared_prompt_pool:
+            with torch.no_grad():
+                self.model.e_prompt[:, :, t] = self.model.e_prompt[:, :, t - 1]
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Everything HiDe learns in a task: prompts and head (WTP), MLP and TII head (TII, in finish_task)."""
+        yield self.model.e_prompt
+        yield from self.model.head.parameters()
+        yield from self._tii_parameters()
+
+    def _tii_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.tii_mlp.parameters()) + list(self.model.tii_head.parameters())
+
+    def make_optimizer(self, **kwargs):
+        fresh = self._optimizer_task != self.task_id
+        super().make_optimizer(**kwargs)
+        if fresh:  # larger_prompt_lr: head at head_lr_scale * lr
+            # The TII parameters sit in the WTP optimizer only so that it holds exactly trainable_parameters():
+            # the WTP loss never reaches them (grad None), so Adam leaves them alone; finish_task trains them.
+            regroup_optimizer(self, [([self.model.e_prompt], 1.0),
+                                     (list(self.model.head.parameters()), self.config.head_lr_scale),
+                                     (self._tii_parameters(), 1.0)])
+
+    def criterion(self):
+        loss = super().criterion()
+        if self.is_training and self.config.contrast_reg > 0:
+            protos = self.model.wtp_stats.prototypes()
+            loss = loss + self.config.contrast_reg * contrastive_loss(self.model.aux["features"], protos,
+                                                                      self.config.contrast_temperature)
+        return loss
+
+    def finish_task(self, t: int) -> None:
+        cfg, model = self.config, self.model
+        if t > 0 and cfg.prompt_momentum > 0:
+            with torch.no_grad():
+                model.e_prompt[:, :, t] = model.mixed_prompt(t)
+        record = {"task": t, "tii_loss": self._train_tii(t)}
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            self._add_stats(model.tii_stats, model.query)
+            self._add_stats(model.wtp_stats, lambda x: model.prompted_features(
+                x, task=torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)))
+        model.train()
+        if t > 0:  # TII alignment on frozen-feature statistics, then TAP on prompted-feature statistics
+            iters = cfg.ca_iters or self.known  # reference: one mini-batch per class of the earlier tasks
+            record["tii_align_loss"] = align_classifier(model.tii_logits, self._tii_parameters(), model.tii_stats,
+                                                        iters, cfg.ca_batch_size, cfg.tii_ca_lr, cfg.ca_epochs,
+                                                        cfg.ca_weight_decay)
+            record["tap_loss"] = align_classifier(model.head, list(model.head.parameters()), model.wtp_stats,
+                                                  iters, cfg.ca_batch_size, cfg.ca_lr, cfg.ca_epochs,
+                                                  cfg.ca_weight_decay)
+        model.train(was_training)
+        record["stored_components"] = int(model.tii_stats.valid.sum() + model.wtp_stats.valid.sum())
+        self.history.setdefault("stages", []).append(record)
+
+    def _train_tii(self, t: int) -> float:
+        """TII for task t: MLP + TII head on frozen features, CE over the task's classes (Adam, clipped)."""
+        cfg, model = self.config, self.model
+        params = self._tii_parameters()
+        optimizer = torch.optim.Adam(params, lr=cfg.tii_lr, betas=tuple(cfg.betas))
+        epochs = cfg.tii_epochs if cfg.tii_epochs is not None else cfg.for_task(t)[1]
+        loader = DataLoader(self.experience.dataset.train(), batch_size=cfg.tii_batch_size or cfg.batch_size,
+                            shuffle=True, num_workers=cfg.num_workers)
+        model.train()
+        last = float("nan")
+        for _ in range(epochs):
+            for batch in loader:
+                x, y = batch[0].to(self.device), batch[1].to(self.device)
+                with self.autocast():
+                    q = model.query(x)
+                loss = F.cross_entropy(model.tii_logits(q)[:, self.known:self.seen], y - self.known)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                last = float(loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        return last
+
+    def _add_stats(self, stats: ClassStats, features) -> None:
+        """Append the statistics of the current task's classes, from ``features(x)`` of its training images."""
+        loader = DataLoader(self.experience.dataset.eval(), batch_size=self.config.eval_batch_size, shuffle=False,
+                            num_workers=self.config.num_workers)
+        feats, labels = [], []
+        for batch in loader:
+            with self.autocast():
+                feats.append(features(batch[0].to(self.device)).float())
+            labels.append(batch[1].to(self.device))
+        feats, labels = torch.cat(feats), torch.cat(labels)
+        if stats.n_classes != self.known:
+            raise RuntimeError(f"statistics hold {stats.n_classes} classes, expected {self.known}")
+        for c in range(self.known, self.seen):
+            stats.add_class(feats[labels == c])
+
+    def stored_features(self) -> int:
+        return self.model.tii_stats.stored_floats() + self.model.wtp_stats.stored_floats()

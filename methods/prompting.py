@@ -1,0 +1,292 @@
+"""Shared machinery of the prompt-based methods (L2P, DualPrompt, CODA-Prompt, HiDe-Prompt) on timm's ViT.
+
+Everything reads dimensions from the backbone (``embed_dim``, depth, heads, head dim); nothing assumes ViT-B/16.
+Token order in a prompted pass is ``[CLS, (input prompts), patches]`` (BASELINES_SPEC.md, preamble).
+
+* **Query pass** (:func:`frozen_query`, BASELINES_SPEC.md section 0): the unprompted frozen backbone's final-norm
+  CLS token ("pre_logits"), without gradient. Every method here runs it, so inference is two ViT passes.
+* **Input prompt tuning** (L2P, section 1): prompt tokens are inserted right after the prefix tokens (CLS) once
+  the position embedding has been added; each prompt token gets the CLS position embedding, as the reference's
+  ``resize_pos_embed`` does when it copies the CLS entry to every prompt position (frozen).
+* **Prefix tuning** (DualPrompt, CODA-Prompt, HiDe-Prompt, section 2): in a prompted block the attention uses
+  ``K' = [P_k; K]`` and ``V' = [P_v; V]`` with prefixes given **per sample** ``(B, L, heads * head_dim)``.
+  :func:`prefix_attention` takes the block's own fused ``qkv``, splits heads, prepends the prefixes and calls
+  ``F.scaled_dot_product_attention``. The batch dimension stays leading from the prompt gather to the
+  attention, so the JHDP reshape-without-permute bug (prefixes of one sample leaking into another, section 2
+  pitfall) cannot occur; tests/test_prompts.py checks that a prediction does not depend on the batch.
+
+The backbone's modules are called as they are (``patch_embed``, ``_pos_embed``, block ``norm1``/``attn.qkv``/
+``mlp``, ``norm``): we neither vendor timm's ViT nor replace modules in it, so the query pass and the prompted
+pass share one set of frozen weights and the backbone's state-dict keys stay timm's.
+
+Note on FLOP counts: torch's ``FlopCounterMode`` has no formula for the CPU kernel behind
+``F.scaled_dot_product_attention`` (torch 2.14 counts 0), so on CPU attention matmuls -- and the extra prefix
+keys -- are missing from GFLOPs, for the plain backbone and the prompted pass alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from harness.errors import UserError
+from methods.base import CILModel, CILStrategy
+
+Prefixes = dict[int, tuple[torch.Tensor, torch.Tensor]]  # block index -> (key prefix, value prefix), (B, L, A)
+
+
+@dataclass(frozen=True)
+class ViTDims:
+    """What the prompt modules need to know about a timm ``VisionTransformer``."""
+
+    embed_dim: int
+    num_features: int
+    depth: int
+    num_heads: int
+    head_dim: int
+    num_prefix_tokens: int
+
+    @property
+    def attn_dim(self) -> int:
+        """Width of keys and values (``heads * head_dim``), the width of a prefix token."""
+        return self.num_heads * self.head_dim
+
+    @classmethod
+    def of(cls, backbone: nn.Module) -> ViTDims:
+        blocks = getattr(backbone, "blocks", None)
+        if blocks is None or not len(blocks) or not all(isinstance(b, Block) for b in blocks):
+            raise UserError("prompt methods need a timm VisionTransformer whose blocks are timm Block modules")
+        attn = blocks[0].attn
+        return cls(embed_dim=backbone.embed_dim, num_features=backbone.num_features, depth=len(blocks),
+                   num_heads=attn.num_heads, head_dim=attn.head_dim,
+                   num_prefix_tokens=int(getattr(backbone, "num_prefix_tokens", 1)))
+
+
+def usable_layers(layers: tuple[int, ...], depth: int, what: str) -> tuple[int, ...]:
+    """The prompted block indices that exist in a backbone of ``depth`` blocks (a warning names the dropped ones).
+
+    The references place prompts in blocks 0-4 of a 12-block ViT-B; a smaller test or CPU backbone keeps the
+    indices that exist rather than re-scaling them.
+    """
+    kept = tuple(i for i in layers if i < depth)
+    if len(kept) < len(layers):
+        warnings.warn(f"{what}: blocks {sorted(set(layers) - set(kept))} do not exist in a {depth}-block backbone; "
+                      f"prompting blocks {list(kept)} only", stacklevel=3)
+    return kept
+
+
+def frozen_query(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The query: final-norm CLS feature of the unprompted frozen backbone (no gradient), ``(B, num_features)``."""
+    with torch.no_grad():
+        return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+
+
+def prefix_attention(attn: nn.Module, x: torch.Tensor, prefix_k: torch.Tensor, prefix_v: torch.Tensor) -> torch.Tensor:
+    """timm ``Attention.forward`` with per-sample key/value prefixes prepended (prefix tuning).
+
+    Args:
+        attn: the block's timm ``Attention`` (its fused ``qkv``, norms and ``proj`` are used as they are).
+        x: normalised block input ``(B, N, C)``.
+        prefix_k, prefix_v: ``(B, L, heads * head_dim)``; sample b's prefixes only ever meet sample b's queries.
+    """
+    B, N, _ = x.shape
+    H, hd = attn.num_heads, attn.head_dim
+    gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
+    q, k, v = attn.qkv(x).reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    pk = prefix_k.to(k.dtype).reshape(B, -1, H, hd).transpose(1, 2)  # (B, H, L, hd): batch stays leading
+    pv = prefix_v.to(v.dtype).reshape(B, -1, H, hd).transpose(1, 2)
+    k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.attn_drop.p if attn.training else 0.0)
+    out = attn.norm(out.transpose(1, 2).reshape(B, N, H * hd))
+    if gate is not None:
+        out = out * gate
+    return attn.proj_drop(attn.proj(out))
+
+
+def prefixed_block(block: Block, x: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """timm ``Block.forward`` whose attention gets ``prefix`` (the plain block when it is None)."""
+    if prefix is None:
+        return block(x)
+    x = x + block.drop_path1(block.ls1(prefix_attention(block.attn, block.norm1(x), *prefix)))
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+
+def prompted_tokens(backbone: nn.Module, x: torch.Tensor, prompts: torch.Tensor | None = None,
+                    prefixes: Prefixes | None = None) -> torch.Tensor:
+    """One prompted pass; returns the final-normed tokens ``(B, prefix + n_prompts + patches, C)``.
+
+    Args:
+        prompts: input prompt tokens ``(B, n_prompts, C)`` inserted after the CLS token, each with the CLS
+            position embedding (L2P); None for none.
+        prefixes: per-block key/value prefixes (prefix tuning); None or {} for none.
+    """
+    tokens = backbone._pos_embed(backbone.patch_embed(x))
+    if prompts is not None:
+        n_pre = backbone.num_prefix_tokens
+        pos = 0.0 if backbone.no_embed_class or backbone.pos_embed is None else backbone.pos_embed[:, :1]
+        prompts = (prompts + pos).to(tokens.dtype)
+        tokens = torch.cat([tokens[:, :n_pre], prompts, tokens[:, n_pre:]], dim=1)
+    tokens = backbone.norm_pre(backbone.patch_drop(tokens))
+    prefixes = prefixes or {}
+    for i, block in enumerate(backbone.blocks):
+        tokens = prefixed_block(block, tokens, prefixes.get(i))
+    return backbone.norm(tokens)
+
+
+def cls_features(backbone: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The backbone's own pooling of final-normed tokens (CLS for ``global_pool='token'``)."""
+    return backbone.forward_head(tokens, pre_logits=True)
+
+
+def cosine_similarity(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``(B, M)`` cosine similarities between queries ``(B, d)`` and keys ``(M, d)``."""
+    return F.normalize(query, dim=-1) @ F.normalize(keys, dim=-1).T
+
+
+def batch_majority(idx: torch.Tensor, k: int, pool_size: int) -> torch.Tensor:
+    """The reference's ``batchwise_prompt``: the k indices chosen most often in the batch, for every sample.
+
+    LEAKS across the batch: a sample's prompts depend on which other images share its batch, and with
+    class- or task-ordered test loaders this votes for the task (BASELINES_SPEC.md section 7.1).
+    """
+    counts = torch.bincount(idx.flatten(), minlength=pool_size)
+    top = torch.sort(counts, descending=True, stable=True).indices[:k]  # ties: lower index first
+    return top.expand(idx.shape[0], -1)
+
+
+def select_prompts(sim: torch.Tensor, k: int, batchwise: bool) -> torch.Tensor:
+    """Top-k prompt indices per sample ``(B, k)``; batch-majority only if ``batchwise`` (leaks, see above)."""
+    idx = sim.topk(k, dim=1).indices
+    return batch_majority(idx, k, sim.shape[1]) if batchwise else idx
+
+
+def uniform_(shape: tuple[int, ...]) -> nn.Parameter:
+    """A parameter drawn from U(-1, 1), the references' ``prompt_init='uniform'``."""
+    return nn.Parameter(torch.empty(shape).uniform_(-1.0, 1.0))
+
+
+class PromptModel(CILModel):
+    """Frozen backbone + prompt parameters + incremental head; ``forward`` runs query and prompted passes.
+
+    ``train_task`` is the task being trained (methods that force the task's own prompt during training read
+    it when the module is in training mode). ``class_task[c]`` is the task that introduced class c.
+    ``aux`` holds the side outputs of the last forward (surrogate-loss terms, selected prompts, features);
+    it is not state.
+    """
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__(backbone)
+        backbone.requires_grad_(False)
+        self.dims = ViTDims.of(backbone)
+        self.register_buffer("class_task", torch.zeros(0, dtype=torch.long))
+        self.train_task = 0
+        self.aux: dict[str, torch.Tensor] = {}
+
+    def __getstate__(self) -> dict:
+        # aux holds non-leaf tensors of the last forward, which deepcopy and pickle refuse; it is not state
+        return {**super().__getstate__(), "aux": {}}
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        return frozen_query(self.backbone, x)
+
+    def add_task(self, t: int, known: int, seen: int) -> None:
+        new = torch.full((seen - known,), t, dtype=torch.long, device=self.class_task.device)
+        self.class_task = torch.cat([self.class_task[:known], new])
+        self.train_task = t
+
+
+class PromptStrategy(CILStrategy):
+    """Common plumbing: task bookkeeping, the task-identification record, optimizer regrouping.
+
+    Mechanism record ``task_id_accuracy``: at every evaluation, the fraction of test images whose selected
+    prompt (DualPrompt: key-matched E-prompt; HiDe: TII's task) is their own task's, when the model reports a
+    per-sample ``aux["task_pred"]``.
+    """
+
+    model: PromptModel
+
+    def setup_task(self, t: int, experience) -> None:
+        self.model.add_task(t, self.known, self.seen)
+        self.history.setdefault("task_id_accuracy", [])
+
+    @property
+    def history(self) -> dict:
+        if not hasattr(self, "_history"):
+            self._history: dict = {}
+        return self._history
+
+    def autocast(self):
+        """bf16 autocast on CUDA when ``amp`` (as the base forward), for the method's own extra passes."""
+        if self.config.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def before_evaluation(self) -> None:
+        self._task_hits = [0, 0]
+
+    def _after_eval_iteration(self, **kwargs):
+        pred = self.model.aux.get("task_pred")
+        if pred is not None:
+            known = self.mb_y < len(self.model.class_task)  # a test stream may hold classes not trained yet
+            true = self.model.class_task[self.mb_y[known]]
+            self._task_hits[0] += int((pred[known] == true).sum())
+            self._task_hits[1] += int(true.numel())
+        super()._after_eval_iteration(**kwargs)
+
+    def after_evaluation(self) -> None:
+        hits, total = getattr(self, "_task_hits", (0, 0))
+        if total:
+            self.history.setdefault("task_id_accuracy", []).append([self.task_id, hits / total])
+
+    def mechanism(self) -> dict:
+        return self.history
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "history": self.history, "train_task": self.model.train_task}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        self._history = state["history"]
+        self.model.train_task = state["train_task"]
+
+
+def regroup_optimizer(strategy: CILStrategy, groups: list[tuple[list[nn.Parameter], float]],
+                      lr_lambda=None) -> None:
+    """Re-create ``strategy.optimizer`` (same class and settings) over ``groups`` of (params, lr factor).
+
+    Used right after the base ``make_optimizer`` built the task's optimizer, before any step: for a head
+    trained at a fraction of the prompt lr (HiDe's ``larger_prompt_lr``) or a custom per-epoch lr factor
+    ``lr_lambda(epoch)`` (CODA's cosine), which replaces the scheduler.
+    """
+    old = strategy.optimizer
+    defaults = dict(old.defaults)
+    lr = defaults["lr"]
+    param_groups = [{"params": p, "lr": lr * f} for p, f in groups if p]
+    strategy.optimizer = type(old)(param_groups, **defaults)
+    sched = strategy.scheduler
+    if lr_lambda is not None:
+        strategy.scheduler = torch.optim.lr_scheduler.LambdaLR(strategy.optimizer, lr_lambda)
+    elif isinstance(sched, torch.optim.lr_scheduler.MultiStepLR):
+        strategy.scheduler = torch.optim.lr_scheduler.MultiStepLR(strategy.optimizer, sorted(sched.milestones),
+                                                                  sched.gamma)
+    elif isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+        strategy.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(strategy.optimizer, sched.T_max,
+                                                                        eta_min=sched.eta_min)
+    elif sched is not None:
+        raise TypeError(f"cannot rebuild scheduler {type(sched).__name__}")
+
+
+def coda_cosine(epochs: int):
+    """CODA-Prompt's per-epoch lr factor ``cos(99 pi e / (200 (K - 1)))`` (CODA ``utils/schedulers.py``, also
+    SDL ``models/coda_prompt.py``): sin(pi / 200) ~ 0.016 at the last epoch, never 0. Constant for K = 1."""
+    if epochs <= 1:
+        return lambda epoch: 1.0
+    return lambda epoch: math.cos(99 * math.pi * epoch / (200 * (epochs - 1)))
