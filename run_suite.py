@@ -4,6 +4,14 @@
     python run_suite.py --suite quick                 # train, record, then LaTeX table + figures
     python run_suite.py --list                        # suites, methods, benchmarks
     python run_suite.py --suite quick --dry-run       # the jobs, without running them
+    python run_suite.py --suite paper_tables --gpus 0,0,1,1            # 4 workers, two per GPU
+    python run_suite.py --suite paper_tables --executor slurm --slurm-partition gpu --slurm-time 12:00:00
+    python run_suite.py --suite paper_tables --retry-failed            # rerun only the failed jobs
+    python run_suite.py status --suite paper_tables                    # done / running / failed / pending
+
+Executors (``--executor`` or the suite's ``executor:`` key): ``local`` (joblib: in this process, ``--jobs N`` CPU
+workers, or one worker per ``--gpus`` slot) and ``slurm`` (submitit array jobs; see harness/slurm.py). Every job
+resumes after its last finished experience when it is started again (harness/resume.py).
 
 Exit codes: 0 all jobs done, 1 some job failed (the others still ran and were recorded), 2 bad input
 (nothing written).
@@ -12,8 +20,6 @@ Exit codes: 0 all jobs done, 1 some job failed (the others still ran and were re
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import os
 import sys
 import time
@@ -22,13 +28,15 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub (it retries for ~46 s offline)
 
-from harness.errors import UserError  # noqa: E402
+from harness.errors import UserError
 
 REPO = Path(__file__).resolve().parent
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description="Run a class-incremental benchmark suite.")
+    ap = argparse.ArgumentParser(description="Run a class-incremental benchmark suite.",
+                                 epilog="Where a suite stands (done, running, failed, pending, stale): "
+                                        "python run_suite.py status --suite NAME [--results-dir DIR]")
     ap.add_argument("--suite", help="suite name (suites/NAME.yaml) or path to a suite file")
     ap.add_argument("--list", action="store_true", help="list suites, methods and benchmarks")
     ap.add_argument("--dry-run", action="store_true", help="print the jobs without running them")
@@ -39,6 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--results-dir", help="where records and artefacts go (default: results/<suite>)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     ap.add_argument("--jobs", type=int, default=1, help="parallel worker processes (CPU)")
+    ap.add_argument("--gpus", help="local GPU slots: 0,1 (one worker per GPU), 0,0,1,1 (two per GPU) or all; "
+                                   "each worker sees only its GPU (CUDA_VISIBLE_DEVICES)")
+    ap.add_argument("--executor", choices=("local", "slurm"),
+                    help="where jobs run (default: the suite's 'executor:' key, else local)")
+    ap.add_argument("--retry-failed", action="store_true", help="rerun only the jobs whose record says failed")
     ap.add_argument("--threads", type=int, help="torch threads per job (default: cores / jobs)")
     ap.add_argument("--checkpoints", choices=("final", "tasks"), default="tasks",
                     help="keep the method's state after every task (default) or only the last")
@@ -51,24 +64,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--smoke", action="store_true",
                     help="run every job on tiny stand-ins (generated files in each dataset's format, a tiny ViT, "
                          "one step per task) to prove a suite's wiring on CPU")
+    slurm = ap.add_argument_group("slurm executor (override the suite's 'slurm:' mapping)")
+    for flag, kind, text in SLURM_FLAGS:
+        slurm.add_argument(f"--slurm-{flag}", type=kind, help=text)
     return ap.parse_args(argv)
 
 
+SLURM_FLAGS = [
+    ("partition", str, "partition"), ("time", str, "time limit per job: minutes or HH:MM:SS"),
+    ("gpus", int, "GPUs per job"), ("cpus", int, "CPUs per job (= torch threads)"),
+    ("mem-gb", float, "memory per job in GB"), ("array-parallelism", int, "array tasks running at once"),
+    ("chunk-size", int, "jobs per array job"), ("account", str, "account"), ("qos", str, "quality of service"),
+    ("folder", str, "submitit's files (default: <results>/slurm)"), ("poll-s", float, "seconds between polls"),
+]
+
+
+def slurm_overrides(args: argparse.Namespace) -> dict:
+    return {flag.replace("-", "_"): getattr(args, "slurm_" + flag.replace("-", "_")) for flag, _, _ in SLURM_FLAGS}
+
+
 def import_plugins(specs: list[str]) -> None:
-    for spec in specs:
-        try:
-            if spec.endswith(".py"):
-                path = Path(spec).resolve()
-                if not path.exists():
-                    raise UserError(f"--import {spec}: file not found")
-                module_spec = importlib.util.spec_from_file_location(path.stem, path)
-                module = importlib.util.module_from_spec(module_spec)
-                sys.modules[path.stem] = module
-                module_spec.loader.exec_module(module)
-            else:
-                importlib.import_module(spec)
-        except ImportError as err:
-            raise UserError(f"--import {spec}: cannot import it ({err}); give a module on sys.path or a .py file") from None
+    from harness.executors import import_plugins as _import
+
+    _import(specs)
 
 
 def csv_list(value: str | None, cast=str) -> list | None:
@@ -87,11 +105,13 @@ def print_listing() -> None:
 
     print("suites:     " + ", ".join(list_suites()))
     print("methods:")
-    for name in METHODS.names():
-        print(f"  {name:24s} {METHODS.get(name).doc}")
-    print("benchmarks:")
-    for name in BENCHMARKS.names():
-        print(f"  {name:24s} {BENCHMARKS.get(name).doc}")
+    for registry in (METHODS, BENCHMARKS):
+        if registry is BENCHMARKS:
+            print("benchmarks:")
+        for name in registry.names():
+            # "prefix:<name>" stands for names a resolver builds on demand (e.g. avalanche:EWC)
+            doc = "resolved on demand" if "<" in name else registry.get(name).doc
+            print(f"  {name:24s} {doc}")
 
 
 def print_jobs(jobs) -> None:
@@ -107,8 +127,11 @@ def print_jobs(jobs) -> None:
         print(f"{job.job_id:48s} {job.method:18s} {job.benchmark:16s} {job.n_tasks():>3d} {job.seed:>5d}  {keys}")
 
 
-def plan(args: argparse.Namespace):
-    """Everything that can fail on bad input happens here, before anything is written."""
+def plan(args: argparse.Namespace, for_status: bool = False):
+    """Everything that can fail on bad input happens here, before anything is written.
+
+    Returns (suite, jobs, results_dir, execution), execution = {"executor", "gpus", "slurm"}.
+    """
     import benchmarks  # noqa: F401  (registers built-ins)
     import methods  # noqa: F401
     from harness.suite import expand_jobs, load_suite, validate_paths
@@ -126,11 +149,14 @@ def plan(args: argparse.Namespace):
     jobs = apply_weights(jobs, args.weights)
     name = suite["name"] + ("_smoke" if args.smoke else "")
     results_dir = Path(args.results_dir) if args.results_dir else REPO / "results" / name
-    if args.smoke and not args.dry_run:
+    execution = {} if for_status else plan_execution(args, suite)
+    if args.smoke and (for_status or not args.dry_run):  # smoke rewrites configs, so hashes need it
         from harness.smoke import smoke_jobs
 
         jobs = smoke_jobs(jobs, results_dir / "smoke_data")
-    if args.dry_run and not args.smoke:
+    if for_status:
+        pass  # the status of a suite needs no data
+    elif args.dry_run and not args.smoke:
         try:
             validate_paths(jobs)
         except UserError as err:  # planning a suite does not need the data yet
@@ -139,7 +165,30 @@ def plan(args: argparse.Namespace):
         validate_paths(jobs)
     runtime = {"device": args.device, "checkpoints": args.checkpoints}
     jobs = [replace(job, runtime=runtime) for job in jobs]
-    return suite, jobs, results_dir
+    return suite, jobs, results_dir, execution
+
+
+def plan_execution(args: argparse.Namespace, suite: dict) -> dict:
+    """The executor and its settings, from flags over the suite file; bad values exit 2 before anything runs."""
+    from harness.executors import parse_gpus
+    from harness.slurm import SlurmSettings
+
+    executor = args.executor or suite.get("executor") or "local"
+    if executor not in ("local", "slurm"):
+        raise UserError(f"suite {suite['name']}: executor {executor!r} is not one of: local, slurm")
+    gpus = parse_gpus(args.gpus)
+    if gpus and executor == "slurm":
+        raise UserError("--gpus is for the local executor; with slurm give --slurm-gpus (GPUs per job)")
+    if gpus and args.jobs > 1:
+        raise UserError("give either --gpus (one worker per GPU slot) or --jobs (CPU workers), not both")
+    slurm = SlurmSettings.build(suite.get("slurm"), slurm_overrides(args))
+    if executor == "slurm" and not args.dry_run:
+        from harness.slurm import available
+
+        reason = available()
+        if reason:
+            raise UserError(f"executor slurm: {reason}")
+    return {"executor": executor, "gpus": gpus, "slurm": slurm}
 
 
 def apply_weights(jobs, specs: list[str]):
@@ -159,30 +208,68 @@ def apply_weights(jobs, specs: list[str]):
             if job.backbone in chosen else job for job in jobs]
 
 
-def run(args: argparse.Namespace) -> int:
+def select_todo(jobs, store, args) -> tuple[list, int]:
+    """(jobs to run, jobs already done): not done (or all, with --force); only failed ones with --retry-failed."""
+    done = {j.job_id for j in jobs if store.is_done(j.job_id, j.config_hash())}
+    if args.retry_failed:
+        todo = []
+        for job in jobs:
+            rec = store.load(job.job_id)
+            if rec is not None and rec.get("status") == "failed" and rec.get("config_hash") == job.config_hash():
+                todo.append(job)
+        return todo, len(done)
+    return (list(jobs) if args.force else [j for j in jobs if j.job_id not in done]), len(done)
+
+
+def records_of(todo, results_dir: Path, args, execution: dict):
+    from harness.executors import absolute_imports
+
+    imports = absolute_imports(args.imports)
+    if execution["executor"] == "slurm":
+        from harness.slurm import run_slurm
+
+        return run_slurm(todo, str(results_dir), execution["slurm"], imports)
     from harness.executors import run_local
+
+    return run_local(todo, str(results_dir), args.jobs, args.threads, gpus=execution["gpus"], imports=imports)
+
+
+def run_all(records, n: int, results_dir: Path) -> list[dict]:
+    """Consume the executor's records: a progress bar (on a terminal) and one line per finished job."""
+    from tqdm import tqdm
+
+    failed: list[dict] = []
+    t0 = time.time()
+    with tqdm(total=n, unit="job", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
+        for i, record in enumerate(records, 1):
+            eta = (time.time() - t0) / i * (n - i)
+            if record["status"] == "done":
+                m = record["metrics"]
+                status = f"Acc {m['acc']:6.2f}  AAA {m['aaa']:6.2f}  ({record['timings']['total_s']:.0f}s)"
+            else:
+                failed.append(record)
+                status = f"FAILED (see {results_dir / record['log_path']})"
+            bar.set_postfix_str(f"{i - len(failed)} done, {len(failed)} failed", refresh=False)
+            bar.update()
+            tqdm.write(f"[{i}/{n} done, {len(failed)} failed, ETA {eta:.0f}s] {record['job_id']}: {status}",
+                       file=sys.stdout)
+            sys.stdout.flush()
+    return failed
+
+
+def run(args: argparse.Namespace) -> int:
     from harness.store import ResultStore
 
-    suite, jobs, results_dir = plan(args)
+    suite, jobs, results_dir, execution = plan(args)
     if args.dry_run:
         print_jobs(jobs)
         return 0
     store = ResultStore(results_dir)
-    todo = [j for j in jobs if args.force or not store.is_done(j.job_id, j.config_hash())]
-    print(f"suite {suite['name']}: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run "
+    todo, n_done = select_todo(jobs, store, args)
+    selected = " (failed ones only: --retry-failed)" if args.retry_failed else ""
+    print(f"suite {suite['name']}: {len(jobs)} jobs, {n_done} already done, {len(todo)} to run{selected} "
           f"-> {results_dir}", flush=True)
-    failed = []
-    t0 = time.time()
-    for i, record in enumerate(run_local(todo, str(results_dir), args.jobs, args.threads), 1):
-        elapsed = time.time() - t0
-        eta = elapsed / i * (len(todo) - i)
-        if record["status"] == "done":
-            m = record["metrics"]
-            status = f"Acc {m['acc']:6.2f}  AAA {m['aaa']:6.2f}  ({record['timings']['total_s']:.0f}s)"
-        else:
-            failed.append(record)
-            status = f"FAILED (see {results_dir / record['log_path']})"
-        print(f"[{i}/{len(todo)} done, {len(failed)} failed, ETA {eta:.0f}s] {record['job_id']}: {status}", flush=True)
+    failed = run_all(records_of(todo, results_dir, args, execution), len(todo), results_dir) if todo else []
     if not args.no_report:
         from analysis.report import make_report
 
@@ -193,13 +280,53 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {path}")
     if failed:
         print(f"{len(failed)} job(s) failed: " + ", ".join(r["job_id"] for r in failed))
+        for record in failed:
+            lines = (record.get("error") or "").strip().splitlines()
+            print(f"  {record['job_id']}: {lines[-1] if lines else '?'}  (log: {results_dir / record['log_path']})")
+        print(f"rerun only these: python run_suite.py --suite {args.suite} --retry-failed (plus the same options)")
         return 1
     return 0
 
 
+def parse_status_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="run_suite.py status",
+                                 description="Done, running, failed and pending jobs of a suite, from its records "
+                                             "(definitions: harness/status.py).")
+    ap.add_argument("--suite", required=True, help="suite name or path")
+    ap.add_argument("--results-dir", help="default: results/<suite>")
+    ap.add_argument("--methods", help="comma-separated method labels to keep")
+    ap.add_argument("--benchmarks", help="comma-separated benchmark labels to keep")
+    ap.add_argument("--seeds", help="comma-separated seeds (replaces the suite's)")
+    ap.add_argument("--import", dest="imports", action="append", default=[], help="plugin module or .py file")
+    ap.add_argument("--weights", action="append", default=[], help="as for a run (changes the config hash)")
+    ap.add_argument("--smoke", action="store_true", help="the --smoke variant of the suite")
+    ap.add_argument("--active-minutes", type=float, default=60.0,
+                    help="a job without a record counts as running if its log or resume state changed this recently")
+    args = ap.parse_args(argv)
+    # what plan() reads besides: a status never runs or writes anything
+    args.dry_run, args.jobs, args.threads, args.data_root = True, 1, None, None
+    args.device, args.checkpoints = "auto", "tasks"
+    return args
+
+
+def status(argv: list[str]) -> int:
+    from harness.status import format_status, suite_status
+    from harness.store import ResultStore
+
+    args = parse_status_args(argv)
+    suite, jobs, results_dir, _ = plan(args, for_status=True)
+    store = ResultStore(results_dir)
+    rows = suite_status(jobs, store, args.active_minutes)
+    print(format_status(suite["name"] + ("_smoke" if args.smoke else ""), rows, store, jobs))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["status"]:
+            return status(argv[1:])
+        args = parse_args(argv)
         if args.list:
             import benchmarks  # noqa: F401
             import methods  # noqa: F401

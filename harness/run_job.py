@@ -1,12 +1,17 @@
 """Run one job in the current process: benchmark + backbone + method -> train task by task -> one record.
 
 A job never raises: any exception becomes a record with ``status: failed`` and its traceback, so that one
-bad job cannot stop a suite and a finished record is never lost.
+bad job cannot stop a suite and a finished record is never lost. After every experience but the last the job
+saves a resume state (:mod:`harness.resume`); a job killed mid-experience continues from it when started again.
+The job's log file gets a ``start`` line, per-epoch progress (:mod:`harness.progress`), one ``task t/N`` line per
+finished experience (written after its resume state, so a ``task t/N`` line means "resumable from here") and an
+``end`` line.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import os
 import platform
@@ -15,12 +20,14 @@ import socket
 import subprocess
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from harness import resume
 from harness.jobs import Job
 from harness.store import ResultStore, atomic_torch_save
 
@@ -53,9 +60,9 @@ def configure_threads(threads: int | None) -> None:
 def git_state() -> tuple[str | None, bool | None]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, timeout=5)
+                                text=True, timeout=5, check=False)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=5)
+                               capture_output=True, text=True, timeout=5, check=False)
         return (commit.stdout.strip() or None), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
@@ -93,37 +100,76 @@ def base_record(job: Job, store: ResultStore) -> dict[str, Any]:
 
 
 def run_job(job: Job, results_dir: str | Path) -> dict[str, Any]:
-    """Run ``job``, write its record (done or failed) and return it."""
+    """Run ``job``, write its record (done or failed) and return it.
+
+    A job that finds a resume state for its config (:mod:`harness.resume`) continues after the last experience it
+    finished. Any exception, CUDA out-of-memory included, becomes a ``failed`` record with its traceback; the
+    resume state is then kept (``--retry-failed`` continues from it) and removed once the job is ``done``.
+    """
     store = ResultStore(results_dir)
     record = base_record(job, store)
     log = job_logger(store.log_path(job.job_id))
     commit, dirty = git_state()
     record["provenance"] = {"versions": versions(), "git_commit": commit, "git_dirty": dirty,
-                            "hostname": socket.gethostname(), "started": now()}
-    log.info("start %s config_hash=%s", job.job_id, record["config_hash"])
+                            "hostname": socket.gethostname(), "started": now(),
+                            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                            "slurm_job_id": _slurm_job_id()}
+    log.info("start %s config_hash=%s pid=%d", job.job_id, record["config_hash"], os.getpid())
     try:
         record.update(_train_and_evaluate(job, store, log, record["provenance"]))
         record["status"] = "done"
-    except Exception:  # noqa: BLE001 - every failure becomes a record
+    except Exception as err:  # noqa: BLE001 - every failure becomes a record
         record["status"] = "failed"
         record["error"] = traceback.format_exc()
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            record["error"] = f"CUDA out of memory on {record['provenance'].get('device')}: lower batch_size or " \
+                              f"give the job a GPU of its own\n{record['error']}"
         log.error("failed:\n%s", record["error"])
+    finally:
+        _release_memory()
     record["provenance"]["finished"] = now()
     store.write(record)
+    if record["status"] == "done":
+        resume.clear(store, job.job_id)  # after the record: a kill in between leaves a done record, never a loss
     log.info("end %s status=%s", job.job_id, record["status"])
     for handler in log.handlers:
         handler.close()
     return record
 
 
-def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, provenance: dict) -> dict[str, Any]:
+def _slurm_job_id() -> str | None:
+    """``<array>_<task>`` (or the plain job id) when running as a SLURM task."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
+def _release_memory() -> None:
+    """A failed job's tensors must not crowd the next job in the same worker (the exception is gone by now)."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class _Run:
+    """What one job trains: built once per process start, identically for a fresh and a resumed run."""
+
+    bench: Any
+    strategy: Any
+    collector: Any
+    memory: Any
+    device: torch.device
+    loader_kw: dict
+
+
+def _build(job: Job, log: logging.Logger, provenance: dict) -> _Run:
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
 
     from benchmarks import BENCHMARKS
     from benchmarks.backbones import build_backbone
-    from harness.metrics import AccuracyCollector, MemoryLogger, summary
-    from harness.profile import efficiency
+    from harness.metrics import AccuracyCollector, MemoryLogger
+    from harness.progress import EpochLogger
     from methods import METHODS
 
     rt = job.runtime
@@ -138,43 +184,94 @@ def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, prove
     collector = AccuracyCollector(bench.classes_per_task)
     memory = MemoryLogger()
     evaluator = EvaluationPlugin(accuracy_metrics(stream=True), loggers=[memory])
-    strategy = METHODS.get(job.method_name).obj(cfg=job.method_cfg, backbone=backbone, device=device, plugins=[collector],
+    plugins = [collector, EpochLogger(log, bench.n_tasks)]
+    strategy = METHODS.get(job.method_name).obj(cfg=job.method_cfg, backbone=backbone, device=device, plugins=plugins,
                                                  evaluator=evaluator)
-    loader_kw = dict(num_workers=job.method_cfg.num_workers, pin_memory=device.type == "cuda")
-    out: dict[str, Any] = {"class_order": bench.class_order, "classes_per_task": bench.classes_per_task,
-                           "acc_matrix": [], "til_matrix": [], "pooled_acc": [], "til_pooled_acc": [],
-                           "avalanche_stream_acc": [], "timings": {"train_s": [], "eval_s": []},
-                           "benchmark_info": bench.info}
-    peak_mem = []
+    loader_kw = {"num_workers": job.method_cfg.num_workers, "pin_memory": device.type == "cuda"}
+    return _Run(bench, strategy, collector, memory, device, loader_kw)
+
+
+def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, provenance: dict) -> dict[str, Any]:
+    from harness.metrics import summary
+    from harness.profile import efficiency
+
+    run = _build(job, log, provenance)
+    bench, strategy, device = run.bench, run.strategy, run.device
+    # progress = the record fields that grow task by task; exactly what a resume state carries
+    progress: dict[str, Any] = {"acc_matrix": [], "til_matrix": [], "pooled_acc": [], "til_pooled_acc": [],
+                                "avalanche_stream_acc": [], "timings": {"train_s": [], "eval_s": []},
+                                "peak_mem_mb": [], "checkpoint": None, "elapsed_s": 0.0}
+    state = resume.load(store, job.job_id, job.config_hash(), log)
+    first = state["finished"] + 1 if state is not None else 0
     t_start = time.perf_counter()
     for t, experience in enumerate(bench.scenario.train_stream):
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        t0 = time.perf_counter()
-        strategy.train(experience, eval_streams=[], **loader_kw)
-        t1 = time.perf_counter()
-        collector.reset()
-        strategy.eval(bench.scenario.test_stream[: t + 1], **loader_kw)
-        t2 = time.perf_counter()
-        cil, til, pooled, pooled_til = collector.row()
-        out["acc_matrix"].append(cil)
-        out["til_matrix"].append(til)
-        out["pooled_acc"].append(pooled)
-        out["til_pooled_acc"].append(pooled_til)
-        out["avalanche_stream_acc"].append(memory.stream_accuracy())
-        out["timings"]["train_s"].append(t1 - t0)
-        out["timings"]["eval_s"].append(t2 - t1)
-        peak_mem.append(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)
+        if t < first:
+            continue  # finished before the restart
+        if state is not None and t == first:
+            hook = getattr(strategy, "resume_experiences", None)
+            if hook is not None:  # a method that keeps earlier experiences' data by reference gets them back
+                hook(list(bench.scenario.train_stream)[:first])
+            resume.apply(state, strategy)  # RNGs last, right before the next experience draws from them
+            progress.update(state["progress"])
+            t_start -= progress["elapsed_s"]
+            log.info("resumed: experiences 1-%d of %d already finished (%s)", first, bench.n_tasks,
+                     resume.resume_path(store, job.job_id).relative_to(store.root))
+        _experience(job, run, t, experience, progress, store)
+        progress["elapsed_s"] = time.perf_counter() - t_start
+        if t < bench.n_tasks - 1:
+            resume.save(store, job.job_id, job.config_hash(), t, bench.n_tasks, strategy, progress)
+        train_s, eval_s = progress["timings"]["train_s"][-1], progress["timings"]["eval_s"][-1]
         log.info("task %d/%d: pooled acc %.2f (task-incremental %.2f), train %.1fs, eval %.1fs",
-                 t + 1, bench.n_tasks, pooled, pooled_til, t1 - t0, t2 - t1)
-        if rt.get("checkpoints", "final") == "tasks" or t == bench.n_tasks - 1:
-            path = store.checkpoint_dir(job.job_id) / f"task{t}.pt"
-            atomic_torch_save(strategy.checkpoint(), path)
-            out["checkpoint"] = str(path.relative_to(store.root))
+                 t + 1, bench.n_tasks, progress["pooled_acc"][-1], progress["til_pooled_acc"][-1], train_s, eval_s)
+    out = {k: v for k, v in progress.items() if k not in ("peak_mem_mb", "elapsed_s")}
+    out.update(class_order=bench.class_order, classes_per_task=bench.classes_per_task, benchmark_info=bench.info)
     out["timings"]["total_s"] = time.perf_counter() - t_start
     out["metrics"] = summary(out["acc_matrix"], out["pooled_acc"], out["til_pooled_acc"])
     out["efficiency"] = efficiency(strategy, bench.image_shape, device)
-    out["efficiency"]["peak_mem_mb"] = peak_mem
+    out["efficiency"]["peak_mem_mb"] = progress["peak_mem_mb"]
     out["mechanism"] = strategy.mechanism()
     return out
 
+
+def _experience(job: Job, run: _Run, t: int, experience, progress: dict[str, Any], store: ResultStore) -> None:
+    """Train experience ``t``, evaluate on every experience seen so far and append the results to ``progress``."""
+    strategy, device = run.strategy, run.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    strategy.train(experience, eval_streams=[], **run.loader_kw)
+    t1 = time.perf_counter()
+    run.collector.reset()
+    strategy.eval(run.bench.scenario.test_stream[: t + 1], **run.loader_kw)
+    t2 = time.perf_counter()
+    cil, til, pooled, pooled_til = run.collector.row()
+    for key, value in (("acc_matrix", cil), ("til_matrix", til), ("pooled_acc", pooled),
+                       ("til_pooled_acc", pooled_til), ("avalanche_stream_acc", run.memory.stream_accuracy())):
+        progress[key].append(value)
+    progress["timings"]["train_s"].append(t1 - t0)
+    progress["timings"]["eval_s"].append(t2 - t1)
+    progress["peak_mem_mb"].append(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)
+    if job.runtime.get("checkpoints", "final") == "tasks" or t == run.bench.n_tasks - 1:
+        path = store.checkpoint_dir(job.job_id) / f"task{t}.pt"
+        atomic_torch_save(strategy.checkpoint(), path)
+        progress["checkpoint"] = str(path.relative_to(store.root))
+
+
+def record_failure(job: Job, results_dir: str | Path, error: str) -> dict[str, Any]:
+    """Record a job that died outside :func:`run_job`'s own handling (its worker process or SLURM job was killed).
+
+    A record the job itself wrote for its current config wins: it is returned unchanged, never overwritten.
+    """
+    store = ResultStore(results_dir)
+    existing = store.load(job.job_id)
+    if existing is not None and existing.get("config_hash") == job.config_hash() and existing.get("status") == "done":
+        return existing
+    record = base_record(job, store)
+    record.update(status="failed", error=error, provenance={"hostname": socket.gethostname(), "finished": now()})
+    store.write(record)
+    log = job_logger(store.log_path(job.job_id))
+    log.error("failed outside the job:\n%s", error)
+    log.info("end %s status=failed", job.job_id)
+    for handler in log.handlers:
+        handler.close()
+    return record

@@ -20,6 +20,9 @@ is a field (SDLORA_SPEC.md section 12):
   tracked over time; the magnitude learned for the current direction becomes its old magnitude as is).
 * optimizer recipe: preset ``code`` (SGD momentum 0.9, no weight decay; lr from the suite) vs preset
   ``paper_optim`` (Adam, lr 8e-3); preset ``paper`` switches all four to the paper's choices.
+* ``freeze_at``: ``next_task`` (code: the model evaluated after task t still holds task t's direction as trained,
+  unnormalised; it is frozen and normalised when task t+1 starts, as ``update_network`` does) vs ``task_end``
+  (paper: every direction normalised in the evaluated model). KD folds at the same moment.
 * No cap on the number of tasks (the code's 20 magnitude slots are gone).
 
 Variants: ``sd_lora_rr`` (section 3: rank 10 for tasks 1-4, 8 for 5-8, 6 after; old directions keep theirs) and
@@ -65,7 +68,8 @@ class SDLoRAConfig(MethodConfig):
     PRESETS = {
         "code": dict(optimizer="sgd", momentum=0.9, weight_decay=0.0),
         "paper_optim": dict(optimizer="adam", lr=0.008),
-        "paper": dict(optimizer="adam", lr=0.008, norm_mode="paper", alpha_init=1.0, carry_alpha=True),
+        "paper": dict(optimizer="adam", lr=0.008, norm_mode="paper", alpha_init=1.0, carry_alpha=True,
+                      freeze_at="task_end"),
     }
 
     lr: float = 0.01
@@ -79,6 +83,7 @@ class SDLoRAConfig(MethodConfig):
     variant: str = "full"
     path: str = "auto"
     merge_eval: bool = True
+    freeze_at: str = "next_task"
     kd: bool = False
     kd_tau: float = 9e-4
     kd_granularity: str = "global"
@@ -97,6 +102,7 @@ class SDLoRAConfig(MethodConfig):
         check(self.norm_mode in ("code", "paper"), "norm_mode must be 'code' or 'paper'")
         check(self.variant in VARIANTS, f"variant must be one of {', '.join(VARIANTS)}")
         check(self.path in ("auto", "lowrank", "dense"), "path must be auto, lowrank or dense")
+        check(self.freeze_at in ("next_task", "task_end"), "freeze_at must be 'next_task' or 'task_end'")
         check(self.kd_tau >= 0, "kd_tau must be >= 0")
         check(self.kd_granularity in ("global", "layer"), "kd_granularity must be 'global' or 'layer'")
         check(self.kd_fold in ("exact", "paper"), "kd_fold must be 'exact' or 'paper'")
@@ -167,6 +173,8 @@ class SDLoRA(CILStrategy):
 
     def setup_task(self, t: int, experience) -> None:
         cfg = self.config
+        if t > 0 and cfg.freeze_at == "next_task":
+            self.consolidate(t - 1)
         n_old = self.layers[0].n_old
         device = self.model.head.weight.device
         if not cfg.carry_alpha:  # the official code re-creates every magnitude at every task
@@ -215,20 +223,28 @@ class SDLoRA(CILStrategy):
         return least_squares_residual(grams)
 
     def finish_task(self, t: int) -> None:
-        cfg = self.config
-        layers = self.layers
-        if layers[0].A_cur is not None and cfg.variant == "single":
-            if t == 0:  # from now on the one direction is normalised live, its magnitude decoupled
-                for layer in layers:
-                    layer.cur_normalized = True
-        elif layers[0].A_cur is not None:
-            if cfg.kd and layers[0].n_old:
-                self._distill(t)
-            if layers[0].A_cur is not None:
-                for layer in layers:
-                    layer.freeze_direction()
-                self.mags.set_old(torch.cat([self.mags.old.detach(), self.mags.cur.detach()[None]]))
+        if self.config.freeze_at == "task_end":
+            self.consolidate(t)
         self.history["magnitudes"].append(self.magnitudes_now())
+
+    def consolidate(self, t: int) -> None:
+        """Turn task t's trained direction into a frozen, normalised one (KD: fold it instead when the old
+        directions explain it). ``freeze_at="next_task"`` (the code's timing) calls this when task t+1 starts, so
+        the evaluation after task t sees the direction as it was trained; ``task_end`` calls it right after
+        training (the paper's formulation, every direction normalised when evaluated)."""
+        cfg, layers = self.config, self.layers
+        if layers[0].A_cur is None:
+            return
+        if cfg.variant == "single":  # from now on the one direction is normalised live, its magnitude decoupled
+            for layer in layers:
+                layer.cur_normalized = True
+            return
+        if cfg.kd and layers[0].n_old:
+            self._distill(t)
+        if layers[0].A_cur is not None:
+            for layer in layers:
+                layer.freeze_direction()
+            self.mags.set_old(torch.cat([self.mags.old.detach(), self.mags.cur.detach()[None]]))
 
     def _kd_measure(self, residual: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
         if self.config.kd_residual == "relative":

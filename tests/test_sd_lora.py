@@ -79,22 +79,21 @@ def test_training_changes_only_the_intended_parameters():
     before = {k: v.clone() for k, v in strategy.model.state_dict().items()}
     train_tasks_from(strategy, bench, 1)
     after = strategy.model.state_dict()
-    adapter = ("A_old", "B_old", "row_task", "inv_norm", "offset")
+    adapter = ("A_old", "B_old", "row_task", "inv_norm", "offset", "A_cur", "B_cur")
     pretrained = [k for k in before if k.startswith("backbone.") and not k.endswith(adapter)]
     assert len(pretrained) > 20
     for key in pretrained:  # the pretrained ViT is bit-identical
         assert torch.equal(before[key], after[key]), f"backbone tensor {key} changed"
     for i in range(2):
         key = f"backbone.blocks.{i}.attn.qkv."
-        # the first task's direction is frozen: its stacked rows and norm are unchanged
-        assert torch.equal(after[key + "A_old"][:, :10], before[key + "A_old"])
-        assert torch.equal(after[key + "B_old"][:, :, :10], before[key + "B_old"])
-        assert torch.equal(after[key + "inv_norm"][:, :1], before[key + "inv_norm"])
-        assert after[key + "B_old"][:, :, 10:].abs().sum() > 0  # the second task's direction was trained
+        # the first task's direction was frozen when task 2 started (the code's timing), exactly as trained
+        assert torch.equal(after[key + "A_old"], before[key + "A_cur"])
+        assert torch.equal(after[key + "B_old"], before[key + "B_cur"])
+        assert after[key + "B_cur"].abs().sum() > 0  # the second task's direction was trained
     # old head rows get no gradient (masked loss, no weight decay); the new rows were trained
     assert torch.equal(after["head.weight"][:2], before["head.weight"])
     assert not torch.equal(after["head.weight"][2:4], torch.zeros_like(after["head.weight"][2:4]))
-    assert after["magnitudes.old"].shape == (2,)
+    assert after["magnitudes.old"].shape == (1,)  # one frozen direction; the current one has magnitudes.cur
 
 
 def test_merged_equals_unmerged_after_training():
@@ -129,7 +128,7 @@ def test_rank_reduction_keeps_old_ranks():
     strategy = make_strategy("sd_lora_rr", rank_breakpoints=[1, 2], rank_values=[4, 3, 2])
     train_tasks(strategy, bench)
     layer = strategy.layers[0]
-    assert layer.row_task.bincount().tolist() == [4, 3, 2]
+    assert layer.row_task.bincount().tolist() == [4, 3] and layer.A_cur.shape[1] == 2  # last one still live
     assert strategy.history["ranks"] == [4, 3, 2]
 
 
@@ -169,7 +168,7 @@ def test_kd_folds_an_exact_combination_and_keeps_the_function():
     x = torch.rand(5, 3, 16, 16)
     expected = _outputs_with_direction_kept(strategy, x)
     old_before = strategy.mags.old.detach().clone()
-    strategy.finish_task(1)
+    strategy.consolidate(1)
     assert strategy.history["kd"]["folded"] == [1]
     assert strategy.history["kd"]["residuals"][0] < 1e-6
     assert strategy.layers[0].n_old == 1  # the new direction was dropped
@@ -185,7 +184,7 @@ def test_kd_keeps_a_direction_that_is_not_explained():
             layer.B_cur.copy_(torch.randn_like(layer.B_cur))
 
     strategy = _kd_after_first_task(random_direction)
-    strategy.finish_task(1)
+    strategy.consolidate(1)
     assert strategy.history["kd"]["folded"] == []
     assert strategy.history["kd"]["residuals"][0] > 0.5
     assert strategy.layers[0].n_old == 2
@@ -227,12 +226,21 @@ def test_thirty_tasks_run_without_a_cap():
     bench = synthetic_bench(n_tasks=30, n_classes=30, train_per_class=2, test_per_class=1)
     strategy = make_strategy("sd_lora", rank=2, residual_every=0, batch_size=4)
     train_tasks(strategy, bench)
-    assert strategy.layers[0].n_old == 30
-    assert strategy.layers[0].stored_rank == 60
+    assert strategy.layers[0].n_old == 29 and strategy.layers[0].A_cur is not None  # the last is still live
+    assert strategy.layers[0].stored_rank == 58
     assert len(strategy.history["magnitudes"][-1]) == 30
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.isfinite(strategy.model(x)).all()
+
+
+def test_freeze_at_task_end_normalises_before_evaluation():
+    bench = synthetic_bench()
+    late = train_tasks(make_strategy("sd_lora"), bench, 1)
+    early = train_tasks(make_strategy("sd_lora", freeze_at="task_end"), bench, 1)
+    assert late.layers[0].A_cur is not None and late.layers[0].n_old == 0
+    assert early.layers[0].A_cur is None and early.layers[0].n_old == 1
+    assert torch.equal(early.layers[0].A_old, late.layers[0].A_cur.detach())
 
 
 def test_carry_alpha_keeps_learned_magnitudes():

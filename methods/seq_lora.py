@@ -1,0 +1,117 @@
+"""Sequential vanilla LoRA: one LoRA module trained on every task in turn (the "vanilla LoRA" of SD-LoRA).
+
+Paper: Wu et al., "SD-LoRA: Scalable Decoupled Low-Rank Adaptation for Class Incremental Learning", ICLR 2025
+(arXiv 2501.13198), the baseline of Fig. 2(b,c) and Fig. 4 ("vanilla LoRA": one LoRA trained sequentially).
+Reference implementation: none is released for this baseline (SDLORA_SPEC.md section 9: the analysis code is
+unreleased); this file restates it on the SD-LoRA code's choices (WuYichen-97/SD-Lora-CL at 8bacded):
+
+* placement and rank as SD-LoRA (SDLORA_SPEC.md section 1): the q and v slices of every block's fused ``qkv``,
+  rank 10, ``A`` kaiming-uniform, ``B = 0``, no bias, no dropout, no alpha/r scaling;
+* one direction ``(A, B)`` created before the first task and trained, together with the head, in **every**
+  task: ``qkv(x) = W0 x + b + B A x`` (no magnitudes, no normalisation; the scale is a constant 1);
+* the growing linear head with old-logit masking of the base strategy (SDLORA_SPEC.md section 5);
+* optimizer as SD-LoRA's code: SGD, momentum 0.9, no weight decay, lr 0.01 unless a suite says otherwise;
+* inference on merged weights (``W0 + B A`` folded into ``qkv``): one plain ViT pass.
+
+Deliberate deviations: none from the description above; the paper gives no optimizer for this baseline, so it
+shares SD-LoRA's so that the two differ only in the decoupling.
+
+Mechanism record (Fig. 2b/Fig. 4 diagnostics): after each task, the mean over blocks and slices of ``||B A||_F``
+and the cosine between the update ``B A`` at the end of this task and at the end of the previous one (1.0 would
+mean the direction stopped moving).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from harness.config import check
+from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
+from methods.lowrank import Magnitudes, wrap_qkv
+
+
+@dataclass(frozen=True)
+class SeqLoRAConfig(MethodConfig):
+    """Attributes:
+    rank: LoRA rank (SD-LoRA's 10). slices: adapted slices of the fused qkv (SD-LoRA's q and v).
+    path: ``auto``/``lowrank``/``dense`` evaluation of the update during training (see methods/lowrank.py).
+    merge_eval: fold ``B A`` into the weight for evaluation (exact; saves the extra matmuls).
+    """
+
+    lr: float = 0.01
+    rank: int = 10
+    slices: tuple[str, ...] = ("q", "v")
+    path: str = "auto"
+    merge_eval: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
+        check(bool(self.slices) and set(self.slices) <= {"q", "k", "v"}, "slices must be a subset of [q, k, v]")
+        check(self.path in ("auto", "lowrank", "dense"), "path must be auto, lowrank or dense")
+
+
+@METHODS.register("seq_lora", SeqLoRAConfig)
+class SeqLoRA(CILStrategy):
+    """Vanilla LoRA trained sequentially: one (A, B) on q and v, trained in every task (SD-LoRA Fig. 2b)."""
+
+    config: SeqLoRAConfig
+
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        backbone.requires_grad_(False)
+        model = CILModel(backbone)
+        # LowRankQKV scales the current direction by a magnitude; a constant, untrained 1.0 gives plain LoRA.
+        model.magnitudes = Magnitudes(1.0)
+        model.magnitudes.requires_grad_(False)
+        self.layers = wrap_qkv(backbone, tuple(self.config.slices), model.magnitudes, "code", self.config.path)
+        self.history: dict = {"update_norm": [], "cosine_to_previous": []}
+        self._previous_update: list[torch.Tensor] | None = None
+        return model
+
+    def setup_task(self, t: int, experience) -> None:
+        if self.layers[0].A_cur is None:  # first task (or a fresh strategy): the one direction is created once
+            for layer in self.layers:
+                layer.add_direction(self.config.rank)
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.model.head.parameters()
+        for layer in self.layers:
+            yield from layer.trainable()
+
+    def _updates(self) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [(layer.B_cur @ layer.A_cur).detach().double().cpu() for layer in self.layers]  # (S, d, d_in)
+
+    def finish_task(self, t: int) -> None:
+        updates = self._updates()
+        self.history["update_norm"].append(float(torch.stack([u.flatten(1).norm(dim=1) for u in updates]).mean()))
+        if self._previous_update is not None:
+            cur = torch.cat([u.flatten() for u in updates])
+            prev = torch.cat([u.flatten() for u in self._previous_update])
+            cos = float(cur @ prev / (cur.norm() * prev.norm()).clamp_min(1e-30))
+            self.history["cosine_to_previous"].append(cos)
+        self._previous_update = updates
+
+    def before_evaluation(self) -> None:
+        if self.config.merge_eval:
+            for layer in self.layers:
+                layer.merge()
+
+    def after_evaluation(self) -> None:
+        for layer in self.layers:
+            layer.unmerge()
+
+    def mechanism(self) -> dict:
+        return self.history
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "history": self.history}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        self.history = state["history"]
+        self._previous_update = self._updates() if self.layers[0].A_cur is not None else None

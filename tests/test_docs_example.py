@@ -1,0 +1,51 @@
+"""docs/adding_a_method.md stays true: its example is examples/last_blocks.py verbatim, the suite it shows runs
+with ``--import`` exactly as written, and the example method passes the method contract."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import test_method_contract as contract
+
+import run_suite
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "adding_a_method.md"
+EXAMPLE = "examples/last_blocks.py"
+
+
+def example_block(marker: str) -> str:
+    """The fenced code block that follows ``<!-- example: marker -->`` in the doc."""
+    match = re.search(rf"<!-- example: {re.escape(marker)} -->\n```\w+\n(.*?)\n```", DOC.read_text(), re.DOTALL)
+    assert match, f"no example block {marker!r} in {DOC.name}"
+    return match.group(1) + "\n"
+
+
+def test_doc_shows_the_example_file_verbatim():
+    assert example_block(EXAMPLE) == (REPO / EXAMPLE).read_text()
+
+
+def test_doc_suite_runs_the_example_and_it_passes_the_contract(tmp_path, monkeypatch):
+    from methods import METHODS
+
+    if "last_blocks" in METHODS:
+        pytest.skip("the example is already imported in this process (SDLB_IMPORT); run this test on its own")
+    suite = tmp_path / "my_smoke.yaml"
+    suite.write_text(example_block("smoke suite"))
+    monkeypatch.chdir(REPO)  # the doc's commands run from the repository root
+    out = tmp_path / "res"
+    code = run_suite.main(["--suite", str(suite), "--import", EXAMPLE, "--results-dir", str(out), "--no-report"])
+    assert code == 0
+    record = json.loads((out / "records" / "last_blocks__synthetic__s0.json").read_text())
+    assert record["status"] == "done" and len(record["acc_matrix"]) == 3
+    assert len(record["mechanism"]["drift"]) == 3 and record["mechanism"]["drift"][-1] > 0
+    # the method the suite loaded, through the contract's checks
+    contract.test_losses_and_outputs_are_finite("last_blocks")
+    contract.test_only_declared_trainable_parameters_change("last_blocks")
+    contract.test_evaluation_covers_exactly_the_seen_classes("last_blocks")
+    contract.test_same_seed_same_results("last_blocks")
+    contract.test_config_round_trips_through_yaml("last_blocks")
+    contract.test_checkpoint_restore_gives_same_predictions("last_blocks")

@@ -1,0 +1,228 @@
+"""The contract every method must pass, on the tiny ViT and the synthetic benchmark (3 experiences, CPU).
+
+Parametrised over every name in ``METHODS`` (a new method file registers itself and is picked up here without
+editing this file) plus the Avalanche strategies ``avalanche:Naive``, ``avalanche:EWC`` and ``avalanche:LwF``.
+Checks, for each method:
+
+* losses and outputs are finite;
+* within each experience only the parameters the method declares trainable (``trainable_parameters()`` with
+  ``requires_grad``) change, the optimizer holds exactly those, frozen parameters stay bit-identical, and over the
+  whole run a parameter never declared trainable never changes;
+* evaluation covers exactly the classes seen so far (head rows == logits width == seen classes);
+* the same seed gives the same accuracy matrix and the same logits;
+* the config round-trips through YAML and rejects unknown keys;
+* a checkpoint taken after an experience (saved and loaded with ``weights_only=True``, as the harness stores it),
+  restored into a freshly built strategy, gives the same predictions.
+
+A method file outside ``methods/`` joins the matrix through ``SDLB_IMPORT`` (comma-separated ``.py`` files or
+modules, imported as ``run_suite.py --import`` does), e.g.
+``SDLB_IMPORT=examples/last_blocks.py python -m pytest tests/test_method_contract.py -k last_blocks``.
+
+Special cases: a strategy class may define ``CONTRACT_OVERRIDES: ClassVar[dict]``, config fields the contract
+sets for it on top of the small test settings (e.g. ``simple_cil`` needs ``epochs: 0``). Avalanche strategies
+whose keyword arguments have no default get them from :data:`AVALANCHE_CASES`.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+import yaml
+from avalanche.core import SupervisedPlugin
+from conftest import make_strategy, synthetic_bench
+
+AVALANCHE_CASES = {
+    "avalanche:Naive": {},
+    "avalanche:EWC": {"ewc_lambda": 10.0},
+    "avalanche:LwF": {"alpha": 1.0, "temperature": 2.0},
+}
+
+
+def contract_methods() -> list[str]:
+    from methods import METHODS
+
+    extra = [spec for spec in os.environ.get("SDLB_IMPORT", "").split(",") if spec]
+    if extra:
+        import run_suite
+
+        run_suite.import_plugins(extra)
+
+    registered = [name for name in METHODS.names() if not name.endswith(":<name>")]
+    return sorted(set(registered) | set(AVALANCHE_CASES))
+
+
+def overrides(method: str) -> dict:
+    from methods import METHODS
+
+    entry = METHODS.get(method)
+    return {**AVALANCHE_CASES.get(method, {}), **getattr(entry.obj, "CONTRACT_OVERRIDES", {})}
+
+
+def build(method: str, seed: int = 0, plugins=None):
+    return make_strategy(method, seed=seed, plugins=plugins, **overrides(method))
+
+
+def params(strategy) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in strategy.model.named_parameters()}
+
+
+def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
+    return {n for n, v in after.items() if n in before and before[n].shape == v.shape and not torch.equal(before[n], v)}
+
+
+@dataclass
+class TaskTrace:
+    trainable: set[str] = field(default_factory=set)
+    optimizer_matches: bool = True
+    changed: set[str] = field(default_factory=set)
+    iterations: int = 0
+    losses_finite: bool = True
+
+
+class Probe(SupervisedPlugin):
+    """Records what each experience trains and what each evaluation outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.tasks: list[TaskTrace] = []
+        self.outputs: list[torch.Tensor] = []
+        self.widths: set[int] = set()
+
+    def before_training_exp(self, strategy, **kwargs):  # after setup_task and make_optimizer
+        declared = {id(p) for p in strategy.trainable_parameters() if p.requires_grad}
+        named = dict(strategy.model.named_parameters())
+        optimized = {id(p) for g in strategy.optimizer.param_groups for p in g["params"]}
+        in_model = {id(p) for p in named.values()}
+        trace = TaskTrace(trainable={n for n, p in named.items() if id(p) in declared},
+                          optimizer_matches=(optimized & in_model) == declared)
+        self.tasks.append(trace)
+        self._before = params(strategy)
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.tasks[-1].iterations += 1
+        self.tasks[-1].losses_finite &= bool(torch.isfinite(torch.as_tensor(strategy.loss)).all())
+
+    def after_training_epoch(self, strategy, **kwargs):  # before finish_task may legitimately edit the model
+        self.tasks[-1].changed = changed(self._before, params(strategy))
+
+    def after_eval_iteration(self, strategy, **kwargs):
+        self.outputs.append(strategy.mb_output.detach().float().cpu().clone())
+        self.widths.add(strategy.mb_output.shape[1])
+
+
+@dataclass
+class Run:
+    acc_matrix: list[list[float]]
+    outputs: list[torch.Tensor]
+    head_rows: list[int]
+    widths: list[set[int]]
+    seen: list[int]
+    tasks: list[TaskTrace]
+    never_trainable_changed: set[str]
+
+
+def run(method: str, seed: int = 0) -> Run:
+    from harness.metrics import AccuracyCollector
+
+    bench = synthetic_bench()
+    probe, collector = Probe(), AccuracyCollector(bench.classes_per_task)
+    strategy = build(method, seed, plugins=[probe, collector])
+    initial = params(strategy)
+    acc, outputs, head_rows, widths, seen = [], [], [], [], []
+    for t, experience in enumerate(bench.scenario.train_stream):
+        strategy.train(experience, eval_streams=[], num_workers=0)
+        collector.reset()
+        probe.outputs, probe.widths = [], set()
+        strategy.eval(bench.scenario.test_stream[: t + 1], num_workers=0)
+        acc.append(collector.row()[0])
+        outputs.append(torch.cat(probe.outputs))
+        head_rows.append(strategy.model.head.out_features)
+        widths.append(probe.widths)
+        seen.append(sum(bench.classes_per_task[: t + 1]))
+    ever = set().union(*(trace.trainable for trace in probe.tasks))
+    never = changed(initial, params(strategy)) - ever
+    return Run(acc, outputs, head_rows, widths, seen, probe.tasks, never)
+
+
+@functools.cache
+def two_runs(method: str) -> tuple[Run, Run]:
+    return run(method), run(method)
+
+
+@pytest.fixture(params=contract_methods())
+def method(request):
+    return request.param
+
+
+def test_losses_and_outputs_are_finite(method):
+    first, _ = two_runs(method)
+    assert all(trace.losses_finite for trace in first.tasks), "a training loss was not finite"
+    assert all(torch.isfinite(out).all() for out in first.outputs), "an evaluation output was not finite"
+
+
+def test_only_declared_trainable_parameters_change(method):
+    first, _ = two_runs(method)
+    for t, trace in enumerate(first.tasks):
+        assert trace.optimizer_matches, f"task {t}: the optimizer does not hold exactly trainable_parameters()"
+        stray = trace.changed - trace.trainable
+        assert not stray, f"task {t}: parameters changed without being declared trainable: {sorted(stray)[:5]}"
+        if trace.trainable and trace.iterations:
+            assert trace.changed, f"task {t}: {trace.iterations} steps changed none of {sorted(trace.trainable)[:5]}"
+    assert not first.never_trainable_changed, f"frozen parameters changed: {sorted(first.never_trainable_changed)[:5]}"
+
+
+def test_evaluation_covers_exactly_the_seen_classes(method):
+    first, _ = two_runs(method)
+    assert first.head_rows == first.seen
+    assert first.widths == [{n} for n in first.seen]
+
+
+def test_same_seed_same_results(method):
+    first, second = two_runs(method)
+    assert first.acc_matrix == second.acc_matrix
+    for a, b in zip(first.outputs, second.outputs):
+        assert torch.equal(a, b)
+
+
+def test_config_round_trips_through_yaml(method):
+    from harness.errors import UserError
+    from methods import METHODS
+
+    entry = METHODS.get(method)
+    cfg = METHODS.make_config(method, overrides(method))
+    back = entry.config_cls.from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
+    assert type(back) is type(cfg) and back == cfg
+    with pytest.raises(UserError, match="valid keys"):
+        entry.config_cls.from_dict({**overrides(method), "no_such_key": 1})
+
+
+def predictions(strategy, stream) -> torch.Tensor:
+    probe = Probe()
+    strategy.plugins.append(probe)
+    try:
+        strategy.eval(stream, num_workers=0)
+    finally:
+        strategy.plugins.remove(probe)
+    return torch.cat(probe.outputs)
+
+
+def test_checkpoint_restore_gives_same_predictions(method):
+    bench = synthetic_bench()
+    trained = build(method)
+    for experience in list(bench.scenario.train_stream)[:2]:
+        trained.train(experience, eval_streams=[], num_workers=0)
+    buffer = io.BytesIO()
+    torch.save(trained.checkpoint(), buffer)
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)
+    fresh = build(method)
+    fresh.restore(checkpoint)
+    stream = bench.scenario.test_stream[:2]
+    expected, got = predictions(trained, stream), predictions(fresh, stream)
+    assert fresh.model.head.out_features == trained.model.head.out_features
+    assert torch.allclose(expected, got, rtol=0, atol=1e-6), f"max diff {float((expected - got).abs().max())}"
