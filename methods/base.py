@@ -146,6 +146,7 @@ class CILStrategy(SupervisedTemplate):
     def __init__(self, *, cfg: MethodConfig, backbone: nn.Module, device: torch.device | str = "cpu",
                  plugins: list | None = None, evaluator: Any = None):
         self.config = cfg
+        self.history: dict = {}  # mechanism series (see mechanism()); build_model may replace it
         model = self.build_model(backbone)
         # Avalanche requires an optimizer at construction; the real one is built per experience in
         # make_optimizer (AVALANCHE_NOTES trap 1: its default would add every model parameter).
@@ -162,6 +163,7 @@ class CILStrategy(SupervisedTemplate):
         self.global_step = 0
         self.learnable_per_task: list[tuple[int, int]] = []  # (with head, without head) when each task started
         self.trained_names: list[str] = []  # parameter names the current task's optimizer trains
+
 
     # ------------------------------------------------------------------ hooks for methods
     def build_model(self, backbone: nn.Module) -> nn.Module:
@@ -189,8 +191,9 @@ class CILStrategy(SupervisedTemplate):
         """Called after each evaluation."""
 
     def mechanism(self) -> dict:
-        """Method-specific series stored in the result record (``mechanism``)."""
-        return {}
+        """Method-specific series stored in the result record (``mechanism``): ``self.history``, which methods
+        fill as they train (it is checkpointed with the rest of the state)."""
+        return self.history
 
     def stored_features(self) -> int:
         """Floats kept besides parameters (prototypes, bases): the 'stored features' of Table 5."""
@@ -276,12 +279,13 @@ class CILStrategy(SupervisedTemplate):
     def extra_state(self) -> dict[str, Any]:
         """Non-tensor state needed to continue (subclasses extend it)."""
         return {"task_id": self.task_id, "known": self.known, "seen": self.seen, "global_step": self.global_step,
-                "learnable_per_task": self.learnable_per_task}
+                "learnable_per_task": self.learnable_per_task, "history": self.history}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.task_id, self.known, self.seen = state["task_id"], state["known"], state["seen"]
         self.global_step = state["global_step"]
         self.learnable_per_task = [tuple(x) for x in state["learnable_per_task"]]
+        self.history = state.get("history", {})
 
     def checkpoint(self) -> dict[str, Any]:
         """The model's state without the frozen pretrained weights (the backbone file holds them)."""

@@ -161,9 +161,3 @@ class DualPrompt(PromptStrategy):
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         yield from (self.model.g_prompt, self.model.e_prompt, self.model.e_key)
         yield from self.model.head.parameters()
-
-    def criterion(self):
-        loss = super().criterion()
-        if self.is_training:
-            loss = loss - self.config.pull_coeff * self.model.aux["pull"]
-        return loss

@@ -60,7 +60,7 @@ from torch.utils.data import DataLoader
 
 from harness.config import check
 from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
-from methods.lowrank import Magnitudes, wrap_qkv
+from methods.lowrank import MergedEvaluation, plain_lora
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def designed_down_projection(R: torch.Tensor, Q: torch.Tensor, rank: int) -> tor
 
 
 @METHODS.register("inflora", InfLoRAConfig)
-class InfLoRA(CILStrategy):
+class InfLoRA(MergedEvaluation, CILStrategy):
     """InfLoRA: per-task LoRA on k and v with a designed, frozen down-projection orthogonal to old tasks' inputs."""
 
     config: InfLoRAConfig
@@ -215,9 +215,7 @@ class InfLoRA(CILStrategy):
         backbone.requires_grad_(False)
         model = CILModel(backbone)
         # Branches are summed unscaled: every magnitude is a constant 1 and every stored norm is set to 1.
-        model.magnitudes = Magnitudes(1.0)
-        model.magnitudes.requires_grad_(False)
-        self.layers = wrap_qkv(backbone, tuple(self.config.slices), model.magnitudes, "code", self.config.path)
+        self.layers = plain_lora(model, self.config.slices, self.config.path)
         model.dualgpm = DualGPM(len(self.layers), self.layers[0].d_in, self.config.replicate_retain_bug)
         self.n_tasks_total: int | None = None
         self.history: dict = {"threshold": [], "basis_size": [], "kinds": []}
@@ -306,27 +304,14 @@ class InfLoRA(CILStrategy):
         self.history["basis_size"].append([self.gpm.basis(i).shape[1] for i in range(self.gpm.n_layers)])
         self.history["kinds"].append(list(self.gpm.kinds))
 
-    def before_evaluation(self) -> None:
-        if self.config.merge_eval:
-            for layer in self.layers:
-                layer.merge()
-
-    def after_evaluation(self) -> None:
-        for layer in self.layers:
-            layer.unmerge()
-
-    def mechanism(self) -> dict:
-        return self.history
-
     def stored_features(self) -> int:
         return self.gpm.stored_floats()
 
     def extra_state(self) -> dict:
-        return {**super().extra_state(), "history": self.history, "kinds": list(self.gpm.kinds),
+        return {**super().extra_state(), "kinds": list(self.gpm.kinds),
                 "n_tasks_total": self.n_tasks_total}
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
-        self.history = state["history"]
         self.gpm.kinds = list(state["kinds"])
         self.n_tasks_total = state["n_tasks_total"]

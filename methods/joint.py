@@ -77,6 +77,11 @@ class Joint(CILStrategy):
         self.history["train_samples"].append(len(self.adapted_dataset))
         self.history["train_classes"].append(len({int(y) for y in self.adapted_dataset.targets}))
 
+    def resume_experiences(self, experiences) -> None:
+        """After a restart inside a job (harness/resume.py), get back the finished experiences' training sets."""
+        for exp in experiences:
+            self._datasets[exp.current_experience] = exp.dataset
+
     def setup_task(self, t: int, experience) -> None:
         if not self.config.restart or t == 0:
             return
@@ -87,12 +92,3 @@ class Joint(CILStrategy):
             nn.init.kaiming_uniform_(head.weight, nonlinearity="linear")
             head.bias.zero_()
 
-    def mechanism(self) -> dict:
-        return self.history
-
-    def extra_state(self) -> dict:
-        return {**super().extra_state(), "history": self.history}
-
-    def load_extra_state(self, state: dict) -> None:
-        super().load_extra_state(state)
-        self.history = state["history"]

@@ -121,12 +121,6 @@ class L2P(PromptStrategy):
         yield from (self.model.prompt, self.model.prompt_key)
         yield from self.model.head.parameters()
 
-    def criterion(self):
-        loss = super().criterion()
-        if self.is_training:
-            loss = loss - self.config.pull_coeff * self.model.aux["pull"]
-        return loss
-
     def after_step(self) -> None:
         self._counts += torch.bincount(self.model.aux["selected"].flatten().cpu(), minlength=self.config.pool_size)
 

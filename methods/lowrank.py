@@ -54,6 +54,8 @@ def frobenius_norms(A: torch.Tensor, B: torch.Tensor, mode: str) -> torch.Tensor
     """
     if mode == "code":
         return A.flatten(1).norm(dim=1) * B.flatten(1).norm(dim=1)
+    if mode == "none":  # diagnostic: directions kept at their learned scale
+        return torch.ones(A.shape[0], dtype=A.dtype, device=A.device)
     btb = B.transpose(1, 2) @ B  # (S, r, r)
     aat = A @ A.transpose(1, 2)
     return (btb * aat).sum(dim=(1, 2)).clamp_min(0).sqrt()
@@ -225,6 +227,28 @@ class LowRankQKV(nn.Module):
                 up = up_cur if up is None else up + up_cur
             out2[:, k * self.d : (k + 1) * self.d] += up  # in place: the frozen linear's backward needs only x, W
         return out
+
+
+def plain_lora(model: nn.Module, slices: tuple[str, ...], path: str = "auto") -> list[LowRankQKV]:
+    """LoRA without magnitudes on ``model.backbone`` (seq_lora, InfLoRA): the layers scale the current direction
+    by a shared magnitude, so a constant, untrained 1.0 gives plain ``W0 + B A``; stored norms are unused."""
+    model.magnitudes = Magnitudes(1.0)
+    model.magnitudes.requires_grad_(False)
+    return wrap_qkv(model.backbone, tuple(slices), model.magnitudes, "code", path)
+
+
+class MergedEvaluation:
+    """Mixin for strategies whose ``self.layers`` are :class:`LowRankQKV`: evaluate on merged weights (one plain
+    ViT pass) when the config's ``merge_eval`` is set."""
+
+    def before_evaluation(self) -> None:
+        if self.config.merge_eval:
+            for layer in self.layers:
+                layer.merge()
+
+    def after_evaluation(self) -> None:
+        for layer in self.layers:
+            layer.unmerge()
 
 
 def wrap_qkv(backbone: nn.Module, slices: tuple[str, ...], magnitudes: Magnitudes, norm_mode: str = "code",

@@ -213,15 +213,18 @@ class PromptStrategy(CILStrategy):
 
     model: PromptModel
 
+    def criterion(self):
+        """Cross-entropy, minus the key-matching surrogate ``pull_coeff * pull`` when the model reports one
+        (L2P, DualPrompt: it pulls the selected keys toward their queries)."""
+        loss = super().criterion()
+        pull = self.model.aux.get("pull") if self.is_training else None
+        if pull is not None:
+            loss = loss - self.config.pull_coeff * pull
+        return loss
+
     def setup_task(self, t: int, experience) -> None:
         self.model.add_task(t, self.known, self.seen)
         self.history.setdefault("task_id_accuracy", [])
-
-    @property
-    def history(self) -> dict:
-        if not hasattr(self, "_history"):
-            self._history: dict = {}
-        return self._history
 
     def autocast(self):
         """bf16 autocast on CUDA when ``amp`` (as the base forward), for the method's own extra passes."""
@@ -246,15 +249,11 @@ class PromptStrategy(CILStrategy):
         if total:
             self.history.setdefault("task_id_accuracy", []).append([self.task_id, hits / total])
 
-    def mechanism(self) -> dict:
-        return self.history
-
     def extra_state(self) -> dict:
-        return {**super().extra_state(), "history": self.history, "train_task": self.model.train_task}
+        return {**super().extra_state(), "train_task": self.model.train_task}
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
-        self._history = state["history"]
         self.model.train_task = state["train_task"]
 
 

@@ -13,7 +13,8 @@ Defaults follow the official code (what produced the paper's logs); each place w
 is a field (SDLORA_SPEC.md section 12):
 
 * ``norm_mode``: ``code`` = ``||B||_F ||A||_F`` for old directions; ``paper`` = ``||B A||_F``.
-  In both modes the *current* direction is trained unnormalised: the paper's ``B_t A_t / ||B_t A_t||`` is 0/0 at
+  ``none`` (a diagnostic, in neither) keeps frozen directions at their learned scale.
+  In every mode the *current* direction is trained unnormalised: the paper's ``B_t A_t / ||B_t A_t||`` is 0/0 at
   its ``B_t = 0`` initialisation (deliberate deviation from Eq. 4, as the code does).
 * ``alpha_init``: 0.8 (code) vs 1.0 (paper).
 * ``carry_alpha``: False (code: every magnitude is re-initialised at each task) vs True (paper: magnitudes
@@ -56,7 +57,14 @@ from torch import nn
 
 from harness.config import check
 from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
-from methods.lowrank import Magnitudes, direction_grams, least_squares_residual, wrap_qkv
+from methods.lowrank import (
+    Magnitudes,
+    MergedEvaluation,
+    direction_grams,
+    frobenius_norms,
+    least_squares_residual,
+    wrap_qkv,
+)
 
 VARIANTS = ("full", "fixed_first", "single", "no_rescale")
 
@@ -99,7 +107,7 @@ class SDLoRAConfig(MethodConfig):
         check(all(r >= 1 for r in self.rank_values), "rank_values must be >= 1")
         check(list(self.rank_breakpoints) == sorted(set(self.rank_breakpoints)), "rank_breakpoints must increase")
         check(bool(self.slices) and set(self.slices) <= {"q", "k", "v"}, "slices must be a subset of [q, k, v]")
-        check(self.norm_mode in ("code", "paper"), "norm_mode must be 'code' or 'paper'")
+        check(self.norm_mode in ("code", "paper", "none"), "norm_mode must be 'code', 'paper' or 'none'")
         check(self.variant in VARIANTS, f"variant must be one of {', '.join(VARIANTS)}")
         check(self.path in ("auto", "lowrank", "dense"), "path must be auto, lowrank or dense")
         check(self.freeze_at in ("next_task", "task_end"), "freeze_at must be 'next_task' or 'task_end'")
@@ -149,7 +157,7 @@ class NoRescaleConfig(SDLoRAConfig):
 @METHODS.register("sd_lora_kd", SDLoRAKDConfig, "SD-LoRA-KD: folds a new direction explained by the old ones into their magnitudes.")
 @METHODS.register("sd_lora_rr", SDLoRARRConfig, "SD-LoRA-RR: rank 10 for tasks 1-4, 8 for 5-8, 6 after.")
 @METHODS.register("sd_lora", SDLoRAConfig)
-class SDLoRA(CILStrategy):
+class SDLoRA(MergedEvaluation, CILStrategy):
     """SD-LoRA: per-task LoRA directions, frozen and normalised, rescaled by learned shared magnitudes."""
 
     config: SDLoRAConfig
@@ -160,7 +168,8 @@ class SDLoRA(CILStrategy):
         model.magnitudes = Magnitudes(self.config.alpha_init)
         self.layers = wrap_qkv(backbone, tuple(self.config.slices), model.magnitudes, self.config.norm_mode,
                                self.config.path)
-        self.history: dict = {"magnitudes": [], "residual_trace": [], "ranks": [], "kd": {"folded": [], "residuals": []}}
+        self.history = {"magnitudes": [], "residual_trace": [], "ranks": [], "kd": {"folded": [], "residuals": []},
+                        "direction_norms": []}
         return model
 
     @property
@@ -242,6 +251,12 @@ class SDLoRA(CILStrategy):
         if cfg.kd and layers[0].n_old:
             self._distill(t)
         if layers[0].A_cur is not None:
+            with torch.no_grad():  # how large the learned update is vs the norm it will be divided by
+                learned = torch.stack([frobenius_norms(ly.A_cur, ly.B_cur, "paper") for ly in layers])
+                divisor = torch.stack([frobenius_norms(ly.A_cur, ly.B_cur, cfg.norm_mode) for ly in layers])
+            self.history.setdefault("direction_norms", []).append(
+                {"task": t, "learned_BA": float(learned.mean()), "divisor": float(divisor.mean()),
+                 "frozen_BA": float((learned / divisor.clamp_min(1e-30)).mean())})
             for layer in layers:
                 layer.freeze_direction()
             self.mags.set_old(torch.cat([self.mags.old.detach(), self.mags.cur.detach()[None]]))
@@ -284,24 +299,11 @@ class SDLoRA(CILStrategy):
             values.append(float(self.mags.cur.detach()))
         return values
 
-    def before_evaluation(self) -> None:
-        if self.config.merge_eval:
-            for layer in self.layers:
-                layer.merge()
-
-    def after_evaluation(self) -> None:
-        for layer in self.layers:
-            layer.unmerge()
-
-    def mechanism(self) -> dict:
-        return self.history
-
     def extra_state(self) -> dict:
-        return {**super().extra_state(), "history": self.history,
+        return {**super().extra_state(),
                 "cur_normalized": [layer.cur_normalized for layer in self.layers]}
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
-        self.history = state["history"]
         for layer, flag in zip(self.layers, state["cur_normalized"]):
             layer.cur_normalized = flag

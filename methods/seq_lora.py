@@ -31,7 +31,7 @@ from torch import nn
 
 from harness.config import check
 from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
-from methods.lowrank import Magnitudes, wrap_qkv
+from methods.lowrank import MergedEvaluation, plain_lora
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class SeqLoRAConfig(MethodConfig):
 
 
 @METHODS.register("seq_lora", SeqLoRAConfig)
-class SeqLoRA(CILStrategy):
+class SeqLoRA(MergedEvaluation, CILStrategy):
     """Vanilla LoRA trained sequentially: one (A, B) on q and v, trained in every task (SD-LoRA Fig. 2b)."""
 
     config: SeqLoRAConfig
@@ -64,10 +64,7 @@ class SeqLoRA(CILStrategy):
     def build_model(self, backbone: nn.Module) -> nn.Module:
         backbone.requires_grad_(False)
         model = CILModel(backbone)
-        # LowRankQKV scales the current direction by a magnitude; a constant, untrained 1.0 gives plain LoRA.
-        model.magnitudes = Magnitudes(1.0)
-        model.magnitudes.requires_grad_(False)
-        self.layers = wrap_qkv(backbone, tuple(self.config.slices), model.magnitudes, "code", self.config.path)
+        self.layers = plain_lora(model, self.config.slices, self.config.path)
         self.history: dict = {"update_norm": [], "cosine_to_previous": []}
         self._previous_update: list[torch.Tensor] | None = None
         return model
@@ -96,22 +93,4 @@ class SeqLoRA(CILStrategy):
             self.history["cosine_to_previous"].append(cos)
         self._previous_update = updates
 
-    def before_evaluation(self) -> None:
-        if self.config.merge_eval:
-            for layer in self.layers:
-                layer.merge()
-
-    def after_evaluation(self) -> None:
-        for layer in self.layers:
-            layer.unmerge()
-
-    def mechanism(self) -> dict:
-        return self.history
-
-    def extra_state(self) -> dict:
-        return {**super().extra_state(), "history": self.history}
-
-    def load_extra_state(self, state: dict) -> None:
-        super().load_extra_state(state)
-        self.history = state["history"]
         self._previous_update = self._updates() if self.layers[0].A_cur is not None else None
