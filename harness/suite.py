@@ -166,6 +166,12 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
                 merged.update(ov.get("set", {}))
         merged.update((overrides or {}).get(m_label, {}))
         m_cfg = METHODS.make_config(m_name, merged, where=f"method {m_label}")
+        fits = getattr(m_cfg, "check_benchmark", None)  # a method's limits that depend on the benchmark
+        if fits is not None:
+            try:
+                fits(b_cfg)
+            except UserError as err:
+                raise UserError(f"method {m_label} on benchmark {b_label}: {err}") from None
         for bb_label, bb_cfg in backbone_cfgs.items():
             for seed in _seeds(suite, seeds):
                 jobs.append(Job(name, m_label, m_name, m_cfg, b_label, b_name, b_cfg, bb_label, bb_cfg, seed,

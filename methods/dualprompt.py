@@ -92,6 +92,11 @@ class DualPromptConfig(MethodConfig):
     shared_prompt_pool: bool = True
     batchwise_prompt: bool = False
 
+    def check_benchmark(self, benchmark_cfg) -> None:
+        """One E-prompt per task: the pool must hold every task (checked before any job runs)."""
+        n = benchmark_cfg.n_tasks
+        check(n <= self.pool_size, f"{n} tasks need pool_size >= {n} (one E-prompt per task), got {self.pool_size}")
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.pool_size >= 1 and self.length >= 1 and self.g_length >= 1, "pool_size and lengths must be >= 1")

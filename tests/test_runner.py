@@ -129,6 +129,7 @@ BAD_SUITES = [
     ({"backbones": {"b": {"tag": "vit_test_tiny", "weights": "/nonexistent/w.pth"}}}, "backbone weights not found"),
     ({"backbones": {"b": {"tag": "vit_base_patch16_224.augreg2_in21k_ft_in1k"}}}, "no weights for backbone"),
     ({"seeds": "1993"}, "seeds must be a non-empty list"),
+    ({"methods": {"dualprompt": {"pool_size": 2}}}, "3 tasks need pool_size >= 3"),
 ]
 
 
