@@ -55,6 +55,7 @@ from harness.config import check
 from harness.errors import UserError
 from methods.base import METHODS, MethodConfig
 from methods.prompting import (
+    OnePromptPerTask,
     Prefixes,
     PromptModel,
     PromptStrategy,
@@ -70,7 +71,7 @@ _COMMON = dict(optimizer="adam", weight_decay=0.0, scheduler="constant", pool_si
 
 
 @dataclass(frozen=True)
-class DualPromptConfig(MethodConfig):
+class DualPromptConfig(OnePromptPerTask, MethodConfig):
     """DualPrompt fields (module docstring)."""
 
     PRESETS = {
@@ -91,11 +92,6 @@ class DualPromptConfig(MethodConfig):
     pull_coeff: float = 0.1
     shared_prompt_pool: bool = True
     batchwise_prompt: bool = False
-
-    def check_benchmark(self, benchmark_cfg) -> None:
-        """One E-prompt per task: the pool must hold every task (checked before any job runs)."""
-        n = benchmark_cfg.n_tasks
-        check(n <= self.pool_size, f"{n} tasks need pool_size >= {n} (one E-prompt per task), got {self.pool_size}")
 
     def __post_init__(self) -> None:
         super().__post_init__()

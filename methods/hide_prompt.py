@@ -72,6 +72,7 @@ from harness.errors import UserError
 from methods._hide_stats import STORAGE, ClassStats, ResidualMLP, align_classifier
 from methods.base import METHODS, IncrementalHead, MethodConfig
 from methods.prompting import (
+    OnePromptPerTask,
     Prefixes,
     PromptModel,
     PromptStrategy,
@@ -89,7 +90,7 @@ _RECIPE = dict(optimizer="adam", lr=0.0028125, weight_decay=0.0, batch_size=24, 
 
 
 @dataclass(frozen=True)
-class HiDePromptConfig(MethodConfig):
+class HiDePromptConfig(OnePromptPerTask, MethodConfig):
     """HiDe-Prompt fields (module docstring)."""
 
     PRESETS = {
@@ -122,11 +123,6 @@ class HiDePromptConfig(MethodConfig):
     ca_weight_decay: float = 0.0
     storage: str = "multi-centroid"
     n_centroids: int = 10
-
-    def check_benchmark(self, benchmark_cfg) -> None:
-        """One E-prompt per task: the pool must hold every task (checked before any job runs)."""
-        n = benchmark_cfg.n_tasks
-        check(n <= self.pool_size, f"{n} tasks need pool_size >= {n} (one E-prompt per task), got {self.pool_size}")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from harness.config import check
 from harness.errors import UserError
 from methods.base import CILModel, CILStrategy
 
@@ -171,6 +172,16 @@ def select_prompts(sim: torch.Tensor, k: int, batchwise: bool) -> torch.Tensor:
 def uniform_(shape: tuple[int, ...]) -> nn.Parameter:
     """A parameter drawn from U(-1, 1), the references' ``prompt_init='uniform'``."""
     return nn.Parameter(torch.empty(shape).uniform_(-1.0, 1.0))
+
+
+class OnePromptPerTask:
+    """Config mixin for methods that keep one E-prompt per task in a pool of ``pool_size`` (DualPrompt,
+    HiDe-Prompt): the runner calls ``check_benchmark`` before any job runs, so a pool smaller than the number of
+    tasks is bad input (exit 2), not a failure in task ``pool_size + 1``."""
+
+    def check_benchmark(self, benchmark_cfg) -> None:
+        n = benchmark_cfg.n_tasks
+        check(n <= self.pool_size, f"{n} tasks need pool_size >= {n} (one E-prompt per task), got {self.pool_size}")
 
 
 class PromptModel(CILModel):
