@@ -10,8 +10,8 @@
     python run_suite.py status --suite paper_tables                    # done / running / failed / pending
 
 Executors (``--executor`` or the suite's ``executor:`` key): ``local`` (joblib: in this process, ``--jobs N`` CPU
-workers, or one worker per ``--gpus`` slot) and ``slurm`` (submitit array jobs; see harness/slurm.py). Every job
-resumes after its last finished experience when it is started again (harness/resume.py).
+workers, or one worker per ``--gpus`` slot) and ``slurm`` (submitit array jobs; see runner/slurm.py). Every job
+resumes after its last finished experience when it is started again (runner/resume.py).
 
 Exit codes: 0 all jobs done, 1 some job failed (the others still ran and were recorded), 2 bad input
 (nothing written).
@@ -28,7 +28,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub (it retries for ~46 s offline)
 
-from harness.errors import UserError
+from core.errors import UserError
 
 REPO = Path(__file__).resolve().parent
 
@@ -84,7 +84,7 @@ def slurm_overrides(args: argparse.Namespace) -> dict:
 
 
 def import_plugins(specs: list[str]) -> None:
-    from harness.executors import import_plugins as _import
+    from runner.executors import import_plugins as _import
 
     _import(specs)
 
@@ -100,7 +100,7 @@ def csv_list(value: str | None, cast=str) -> list | None:
 
 def print_listing() -> None:
     from benchmarks import BENCHMARKS
-    from harness.suite import list_suites
+    from runner.suite import list_suites
     from methods import METHODS
 
     print("suites:     " + ", ".join(list_suites()))
@@ -115,11 +115,11 @@ def print_listing() -> None:
 
 
 def print_jobs(jobs) -> None:
-    from harness.cost import suite_gpu_hours
+    from runner.cost import suite_gpu_hours
 
     hours, unknown = suite_gpu_hours(jobs)
     note = f" ({unknown} jobs on benchmarks without a size estimate left out)" if unknown else ""
-    print(f"{len(jobs)} jobs; estimated {hours:.1f} A100-hours{note} (cost model: harness/cost.py)")
+    print(f"{len(jobs)} jobs; estimated {hours:.1f} A100-hours{note} (cost model: runner/cost.py)")
     print(f"{'job':48s} {'method':18s} {'benchmark':16s} {'N':>3s} {'seed':>5s}  key hyperparameters")
     for job in jobs:
         m = job.method_cfg
@@ -134,7 +134,7 @@ def plan(args: argparse.Namespace, for_status: bool = False):
     """
     import benchmarks  # noqa: F401  (registers built-ins)
     import methods  # noqa: F401
-    from harness.suite import expand_jobs, load_suite, validate_paths
+    from runner.suite import expand_jobs, load_suite, validate_paths
 
     import_plugins(args.imports)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
@@ -151,7 +151,7 @@ def plan(args: argparse.Namespace, for_status: bool = False):
     results_dir = Path(args.results_dir) if args.results_dir else REPO / "results" / name
     execution = {} if for_status else plan_execution(args, suite)
     if args.smoke and (for_status or not args.dry_run):  # smoke rewrites configs, so hashes need it
-        from harness.smoke import smoke_jobs
+        from runner.smoke import smoke_jobs
 
         jobs = smoke_jobs(jobs, results_dir / "smoke_data")
     if for_status:
@@ -170,8 +170,8 @@ def plan(args: argparse.Namespace, for_status: bool = False):
 
 def plan_execution(args: argparse.Namespace, suite: dict) -> dict:
     """The executor and its settings, from flags over the suite file; bad values exit 2 before anything runs."""
-    from harness.executors import parse_gpus
-    from harness.slurm import SlurmSettings
+    from runner.executors import parse_gpus
+    from runner.slurm import SlurmSettings
 
     executor = args.executor or suite.get("executor") or "local"
     if executor not in ("local", "slurm"):
@@ -183,7 +183,7 @@ def plan_execution(args: argparse.Namespace, suite: dict) -> dict:
         raise UserError("give either --gpus (one worker per GPU slot) or --jobs (CPU workers), not both")
     slurm = SlurmSettings.build(suite.get("slurm"), slurm_overrides(args))
     if executor == "slurm" and not args.dry_run:
-        from harness.slurm import available
+        from runner.slurm import available
 
         reason = available()
         if reason:
@@ -222,14 +222,14 @@ def select_todo(jobs, store, args) -> tuple[list, int]:
 
 
 def records_of(todo, results_dir: Path, args, execution: dict):
-    from harness.executors import absolute_imports
+    from runner.executors import absolute_imports
 
     imports = absolute_imports(args.imports)
     if execution["executor"] == "slurm":
-        from harness.slurm import run_slurm
+        from runner.slurm import run_slurm
 
         return run_slurm(todo, str(results_dir), execution["slurm"], imports)
-    from harness.executors import run_local
+    from runner.executors import run_local
 
     return run_local(todo, str(results_dir), args.jobs, args.threads, gpus=execution["gpus"], imports=imports)
 
@@ -258,7 +258,7 @@ def run_all(records, n: int, results_dir: Path) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.store import ResultStore
+    from runner.store import ResultStore
 
     suite, jobs, results_dir, execution = plan(args)
     if args.dry_run:
@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
 def parse_status_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="run_suite.py status",
                                  description="Done, running, failed and pending jobs of a suite, from its records "
-                                             "(definitions: harness/status.py).")
+                                             "(definitions: runner/status.py).")
     ap.add_argument("--suite", required=True, help="suite name or path")
     ap.add_argument("--results-dir", help="default: results/<suite>")
     ap.add_argument("--methods", help="comma-separated method labels to keep")
@@ -310,8 +310,8 @@ def parse_status_args(argv: list[str]) -> argparse.Namespace:
 
 
 def status(argv: list[str]) -> int:
-    from harness.status import format_status, suite_status
-    from harness.store import ResultStore
+    from runner.status import format_status, suite_status
+    from runner.store import ResultStore
 
     args = parse_status_args(argv)
     suite, jobs, results_dir, _ = plan(args, for_status=True)

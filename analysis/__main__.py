@@ -47,7 +47,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _ints(text: str) -> list[int]:
-    from harness.errors import UserError
+    from core.errors import UserError
 
     try:
         return [int(v) for v in text.split(",") if v.strip()]
@@ -64,7 +64,7 @@ def _write_json(path: Path, data) -> Path:
 
 def landscape_main(args: argparse.Namespace) -> list[Path]:
     from analysis.landscape import LandscapeOptions, compute_landscape, write_landscape
-    from harness.reload import load_record
+    from runner.reload import load_record
 
     record = load_record(args.results_dir, args.job)
     opts = LandscapeOptions(mode=args.mode, resolution=args.resolution, span=args.span,
@@ -82,9 +82,9 @@ def landscape_main(args: argparse.Namespace) -> list[Path]:
 def interpolate_main(args: argparse.Namespace) -> list[Path]:
     from analysis.figures import interpolation_plot
     from analysis.solutions import interpolate
-    from harness.errors import UserError
-    from harness.reload import load_record
-    from harness.run_job import resolve_device
+    from core.errors import UserError
+    from runner.reload import load_record
+    from runner.run_job import resolve_device
 
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
     tasks = _ints(args.tasks)
@@ -106,8 +106,8 @@ def interpolate_main(args: argparse.Namespace) -> list[Path]:
 def proximity_main(args: argparse.Namespace) -> list[Path]:
     from analysis.figures import proximity_heatmap
     from analysis.solutions import job_solutions, pretrained_state, proximity, separate_task_solutions
-    from harness.reload import load_record
-    from harness.run_job import resolve_device
+    from runner.reload import load_record
+    from runner.run_job import resolve_device
 
     record = load_record(args.results_dir, args.job)
     w0 = pretrained_state(record)
@@ -163,7 +163,7 @@ def _subcommand_parser() -> argparse.ArgumentParser:
 
 def subcommand_main(argv: list[str]) -> int:
     """Run one weight-space analysis; errors (missing record or checkpoint, bad value) exit 2 with one line."""
-    from harness.errors import UserError
+    from core.errors import UserError
 
     args = _subcommand_parser().parse_args(argv)
     if args.threads:

@@ -54,8 +54,8 @@ from analysis.solutions import (
     plain_model,
     predict,
 )
-from harness.config import check
-from harness.errors import UserError
+from core.config import check
+from core.errors import UserError
 
 MODES = ("random", "plane")
 PARAMS = ("adapted", "backbone")
@@ -218,7 +218,7 @@ class _Grid:
 
 
 def _resolve_device(name: str) -> torch.device:
-    from harness.run_job import resolve_device
+    from runner.run_job import resolve_device
 
     return resolve_device(name)
 
@@ -228,7 +228,7 @@ def compute_landscape(record: Mapping[str, Any], results_dir, task: int | None =
     """Loss and accuracy of old and new tasks on a 2-D grid around the job's solution after ``task``.
 
     Args:
-        record: The job's record (``harness.reload.load_record``); checkpoints after ``task`` (and, in plane mode,
+        record: The job's record (``runner.reload.load_record``); checkpoints after ``task`` (and, in plane mode,
             after ``task - 1`` and ``task - 2``) must exist.
         results_dir: Results directory holding the checkpoints.
         task: 0-based task of the origin (default: the last).

@@ -10,7 +10,7 @@ loads into one plain model (:func:`plain_model`), so every analysis here evaluat
 Methods whose function is not "backbone weights + linear head" (prompt methods, SimpleCIL's prototypes) have no
 solution in this sense and are rejected with a one-line error.
 
-Data flow: record + per-task checkpoints (``harness.reload``) -> :func:`effective_state` -> solutions ->
+Data flow: record + per-task checkpoints (``runner.reload``) -> :func:`effective_state` -> solutions ->
 :func:`interpolate` / :func:`proximity` -> ``analysis.figures.interpolation_plot`` / ``proximity_heatmap``.
 """
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
-from harness.errors import UserError
+from core.errors import UserError
 
 Solution = dict[str, torch.Tensor]
 DEFAULT_LAMBDAS = tuple(i / 10 for i in range(11))  # paper Fig. 4: lambda in {0, 0.1, ..., 1}
@@ -87,7 +87,7 @@ def task_solution(strategy, w0: Mapping[str, torch.Tensor] | None = None) -> Sol
     """The weights that define the solution after a task: what differs from the pretrained backbone, plus the head.
 
     Args:
-        strategy: A strategy restored after a task (``harness.reload.load_strategy``).
+        strategy: A strategy restored after a task (``runner.reload.load_strategy``).
         w0: Pretrained weights (:func:`pretrained_state`). Given: keep every backbone tensor that differs from it.
             None: keep what the method can change, i.e. the merged ``qkv`` weight of every LoRA layer and every
             backbone parameter with ``requires_grad`` (full fine-tuning: all of them).
@@ -103,7 +103,7 @@ def task_solution(strategy, w0: Mapping[str, torch.Tensor] | None = None) -> Sol
 
 def _config(source: Any) -> dict[str, Any]:
     """The job config (``benchmark_name``, ``benchmark``, ``backbone``, ``method_name``, ``method``, ``seed``) of a
-    record, a ``harness.jobs.Job`` or such a config itself."""
+    record, a ``runner.jobs.Job`` or such a config itself."""
     if hasattr(source, "config") and callable(source.config):
         return source.config()
     return source.get("config", source)
@@ -113,7 +113,7 @@ def build_backbone_of(source: Any) -> nn.Module:
     """The job's pretrained backbone, built exactly as the job built it (same seed before building, so a randomly
     initialised test backbone is the same one)."""
     from benchmarks.backbones import BackboneConfig, build_backbone
-    from harness.run_job import seed_everything
+    from runner.run_job import seed_everything
 
     cfg = _config(source)
     seed_everything(cfg["seed"])
@@ -167,7 +167,7 @@ def job_solutions(record: Mapping[str, Any], results_dir, tasks: Sequence[int], 
     Raises:
         UserError: When a checkpoint is missing or the method has no weight-space solution.
     """
-    from harness.reload import checkpoint_path, load_strategy
+    from runner.reload import checkpoint_path, load_strategy
 
     for t in tasks:
         if not 0 <= t < record["n_tasks"]:
@@ -220,7 +220,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256, amp: bool 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor, lo: int | None = None, hi: int | None = None) -> float:
     """Accuracy (%) with argmax over all logits (class-incremental) or over classes ``[lo, hi)`` (task-incremental),
-    computed as ``harness.metrics.AccuracyCollector`` does, so equal predictions give the identical float."""
+    computed as ``runner.metrics.AccuracyCollector`` does, so equal predictions give the identical float."""
     y = y.to(logits.device)
     pred = logits.argmax(1) if lo is None else logits[:, lo:hi].argmax(1) + lo
     return 100.0 * int((pred == y).sum()) / len(y)
@@ -257,7 +257,7 @@ def interpolate(record: Mapping[str, Any], results_dir, t_a: int = 0, t_b: int =
     the classes seen at ``t_a`` (``t1_seen_a``, W_a's own head) equals ``acc_matrix[t_a][t_a]``.
 
     Args:
-        record: The job's record (``harness.reload.load_record``); per-task checkpoints must exist.
+        record: The job's record (``runner.reload.load_record``); per-task checkpoints must exist.
         results_dir: Results directory holding ``checkpoints/<job_id>/task<t>.pt``.
         t_a: Earlier task (0-based).
         t_b: Later task (0-based).
@@ -367,7 +367,7 @@ def separate_task_solutions(source: Any, method: str = "full_ft", epochs: int | 
     fields (epochs, batch sizes, amp).
 
     Args:
-        source: A record, a ``harness.jobs.Job`` or a job config (``Job.config()``).
+        source: A record, a ``runner.jobs.Job`` or a job config (``Job.config()``).
         method: Registered method, e.g. ``full_ft`` (full fine-tuning) or ``seq_lora`` (one LoRA).
         epochs: Epochs per task (None: from the config).
         tasks: Tasks to train on (default: all).
@@ -380,8 +380,8 @@ def separate_task_solutions(source: Any, method: str = "full_ft", epochs: int | 
     """
     from avalanche.training.plugins import EvaluationPlugin
 
-    from harness.metrics import MemoryLogger
-    from harness.run_job import seed_everything
+    from runner.metrics import MemoryLogger
+    from runner.run_job import seed_everything
     from methods import METHODS
 
     cfg = _config(source)

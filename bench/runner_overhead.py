@@ -12,7 +12,7 @@ the synthetic benchmark (3 tasks, tiny ViT) through ``run_suite.main``, then mea
 * ``parts_ms``: the runner's own pieces of it, each timed alone: provenance (git + versions), one resume-state
   save, one per-task checkpoint, one record write;
 * ``skip_ms``: the rerun of the finished suite divided by its jobs (the check that a job's record is done with
-  the same config hash), and the bare :meth:`harness.store.ResultStore.is_done` call.
+  the same config hash), and the bare :meth:`runner.store.ResultStore.is_done` call.
 
 Prints one line per figure, then a JSON line with all of them (the last line).
 
@@ -110,9 +110,9 @@ def part_figures(out: Path) -> dict:
     """The runner's own pieces, each timed alone on the records and jobs of a finished run."""
     import torch
 
-    from harness import resume
-    from harness.run_job import git_state, versions
-    from harness.store import ResultStore, atomic_torch_save
+    from runner import resume
+    from runner.run_job import git_state, versions
+    from runner.store import ResultStore, atomic_torch_save
 
     store = ResultStore(out)
     record = store.all_records()[0]

@@ -24,8 +24,8 @@ from timm.models import register_model
 from timm.models._registry import generate_default_cfgs
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 
-from harness.config import Config, check
-from harness.errors import UserError
+from core.config import Config, check
+from core.errors import UserError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FMNIST_TAG = "vit_fmnist_p7_28.fmnist_half"

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from harness.config import Config, check
-from harness.registry import Registry
+from core.config import Config, check
+from core.registry import Registry
 
 BENCHMARKS: Registry = Registry("benchmark")
 
@@ -107,7 +107,7 @@ def class_order(n_classes: int, order_seed: int) -> list[int]:
 
 
 def split_sizes(n_classes: int, n_tasks: int, init_classes: int | None) -> list[int]:
-    from harness.errors import UserError
+    from core.errors import UserError
 
     first = init_classes if init_classes is not None else n_classes // n_tasks
     rest = n_tasks - 1

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from harness.errors import UserError
+from core.errors import UserError
 
 REAL_CLASS_COUNTS = {"cifar100": 100, "imagenet_r": 200, "imagenet_a": 200, "domainnet": 345, "cub200": 200}
 

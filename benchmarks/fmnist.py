@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from benchmarks.base import BENCHMARKS, ArrayDataset, BenchmarkConfig, CILBenchmark, make_benchmark
-from harness.config import check
-from harness.errors import UserError
+from core.config import check
+from core.errors import UserError
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

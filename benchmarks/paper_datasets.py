@@ -36,8 +36,8 @@ from benchmarks.transforms import (
     build_transforms,
     make_dataset,
 )
-from harness.config import check
-from harness.errors import UserError
+from core.config import check
+from core.errors import UserError
 
 DATA_ROOT_ENV = "SDLB_DATA_ROOT"
 DEFAULT_DATA_ROOT = "./data"

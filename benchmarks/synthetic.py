@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from benchmarks.base import BENCHMARKS, ArrayDataset, BenchmarkConfig, CILBenchmark, make_benchmark
-from harness.config import check
+from core.config import check
 
 
 @dataclass(frozen=True)

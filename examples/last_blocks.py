@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.config import check
+from core.config import check
 from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
 
 

@@ -57,9 +57,9 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from harness.config import check
-from harness.errors import UserError
-from harness.registry import Entry
+from core.config import check
+from core.errors import UserError
+from core.registry import Entry
 from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
 
 PREFIX = "avalanche"
@@ -177,7 +177,7 @@ def _field_type(annotation: Any) -> Any:
     if typing.get_origin(annotation) is typing.Union:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         annotation = args[0] if len(args) == 1 else Any
-    # typing.Optional, not ``X | None``: harness.config._coerce recognises typing.Union only (YAML 100 -> 100.0)
+    # typing.Optional, not ``X | None``: core.config._coerce recognises typing.Union only (YAML 100 -> 100.0)
     return typing.Optional[annotation] if annotation in (int, float, str, bool) else Any  # noqa: UP045
 
 

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
-from harness.config import Config, check
-from harness.registry import Registry
+from core.config import Config, check
+from core.registry import Registry
 
 METHODS: Registry = Registry("method")
 

@@ -51,8 +51,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from harness.config import check
-from harness.errors import UserError
+from core.config import check
+from core.errors import UserError
 from methods.base import METHODS, MethodConfig
 from methods.prompting import (
     OnePromptPerTask,

@@ -67,8 +67,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from harness.config import check
-from harness.errors import UserError
+from core.config import check
+from core.errors import UserError
 from methods._hide_stats import STORAGE, ClassStats, ResidualMLP, align_classifier
 from methods.base import METHODS, IncrementalHead, MethodConfig
 from methods.prompting import (

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from harness.config import check
+from core.config import check
 from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
 from methods.lowrank import MergedEvaluation, plain_lora
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.config import check
+from core.config import check
 from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
 
 
@@ -78,7 +78,7 @@ class Joint(CILStrategy):
         self.history["train_classes"].append(len({int(y) for y in self.adapted_dataset.targets}))
 
     def resume_experiences(self, experiences) -> None:
-        """After a restart inside a job (harness/resume.py), get back the finished experiences' training sets."""
+        """After a restart inside a job (runner/resume.py), get back the finished experiences' training sets."""
         for exp in experiences:
             self._datasets[exp.current_experience] = exp.dataset
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.config import check
+from core.config import check
 from methods.base import METHODS, MethodConfig
 from methods.prompting import PromptModel, PromptStrategy, cosine_similarity, prompted_tokens, select_prompts, uniform_
 

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from harness.config import check
-from harness.errors import UserError
+from core.config import check
+from core.errors import UserError
 from methods.base import CILModel, CILStrategy
 
 Prefixes = dict[int, tuple[torch.Tensor, torch.Tensor]]  # block index -> (key prefix, value prefix), (B, L, A)

@@ -55,7 +55,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from harness.config import check
+from core.config import check
 from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
 from methods.lowrank import (
     Magnitudes,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.config import check
+from core.config import check
 from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
 from methods.lowrank import MergedEvaluation, plain_lora
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from harness.config import check
+from core.config import check
 from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
 
 

@@ -11,7 +11,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from conftest import make_strategy, synthetic_bench, train_tasks
 
-from harness.errors import UserError
+from core.errors import UserError
 from methods.inflora import DualGPM, coda_cosine_factor, designed_down_projection
 
 

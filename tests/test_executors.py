@@ -70,7 +70,7 @@ class Killed(BaseException):
 
 @pytest.mark.parametrize("method,kill_after", [("sd_lora", 0), ("full_ft", 1)])
 def test_a_job_stopped_after_an_experience_resumes_to_the_same_record(tmp_path, monkeypatch, method, kill_after):
-    from harness import resume
+    from runner import resume
 
     suite = suite_file(tmp_path, {"sd_lora": {"rank": 2}, "full_ft": {}})
     common = ["--suite", suite, "--no-report", "--threads", "1", "--methods", method]
@@ -128,8 +128,8 @@ def test_sigkill_inside_experience_2_loses_nothing_and_resumes_identically(tmp_p
 
 
 def test_a_resume_state_of_another_config_is_ignored(tmp_path):
-    from harness import resume
-    from harness.store import ResultStore
+    from runner import resume
+    from runner.store import ResultStore
 
     class Strategy:
         def checkpoint(self):
@@ -203,7 +203,7 @@ def test_gpu_slots_pin_each_worker_to_its_gpu(tmp_path):
     checked on CPU through the environment the workers get (tests/test_executors.py::*gpu* run it on a GPU)."""
     from joblib import Parallel, delayed
 
-    from harness.executors import init_worker, parse_gpus, worker_identity
+    from runner.executors import init_worker, parse_gpus, worker_identity
 
     gpus = parse_gpus("3,3,5")
     assert gpus == ["3", "3", "5"]
@@ -273,7 +273,7 @@ def test_status_tells_done_failed_running_pending_and_stale(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------------- SLURM
 def _slurm_reason() -> str | None:
-    from harness.slurm import available
+    from runner.slurm import available
 
     if subprocess.run(["which", "sinfo"], capture_output=True, check=False).returncode != 0:
         return "sinfo not found: no SLURM here (bash .ci/slurm_up.sh starts a single-node cluster)"

@@ -37,8 +37,8 @@ from analysis.solutions import (
     separate_task_solutions,
     task_solution,
 )
-from harness.errors import UserError
-from harness.reload import load_record, load_strategy
+from core.errors import UserError
+from runner.reload import load_record, load_strategy
 
 METHODS = ("sd_lora", "seq_lora", "full_ft")
 SUITE = {

@@ -127,7 +127,7 @@ class Run:
 
 
 def run(method: str, seed: int = 0) -> Run:
-    from harness.metrics import AccuracyCollector
+    from runner.metrics import AccuracyCollector
 
     bench = synthetic_bench()
     probe, collector = Probe(), AccuracyCollector(bench.classes_per_task)
@@ -190,7 +190,7 @@ def test_same_seed_same_results(method):
 
 
 def test_config_round_trips_through_yaml(method):
-    from harness.errors import UserError
+    from core.errors import UserError
     from methods import METHODS
 
     entry = METHODS.get(method)

@@ -21,7 +21,7 @@ from benchmarks import paper_datasets as pd
 from benchmarks.base import BENCHMARKS, class_order
 from benchmarks.fixtures import REAL_CLASS_COUNTS, write_fixture
 from benchmarks.transforms import ImagePathDataset, build_transforms
-from harness.errors import UserError
+from core.errors import UserError
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import make_strategy, synthetic_bench, tiny_backbone, train_tasks
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.errors import UserError
+from core.errors import UserError
 from methods import METHODS
 from methods.coda_prompt import CodaLayer
 from methods.prompting import batch_majority, cls_features, prefix_attention, prompted_tokens

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import run_suite
-from harness.metrics import summary
+from runner.metrics import summary
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import run_suite
-from harness.suite import expand_jobs, list_suites, load_suite
+from runner.suite import expand_jobs, list_suites, load_suite
 
 
 @pytest.mark.parametrize("name", list_suites())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from harness.jobs import Job
+from runner.jobs import Job
 
 SMOKE_IMG = 16
 SMOKE_BATCH = 4096

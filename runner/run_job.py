@@ -2,8 +2,8 @@
 
 A job never raises: any exception becomes a record with ``status: failed`` and its traceback, so that one
 bad job cannot stop a suite and a finished record is never lost. After every experience but the last the job
-saves a resume state (:mod:`harness.resume`); a job killed mid-experience continues from it when started again.
-The job's log file gets a ``start`` line, per-epoch progress (:mod:`harness.progress`), one ``task t/N`` line per
+saves a resume state (:mod:`runner.resume`); a job killed mid-experience continues from it when started again.
+The job's log file gets a ``start`` line, per-epoch progress (:mod:`runner.progress`), one ``task t/N`` line per
 finished experience (written after its resume state, so a ``task t/N`` line means "resumable from here") and an
 ``end`` line.
 """
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness import resume
-from harness.jobs import Job
-from harness.store import ResultStore, atomic_torch_save
+from runner import resume
+from runner.jobs import Job
+from runner.store import ResultStore, atomic_torch_save
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,7 @@ def base_record(job: Job, store: ResultStore) -> dict[str, Any]:
 def run_job(job: Job, results_dir: str | Path) -> dict[str, Any]:
     """Run ``job``, write its record (done or failed) and return it.
 
-    A job that finds a resume state for its config (:mod:`harness.resume`) continues after the last experience it
+    A job that finds a resume state for its config (:mod:`runner.resume`) continues after the last experience it
     finished. Any exception, CUDA out-of-memory included, becomes a ``failed`` record with its traceback; the
     resume state is then kept (``--retry-failed`` continues from it) and removed once the job is ``done``.
     """
@@ -168,8 +168,8 @@ def _build(job: Job, log: logging.Logger, provenance: dict) -> _Run:
 
     from benchmarks import BENCHMARKS
     from benchmarks.backbones import build_backbone
-    from harness.metrics import AccuracyCollector, MemoryLogger
-    from harness.progress import EpochLogger
+    from runner.metrics import AccuracyCollector, MemoryLogger
+    from runner.progress import EpochLogger
     from methods import METHODS
 
     rt = job.runtime
@@ -192,8 +192,8 @@ def _build(job: Job, log: logging.Logger, provenance: dict) -> _Run:
 
 
 def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, provenance: dict) -> dict[str, Any]:
-    from harness.metrics import summary
-    from harness.profile import efficiency
+    from runner.metrics import summary
+    from runner.profile import efficiency
 
     run = _build(job, log, provenance)
     bench, strategy, device = run.bench, run.strategy, run.device

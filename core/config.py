@@ -18,7 +18,7 @@ import types
 import typing
 from typing import Any, ClassVar
 
-from harness.errors import UserError
+from core.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)

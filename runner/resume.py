@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.store import ResultStore, atomic_torch_save, atomic_write_text
+from runner.store import ResultStore, atomic_torch_save, atomic_write_text
 
 FORMAT = 1
 CLOCK_FIELDS = ("train_iterations", "train_exp_counter", "train_exp_epochs", "train_exp_iterations",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
-from harness.errors import UserError
+from core.errors import UserError
 
 T = TypeVar("T")
 

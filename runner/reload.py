@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from harness.errors import UserError
+from core.errors import UserError
 
 
 def load_record(results_dir: str | Path, job_id: str) -> dict[str, Any]:
-    from harness.store import ResultStore
+    from runner.store import ResultStore
 
     record = ResultStore(results_dir).load(job_id)
     if record is None:
@@ -31,7 +31,7 @@ def load_strategy(record: dict[str, Any], results_dir: str | Path, task: int | N
     """(strategy restored after ``task`` (default: the last), benchmark) for a record with checkpoints."""
     from benchmarks import BENCHMARKS
     from benchmarks.backbones import BackboneConfig, build_backbone
-    from harness.run_job import seed_everything
+    from runner.run_job import seed_everything
     from methods import METHODS
 
     cfg = record["config"]

@@ -11,12 +11,12 @@
   the free slot) and sets ``CUDA_VISIBLE_DEVICES`` to that slot's GPU in its initializer, before torch is
   imported, so CUDA only ever sees that one GPU. A single slot runs in this process, pinned the same way.
 
-Failure isolation: a job's own exceptions become failed records inside :func:`harness.run_job.run_job`. A worker
+Failure isolation: a job's own exceptions become failed records inside :func:`runner.run_job.run_job`. A worker
 that dies (the OS out-of-memory killer, a segfault) breaks the loky pool; the jobs that were in flight then (each
 worker marks the job it runs in ``<results>/.inflight/``) are run again one at a time, resuming from their resume
 states, so the job that kills its worker again is identified and recorded as failed while the others go on.
 
-``slurm``: :mod:`harness.slurm` (submitit). Both executors ship a job to its worker as a plain dict
+``slurm``: :mod:`runner.slurm` (submitit). Both executors ship a job to its worker as a plain dict
 (:func:`job_spec`) rebuilt there through the registries, so plugin methods (``--import``) and generated config
 classes need no pickling, and the rebuilt job is checked to have the same config hash.
 """
@@ -38,8 +38,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
-from harness.jobs import Job
+from core.errors import UserError
+from runner.jobs import Job
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _IMPORTED: set[str] = set()
@@ -119,7 +119,7 @@ def job_from_spec(spec: dict[str, Any]) -> Job:
 
 def run_spec(spec: dict[str, Any], results_dir: str, imports: list[str] = ()) -> dict:
     """Worker entry point: import plugins, rebuild the job, run it (marked in flight while it runs)."""
-    from harness.run_job import run_job
+    from runner.run_job import run_job
 
     import_plugins(imports)
     job = job_from_spec(spec)
@@ -199,7 +199,7 @@ def run_local(jobs: list[Job], results_dir: str, n_workers: int = 1, threads: in
     n_workers = len(gpus) if gpus else n_workers
     jobs = with_threads(jobs, n_workers, threads)
     if n_workers <= 1:
-        from harness.run_job import run_job
+        from runner.run_job import run_job
 
         if gpus:
             _pin_this_process(gpus[0])
@@ -224,7 +224,7 @@ def _pin_this_process(gpu: str) -> None:
 def _run_pool(jobs: list[Job], results_dir: str, n_workers: int, threads: int | None, gpus: list[str] | None,
               imports: list[str]) -> Iterator[dict]:
     """The jobs on a loky pool; after a worker death, the jobs then in flight run again one at a time."""
-    from harness.run_job import record_failure
+    from runner.run_job import record_failure
 
     inflight = Path(results_dir) / ".inflight"
     pending = {job.job_id: job for job in jobs}

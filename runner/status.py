@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.jobs import Job
-from harness.resume import read_summary, resume_path
-from harness.store import ResultStore
+from runner.jobs import Job
+from runner.resume import read_summary, resume_path
+from runner.store import ResultStore
 
 STATES = ("done", "running", "failed", "pending")
 

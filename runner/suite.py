@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from harness.errors import UserError
-from harness.jobs import Job
+from core.errors import UserError
+from runner.jobs import Job
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 TOP_KEYS = {"name", "description", "extends", "seeds", "backbones", "benchmarks", "methods", "defaults",

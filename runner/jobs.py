@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.config import Config, stable_hash
+from core.config import Config, stable_hash
 
 
 @dataclass(frozen=True)

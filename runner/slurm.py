@@ -7,11 +7,11 @@ Settings come from the suite file's ``slurm:`` mapping, overridden by ``--slurm-
             setup: ["source ~/venvs/sdlb/bin/activate"]}
 
 One array job per chunk of ``chunk_size`` jobs (SLURM's MaxArraySize is 1001 by default). Each task runs
-:func:`harness.executors.run_spec` on a plain-dict job, exactly as a local worker does, so both executors write
+:func:`runner.executors.run_spec` on a plain-dict job, exactly as a local worker does, so both executors write
 identical records for the same jobs. Pre-emption and time limits: submitit asks SLURM for a signal
 ``signal_delay_s`` before the kill; :class:`SlurmJobRunner` is a ``submitit.helpers.Checkpointable``, so the
 task is requeued (at most ``max_requeues`` times after time-outs; pre-emptions always) and, started again, the job
-continues from its resume state (:mod:`harness.resume`) after the last experience it finished.
+continues from its resume state (:mod:`runner.resume`) after the last experience it finished.
 
 The runner then waits: a task is finished when submitit's result file appears; a task that SLURM ended without
 one (cancelled, out of memory, node failure) is recorded as failed. ``sacct`` is used by submitit where
@@ -33,10 +33,10 @@ from typing import Any
 
 import submitit
 
-from harness.errors import UserError
-from harness.executors import job_spec, run_spec, with_threads
-from harness.jobs import Job
-from harness.store import atomic_write_text
+from core.errors import UserError
+from runner.executors import job_spec, run_spec, with_threads
+from runner.jobs import Job
+from runner.store import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 # states after which a task runs no more; PREEMPTED turns into PENDING when the task is requeued
@@ -233,7 +233,7 @@ def _wait(submitted: list[tuple[Job, Any]], results_dir: str, poll_s: float) -> 
 
 
 def _outcome(job: Job, handle, results_dir: str) -> dict:
-    from harness.run_job import record_failure
+    from runner.run_job import record_failure
 
     try:
         record = handle.result()
@@ -246,7 +246,7 @@ def _outcome(job: Job, handle, results_dir: str) -> dict:
 
 
 def _ended_without_result(job: Job, handle, state: str, results_dir: str) -> dict:
-    from harness.run_job import record_failure
+    from runner.run_job import record_failure
 
     what = "is no longer known to SLURM" if state == "GONE" else f"ended {state}"
     return record_failure(job, results_dir, f"SLURM task {handle.job_id} {what} without a result "

@@ -9,7 +9,7 @@ factors below. Costs scale with the number of tokens, i.e. (img_size / 224)^2. A
 
 from __future__ import annotations
 
-from harness.jobs import Job
+from runner.jobs import Job
 
 SEC_PER_TRAIN_IMAGE = 0.012
 SEC_PER_EVAL_IMAGE = 0.004

@@ -1,0 +1,1 @@
+"""The ground layer: configs, registries and errors. Imports nothing of the project."""
