@@ -15,13 +15,21 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.prepare.fetch import LOCK_FILE, Offline, check_disk, check_online, download, extract, is_present
-from benchmarks.prepare.fetch import read_lock
+from benchmarks.prepare.fetch import (
+    LOCK_FILE,
+    Offline,
+    check_disk,
+    check_online,
+    download,
+    extract,
+    is_present,
+    read_lock,
+)
 from benchmarks.prepare.table import Item, Table, dataset_key, describe_source, human_size, load_table, plan
 from benchmarks.prepare.weights import WeightItem, prepare_weights, weight_items
 from core.errors import UserError
 
-__all__ = ["Item", "Offline", "Table", "WeightItem", "load_table", "plan", "prepare", "prepare_jobs", "listing"]
+__all__ = ["Item", "Offline", "Table", "WeightItem", "listing", "load_table", "plan", "prepare", "prepare_jobs"]
 
 RECORD_FILE = "prepared.json"  # next to a suite's results: what was prepared, with sha256s
 
