@@ -66,7 +66,7 @@ class Server:
                 start = 0
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes="):
-                    start = int(rng[len("bytes="):].split("-")[0])
+                    start = int(rng[len("bytes=") :].split("-")[0])
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
@@ -95,7 +95,7 @@ class Server:
         self.thread.start()
 
     def path_of(self, source: str) -> str:
-        return source_url(source)[len(self.url):]
+        return source_url(source)[len(self.url) :]
 
     def gets(self) -> list[tuple[str, str | None]]:
         return [(path, rng) for method, path, rng in self.requests if method == "GET"]
@@ -138,8 +138,11 @@ def _zip(files: dict[str, Path]) -> bytes:
 
 def _files(base: Path, prefix: str, skip: tuple[str, ...] = ()) -> dict[str, Path]:
     """Every file below ``base`` as ``prefix/<relative path>``, leaving out top-level folders in ``skip``."""
-    return {f"{prefix}/{p.relative_to(base).as_posix()}": p for p in base.rglob("*")
-            if p.is_file() and p.relative_to(base).parts[0] not in skip}
+    return {
+        f"{prefix}/{p.relative_to(base).as_posix()}": p
+        for p in base.rglob("*")
+        if p.is_file() and p.relative_to(base).parts[0] not in skip
+    }
 
 
 def build_archives(src: Path) -> dict[str, bytes]:
@@ -184,8 +187,6 @@ def table_for(archives: dict[str, bytes], unpublished: tuple[str, ...] = ()) -> 
     return Table(items, real.datasets)
 
 
-
-
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory) -> dict[str, bytes]:
     return build_archives(tmp_path_factory.mktemp("src"))
@@ -226,8 +227,17 @@ def test_prepare_every_dataset_then_nothing(server, archives, tmp_path):
     for name, n in N_CLASSES.items():
         assert report[name if name != "imagenet_r" else "imagenet_r:pilot"]["n_classes"] == n
     assert report["imagenet_r:coda"]["n_classes"] == N_CLASSES["imagenet_r"]
-    for rel in ("cifar-100-python/meta", "imagenet-r/train", "imagenet-r/test", "imagenet-a/train", "cub/test",
-                "DomainNet/clipart", "DomainNet/sketch", "splits/imagenet-r_train.yaml", "splits/domainnet_test.yaml"):
+    for rel in (
+        "cifar-100-python/meta",
+        "imagenet-r/train",
+        "imagenet-r/test",
+        "imagenet-a/train",
+        "cub/test",
+        "DomainNet/clipart",
+        "DomainNet/sketch",
+        "splits/imagenet-r_train.yaml",
+        "splits/domainnet_test.yaml",
+    ):
         assert (root / rel).exists(), rel
     wnid = _wnids(root)[0]
     assert list((root / "imagenet-r" / wnid).iterdir())  # the release sits next to the PILOT folders
@@ -293,8 +303,11 @@ def test_corrupt_archive_leaves_nothing(server, archives, tmp_path, fmt):
     spec = dataclasses.replace(table.items["cub200_pilot"], format=fmt)
     table = Table({**table.items, "cub200_pilot": spec}, table.datasets)
     serve(server, table, archives)
-    good = archives["cub200_pilot"] if fmt == "zip" else _tar(_files_from_zip(archives["cub200_pilot"], tmp_path),
-                                                              "w" if fmt == "tar" else "w:gz")
+    good = (
+        archives["cub200_pilot"]
+        if fmt == "zip"
+        else _tar(_files_from_zip(archives["cub200_pilot"], tmp_path), "w" if fmt == "tar" else "w:gz")
+    )
     server.routes[server.path_of(spec.sources[0])] = good[: len(good) * 2 // 3]
 
     with pytest.raises(UserError, match=f"not a valid {fmt} archive") as err:
@@ -395,8 +408,11 @@ def test_weights_through_the_resolve_api(server, tmp_path, monkeypatch):
     local = tmp_path / "w.safetensors"
     local.write_bytes(b"local weights")
     report = prepare_weights(weight_items([dataclasses.replace(cfg, weights=str(local))]), log=lambda s: None)
-    assert report[tag] == {"source": "local file", "path": str(local),
-                           "sha256": hashlib.sha256(b"local weights").hexdigest()}
+    assert report[tag] == {
+        "source": "local file",
+        "path": str(local),
+        "sha256": hashlib.sha256(b"local weights").hexdigest(),
+    }
 
 
 def test_prepare_jobs_records_sha256(server, archives, tmp_path, monkeypatch):
@@ -405,8 +421,7 @@ def test_prepare_jobs_records_sha256(server, archives, tmp_path, monkeypatch):
     table = table_for(archives)
     serve(server, table, archives)
     monkeypatch.setattr(prep, "plan", lambda pairs: plan(pairs, table=table))
-    record = prepare_jobs(configs(tmp_path / "data", ["cifar100"]) * 3, [], tmp_path / "results",
-                          log=lambda s: None)
+    record = prepare_jobs(configs(tmp_path / "data", ["cifar100"]) * 3, [], tmp_path / "results", log=lambda s: None)
     saved = json.loads((tmp_path / "results" / "prepared.json").read_text())
     assert saved == record
     assert saved["datasets"]["cifar100"]["items"]["cifar100"]["sha256"] == digests_of(archives["cifar100"])
@@ -420,8 +435,20 @@ def test_run_suite_prepare_dry_run_fetches_nothing(tmp_path, monkeypatch, capsys
     import run_suite
 
     monkeypatch.setenv("SDLB_MIRROR", "http://127.0.0.1:9")  # nothing may be fetched; this would refuse it
-    code = run_suite.main(["--suite", "paper_tables", "--prepare", "--dry-run", "--data-root", str(tmp_path / "d"),
-                           "--methods", "simple_cil", "--seeds", "1993"])
+    code = run_suite.main(
+        [
+            "--suite",
+            "paper_tables",
+            "--prepare",
+            "--dry-run",
+            "--data-root",
+            str(tmp_path / "d"),
+            "--methods",
+            "simple_cil",
+            "--seeds",
+            "1993",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "--prepare: 11 dataset files and 1 backbone weights" in out

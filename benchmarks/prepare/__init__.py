@@ -55,8 +55,15 @@ def _groups(items: Sequence[Item]) -> dict[tuple[str, Path], list[Item]]:
     return groups
 
 
-def prepare(items: Sequence[Item], *, offline: bool = False, keep_archives: bool = False, quiet: bool = False,
-            retries: int = 3, log: Callable[[str], None] = print) -> dict[str, dict]:
+def prepare(
+    items: Sequence[Item],
+    *,
+    offline: bool = False,
+    keep_archives: bool = False,
+    quiet: bool = False,
+    retries: int = 3,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict]:
     """Make every planned dataset readable; return ``{dataset: {root, n_train, n_test, n_classes, items}}``.
 
     Args:
@@ -122,15 +129,23 @@ def listing(items: Sequence[Item], weights: Sequence[WeightItem] = ()) -> list[s
         state = "on disk" if _on_disk(item) else "to fetch"
         source = describe_source(item.spec.sources[0])
         more = f" (+{len(item.spec.sources) - 1} mirror)" if len(item.spec.sources) > 1 else ""
-        lines.append(f"{item.key:24s} {state:8s} {human_size(item.spec.size):>12s}  {source}{more} -> "
-                     f"{item.target_text()}")
+        lines.append(
+            f"{item.key:24s} {state:8s} {human_size(item.spec.size):>12s}  {source}{more} -> {item.target_text()}"
+        )
     for w in weights:
         lines.append(f"{'weights':24s} {'':8s} {'':>12s}  {w.describe()}")
     return lines
 
 
-def prepare_jobs(benchmarks: Iterable[tuple[str, Any]], backbones: Iterable[Any], results_dir: str | Path | None,
-                 *, dry_run: bool = False, offline: bool = False, log: Callable[[str], None] = print) -> dict:
+def prepare_jobs(
+    benchmarks: Iterable[tuple[str, Any]],
+    backbones: Iterable[Any],
+    results_dir: str | Path | None,
+    *,
+    dry_run: bool = False,
+    offline: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
     """The runner's ``--prepare``: every dataset and backbone the jobs name, recorded in ``results_dir``.
 
     Args:

@@ -23,14 +23,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks.prepare",
         description="Fetch, verify and lay out the paper's datasets under a data root (docs/datasets.md).",
     )
-    ap.add_argument("names", nargs="+", metavar="NAME",
-                    help=f"all, or benchmarks: {', '.join(names)} (imagenet_r alone means imagenet_r:pilot)")
+    ap.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help=f"all, or benchmarks: {', '.join(names)} (imagenet_r alone means imagenet_r:pilot)",
+    )
     ap.add_argument("--data-root", required=True, help="folder that receives the datasets (created if needed)")
-    ap.add_argument("--backbone", action="append", default=[], metavar="TAG",
-                    help="also fetch the weights of this timm tag into the Hugging Face cache (repeatable)")
+    ap.add_argument(
+        "--backbone",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="also fetch the weights of this timm tag into the Hugging Face cache (repeatable)",
+    )
     ap.add_argument("--dry-run", action="store_true", help="list source, size and target of each file; fetch nothing")
-    ap.add_argument("--offline", action="store_true",
-                    help="never use the network: use archives already in <data-root>/.downloads, list the rest")
+    ap.add_argument(
+        "--offline",
+        action="store_true",
+        help="never use the network: use archives already in <data-root>/.downloads, list the rest",
+    )
     ap.add_argument("--keep-archives", action="store_true", help="keep the archives in <data-root>/.downloads")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap.parse_args(argv)

@@ -99,8 +99,15 @@ def verify(item: Item, path: Path, source: str) -> dict[str, str]:
                 f"{item.key}: {kind} of {item.spec.file} from {source} is {got[kind]}, expected {value} ({origin}); "
                 "the download was deleted and nothing was extracted: run again to download it again"
             )
-    write_lock(item.root, item.key, file=item.spec.file, sha256=got["sha256"], size=path.stat().st_size,
-               source=source, checked=sorted(item.spec.hashes) or ["lock file only"])
+    write_lock(
+        item.root,
+        item.key,
+        file=item.spec.file,
+        sha256=got["sha256"],
+        size=path.stat().st_size,
+        source=source,
+        checked=sorted(item.spec.hashes) or ["lock file only"],
+    )
     return got
 
 
@@ -162,8 +169,9 @@ def check_disk(items: Sequence[Item]) -> None:
         )
 
 
-def download(item: Item, *, quiet: bool = False, retries: int = 3,
-             log: Callable[[str], None] = print) -> tuple[Path, str]:
+def download(
+    item: Item, *, quiet: bool = False, retries: int = 3, log: Callable[[str], None] = print
+) -> tuple[Path, str]:
     """The verified download of ``item`` (already there, or fetched from its first source that works)."""
     import gdown
     import requests
@@ -180,8 +188,12 @@ def download(item: Item, *, quiet: bool = False, retries: int = 3,
         try:
             # resume=True continues the .part file a broken run left next to the output (a Range request)
             gdown.download(url, str(path), quiet=quiet, resume=True, timeout=(10, 120), retries=retries)
-        except (gdown.exceptions.DownloadError, gdown.exceptions.FileURLRetrievalError,
-                requests.RequestException, OSError) as err:
+        except (
+            gdown.exceptions.DownloadError,
+            gdown.exceptions.FileURLRetrievalError,
+            requests.RequestException,
+            OSError,
+        ) as err:
             failures.append(f"{describe_source(source)}: {' '.join(str(err).split())[:300]}")
             continue
         try:

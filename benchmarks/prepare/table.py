@@ -131,8 +131,9 @@ def dataset_key(benchmark: str, cfg: Any) -> str:
     return f"{benchmark}:{split}" if split else benchmark
 
 
-def plan(names_and_cfgs: Iterable[tuple[str, Any]], data_root: str | Path | None = None,
-         table: Table | None = None) -> list[Item]:
+def plan(
+    names_and_cfgs: Iterable[tuple[str, Any]], data_root: str | Path | None = None, table: Table | None = None
+) -> list[Item]:
     """The items that the given ``(benchmark name, config)`` pairs need, each once per data root.
 
     Args:

@@ -97,8 +97,10 @@ def fetch_weights(item: WeightItem, cache_dir: str | None = None) -> Path:
             except LocalEntryNotFoundError:
                 # hf_hub_download reports an unreachable Hub as "not in the local cache"
                 raise Offline([offline_line(item)]) from None
-    raise UserError(f"{item.tag}: the Hugging Face repo {item.repo_id} has none of {', '.join(HUB_FILES)}; "
-                    "pass --weights LABEL=PATH")
+    raise UserError(
+        f"{item.tag}: the Hugging Face repo {item.repo_id} has none of {', '.join(HUB_FILES)}; "
+        "pass --weights LABEL=PATH"
+    )
 
 
 def offline_line(item: WeightItem) -> str:
@@ -109,8 +111,9 @@ def offline_line(item: WeightItem) -> str:
     )
 
 
-def prepare_weights(items: Iterable[WeightItem], *, offline: bool = False, cache_dir: str | None = None,
-                    log=print) -> dict[str, dict]:
+def prepare_weights(
+    items: Iterable[WeightItem], *, offline: bool = False, cache_dir: str | None = None, log=print
+) -> dict[str, dict]:
     """Make every item's weights available and return ``{tag: {source, path, sha256}}``.
 
     The Hub stores large files by their sha256 (the blob name in the cache, also its ETag), so a fetched file
@@ -136,8 +139,10 @@ def prepare_weights(items: Iterable[WeightItem], *, offline: bool = False, cache
         digest = sha256_of(str(path))
         blob = Path(os.path.realpath(path)).name
         if is_sha256(blob) and blob != digest:
-            raise UserError(f"{item.tag}: {path} has sha256 {digest} but the Hub names it {blob}; delete "
-                            f"{Path(os.path.realpath(path))} and run again")
+            raise UserError(
+                f"{item.tag}: {path} has sha256 {digest} but the Hub names it {blob}; delete "
+                f"{Path(os.path.realpath(path))} and run again"
+            )
         report[item.tag] = {"source": f"hf://{item.repo_id}", "path": str(path), "sha256": digest}
         log(f"{item.tag}: ok (sha256 {digest[:12]}...)")
     if missing:
