@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--data-root", help="folder holding the datasets (sets $SDLB_DATA_ROOT; see docs/datasets.md)")
     ap.add_argument("--weights", action="append", default=[],
                     help="local backbone weights: PATH (one-backbone suites) or LABEL=PATH (repeatable)")
+    ap.add_argument("--prepare", action="store_true",
+                    help="first fetch, verify and lay out the datasets and backbone weights the jobs need "
+                         "(python -m benchmarks.prepare; with --dry-run: list them, fetch nothing)")
     ap.add_argument("--smoke", action="store_true",
                     help="run every job on tiny stand-ins (generated files in each dataset's format, a tiny ViT, "
                          "one step per task) to prove a suite's wiring on CPU")
@@ -140,7 +143,7 @@ def plan(args: argparse.Namespace, for_status: bool = False):
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         raise UserError("--jobs and --threads must be >= 1")
     if args.data_root:
-        if not Path(args.data_root).is_dir():
+        if not Path(args.data_root).is_dir() and not getattr(args, "prepare", False):
             raise UserError(f"--data-root {args.data_root}: not a folder; give the folder that holds the datasets")
         os.environ["SDLB_DATA_ROOT"] = str(Path(args.data_root).resolve())
     suite = load_suite(args.suite)
@@ -150,6 +153,11 @@ def plan(args: argparse.Namespace, for_status: bool = False):
     name = suite["name"] + ("_smoke" if args.smoke else "")
     results_dir = Path(args.results_dir) if args.results_dir else REPO / "results" / name
     execution = {} if for_status else plan_execution(args, suite)
+    if getattr(args, "prepare", False) and not args.smoke:
+        from benchmarks.prepare import prepare_jobs
+
+        prepare_jobs([(j.benchmark_name, j.benchmark_cfg) for j in jobs], [j.backbone_cfg for j in jobs],
+                     results_dir, dry_run=args.dry_run)
     if args.smoke and (for_status or not args.dry_run):  # smoke rewrites configs, so hashes need it
         from runner.smoke import smoke_jobs
 

@@ -53,6 +53,11 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
+def prepare_command(name: str, root: Path) -> str:
+    """The command that fetches and lays out dataset ``name`` under ``root`` (benchmarks/prepare)."""
+    return f"'python -m benchmarks.prepare {name} --data-root {root}'"
+
+
 def _few(names: Sequence[str], k: int = 3) -> str:
     shown = ", ".join(list(names)[:k])
     return shown + (", ..." if len(names) > k else "")
@@ -110,8 +115,9 @@ class CIFAR100Config(PaperDataConfig):
         base = self.data_root / "cifar-100-python"
         if not all((base / name).is_file() for name in CIFAR_FILES):
             raise UserError(
-                f"CIFAR-100 not found: expected the python pickles {base}/{{train,test,meta}}; download and extract "
-                f"https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz into {self.data_root}, or pass --data-root"
+                f"CIFAR-100 not found: expected the python pickles {base}/{{train,test,meta}}; run "
+                f"{prepare_command('cifar100', self.data_root)} (or extract "
+                f"https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz there), or pass --data-root"
             )
 
 
@@ -298,20 +304,23 @@ class FolderLayout:
     subdir: str
     class_word: str
     drive_id: str
+    benchmark: str
 
     def validate(self, root: Path) -> None:
         base = root / self.subdir
         if not ((base / "train").is_dir() and (base / "test").is_dir()):
             raise UserError(
                 f"{self.title} (PILOT split) not found: expected {base}/train/<{self.class_word}>/*.jpg and "
-                f".../test/...; get the pre-split archive linked in the APER/PILOT README (Google Drive id "
-                f"{self.drive_id}), or pass --data-root"
+                f".../test/...; run {prepare_command(self.benchmark, root)} (it fetches the pre-split archive "
+                f"linked in the APER/PILOT README, Google Drive id {self.drive_id}), or pass --data-root"
             )
 
 
-IMAGENET_R_PILOT = FolderLayout("ImageNet-R", "imagenet-r", "wnid", "1SG4TbiL8_DooekztyCVK8mPmfhMo8fkR")
-IMAGENET_A = FolderLayout("ImageNet-A", "imagenet-a", "class", "19l52ua_vvTtttgVRziCZJjal0TPE9f2p")
-CUB = FolderLayout("CUB-200", "cub", "class", "1XbUpnWpJPnItt5zQ6sHJnsjPncnNLvWb")
+IMAGENET_R_PILOT = FolderLayout(
+    "ImageNet-R", "imagenet-r", "wnid", "1SG4TbiL8_DooekztyCVK8mPmfhMo8fkR", "imagenet_r"
+)
+IMAGENET_A = FolderLayout("ImageNet-A", "imagenet-a", "class", "19l52ua_vvTtttgVRziCZJjal0TPE9f2p", "imagenet_a")
+CUB = FolderLayout("CUB-200", "cub", "class", "1XbUpnWpJPnItt5zQ6sHJnsjPncnNLvWb", "cub200")
 
 
 def images_under(folder: Path) -> list[str]:
@@ -370,6 +379,7 @@ class ListLayout:
     title: str
     stem: str
     images_hint: str
+    benchmark: str
 
     def files(self, lists: Path) -> tuple[Path, Path]:
         return lists / f"{self.stem}_train.yaml", lists / f"{self.stem}_test.yaml"
@@ -379,9 +389,9 @@ class ListLayout:
         train_list, test_list = self.files(lists)
         if not (train_list.is_file() and test_list.is_file()):
             raise UserError(
-                f"{self.title} (CODA split) not found: expected {train_list} and {test_list} (copy them from "
-                f"CODA-Prompt's dataloaders/splits/) with the images they list under {root} ({self.images_hint}); "
-                "set split_dir, or pass --data-root"
+                f"{self.title} (CODA split) not found: expected {train_list} and {test_list} with the images they "
+                f"list under {root} ({self.images_hint}); run {prepare_command(self.benchmark, root)} (it fetches "
+                "both from CODA-Prompt's dataloaders/splits/ and the images), or set split_dir, or pass --data-root"
             )
         for path in (train_list, test_list):
             entries, _ = read_split_list(path, self.title)
@@ -392,9 +402,13 @@ IMAGENET_R_CODA = ListLayout(
     "ImageNet-R",
     "imagenet-r",
     "<root>/imagenet-r/<wnid>/*.jpg from https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar",
+    "imagenet_r:coda",
 )
 DOMAINNET = ListLayout(
-    "DomainNet", "domainnet", "<root>/DomainNet/<domain>/<class>/*.jpg, the per-domain zips of http://ai.bu.edu/M3SDA/"
+    "DomainNet",
+    "domainnet",
+    "<root>/DomainNet/<domain>/<class>/*.jpg, the per-domain zips of http://ai.bu.edu/M3SDA/",
+    "domainnet",
 )
 
 
