@@ -141,7 +141,8 @@ class CILStrategy(SupervisedTemplate):
 
     Subclasses override the ``*`` hooks: :meth:`build_model`, :meth:`setup_task`, :meth:`trainable_parameters`,
     :meth:`after_step`, :meth:`finish_task`, :meth:`before_evaluation`, :meth:`after_evaluation`,
-    :meth:`mechanism` and :meth:`stored_features`.
+    :meth:`mechanism` and :meth:`stored_features`; the optimizer is built once per task from
+    :meth:`optimizer_groups` (per-group lr factors) and :meth:`epoch_lr_factor` (a schedule replacing ``scheduler``).
     """
 
     config: MethodConfig
