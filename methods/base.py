@@ -29,9 +29,9 @@ A method is one file: a frozen config dataclass (subclass of :class:`MethodConfi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F

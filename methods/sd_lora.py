@@ -51,8 +51,8 @@ old ones every ``residual_every`` steps (Fig. 3a), ranks per task, KD folds and 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
