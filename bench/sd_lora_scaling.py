@@ -32,7 +32,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from methods.lowrank import LowRankQKV, Magnitudes, wrap_qkv  # noqa: E402
+from methods.lowrank import wrap_qkv  # noqa: E402
+from methods.sd_lora import DecoupledQKV, Magnitudes  # noqa: E402
 
 
 def build(args, n_tasks: int, official: bool = False):
@@ -42,7 +43,7 @@ def build(args, n_tasks: int, official: bool = False):
     vit = timm.create_model(args.model, pretrained=False, num_classes=0, img_size=args.img_size).to(args.device)
     vit.requires_grad_(False)
     mags = Magnitudes(0.8).to(args.device)
-    layers = wrap_qkv(vit, ("q", "v"), mags, path=args.path)
+    layers = wrap_qkv(vit, lambda qkv: DecoupledQKV(qkv, ("q", "v"), mags, path=args.path))
     for t in range(n_tasks):
         for layer in layers:
             layer.add_direction(args.rank)
@@ -63,7 +64,7 @@ class OfficialStyleQKV(nn.Module):
     """The reference code's formulation (SDLORA_SPEC.md section 6 "Cost"): each forward rebuilds one
     ``nn.Linear`` pair per old task and loops over them. Used only to put our numbers in context."""
 
-    def __init__(self, ours: LowRankQKV):
+    def __init__(self, ours: DecoupledQKV):
         super().__init__()
         self.ours = ours
 

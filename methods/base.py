@@ -8,6 +8,7 @@ Training loop (Avalanche's, with our hooks marked ``*``)::
     |     |-- * setup_task(t, experience)             method: add a LoRA direction, grow a prompt pool, ...
     |     |-- make_train_dataloader
     |     '-- make_optimizer                          fresh optimizer + scheduler over trainable_parameters()
+    |                                                 (* optimizer_groups: lr factors, * epoch_lr_factor: schedule)
     |-- for epoch in range(epochs_t):                 init_epochs for t = 0, else epochs
     |     |-- for minibatch:
     |     |     forward (autocast bf16 on CUDA) -> criterion (old-class logits masked for t > 0)
@@ -27,8 +28,10 @@ A method is one file: a frozen config dataclass (subclass of :class:`MethodConfi
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -138,7 +141,8 @@ class CILStrategy(SupervisedTemplate):
 
     Subclasses override the ``*`` hooks: :meth:`build_model`, :meth:`setup_task`, :meth:`trainable_parameters`,
     :meth:`after_step`, :meth:`finish_task`, :meth:`before_evaluation`, :meth:`after_evaluation`,
-    :meth:`mechanism` and :meth:`stored_features`.
+    :meth:`mechanism` and :meth:`stored_features`; the optimizer is built once per task from
+    :meth:`optimizer_groups` (per-group lr factors) and :meth:`epoch_lr_factor` (a schedule replacing ``scheduler``).
     """
 
     config: MethodConfig
@@ -213,6 +217,15 @@ class CILStrategy(SupervisedTemplate):
         self.train_epochs = epochs
         super()._before_training_exp(**kwargs)
 
+    def optimizer_groups(self, params: list[nn.Parameter]) -> list[tuple[list[nn.Parameter], float]]:
+        """Optimizer hook: ``(parameters, lr factor)`` groups of the task's optimizer, given the deduplicated
+        ``trainable_parameters()`` (default: one group at the task's lr)."""
+        return [(params, 1.0)]
+
+    def epoch_lr_factor(self, epochs: int) -> Callable[[int], float] | None:
+        """Optimizer hook: a per-epoch lr factor that replaces the config's ``scheduler`` (None: the scheduler)."""
+        return None
+
     def make_optimizer(self, **kwargs):
         if self._optimizer_task == self.task_id:  # Avalanche calls this more than once per experience
             return
@@ -223,15 +236,20 @@ class CILStrategy(SupervisedTemplate):
         self.learnable_per_task.append(self.count_learnable(params))
         ids = {id(p) for p in params}
         self.trained_names = sorted(n for n, p in self.model.named_parameters() if id(p) in ids)
-        if not params:  # nothing to train (e.g. a prototype method): keep a no-op optimizer
-            params = [nn.Parameter(torch.zeros(1, device=self.device))]
+        if params:
+            groups = [{"params": p, "lr": lr * f} for p, f in self.optimizer_groups(params) if p]
+        else:  # nothing to train (e.g. a prototype method): keep a no-op optimizer
+            groups = [{"params": [nn.Parameter(torch.zeros(1, device=self.device))], "lr": lr}]
         if cfg.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         elif cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+            self.optimizer = torch.optim.Adam(groups, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         else:
-            self.optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-        if cfg.scheduler == "multistep" and milestones:
+            self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        factor = self.epoch_lr_factor(epochs)
+        if factor is not None:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        elif cfg.scheduler == "multistep" and milestones:
             self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(milestones), cfg.lr_decay)
         elif cfg.scheduler == "cosine" and epochs > 0:
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, epochs, eta_min=cfg.min_lr)
@@ -325,3 +343,11 @@ class CILStrategy(SupervisedTemplate):
         total = sum(p.numel() for p in params)
         return total, total - sum(p.numel() for p in params if id(p) in head)
 
+
+def coda_cosine(epochs: int) -> Callable[[int], float]:
+    """CODA-Prompt's per-epoch lr factor ``cos(99 pi e / (200 (K - 1)))`` (GT-RIPL/CODA-Prompt
+    ``utils/schedulers.py``; also SD-Lora-CL ``models/coda_prompt.py`` and InfLoRA ``utils/schedulers.py``):
+    sin(pi / 200) ~ 0.016 at the last epoch, never 0. Constant for K = 1 (the reference divides by zero)."""
+    if epochs <= 1:
+        return lambda epoch: 1.0
+    return lambda epoch: math.cos(99 * math.pi * epoch / (200 * (epochs - 1)))

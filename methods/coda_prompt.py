@@ -53,16 +53,8 @@ from torch import nn
 
 from core.config import check
 from core.errors import UserError
-from methods.base import METHODS, MethodConfig
-from methods.prompting import (
-    PromptModel,
-    PromptStrategy,
-    cls_features,
-    coda_cosine,
-    prompted_tokens,
-    regroup_optimizer,
-    usable_layers,
-)
+from methods.base import METHODS, MethodConfig, coda_cosine
+from methods.prompting import PromptModel, PromptStrategy, cls_features, prompted_tokens, usable_layers
 
 _RECIPE = dict(optimizer="adam", lr=0.001, weight_decay=0.0, betas=(0.9, 0.999), batch_size=128,
                scheduler="constant", coda_schedule=True, pool_size=100, length=8, ortho_mu=0.0)
@@ -211,12 +203,8 @@ class CodaPrompt(PromptStrategy):
             yield from (coda.p_cur, coda.k_cur, coda.a_cur)
         yield from self.model.head.parameters()
 
-    def make_optimizer(self, **kwargs):
-        fresh = self._optimizer_task != self.task_id
-        super().make_optimizer(**kwargs)
-        if fresh and self.config.coda_schedule:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            regroup_optimizer(self, [(params, 1.0)], lr_lambda=coda_cosine(self.config.for_task(self.task_id)[1]))
+    def epoch_lr_factor(self, epochs: int):
+        return coda_cosine(epochs) if self.config.coda_schedule else None
 
     def criterion(self):
         loss = super().criterion()

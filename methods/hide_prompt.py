@@ -78,7 +78,6 @@ from methods.prompting import (
     PromptStrategy,
     cls_features,
     prompted_tokens,
-    regroup_optimizer,
     uniform_,
     usable_layers,
 )
@@ -229,15 +228,12 @@ class HiDePrompt(PromptStrategy):
     def _tii_parameters(self) -> list[nn.Parameter]:
         return list(self.model.tii_mlp.parameters()) + list(self.model.tii_head.parameters())
 
-    def make_optimizer(self, **kwargs):
-        fresh = self._optimizer_task != self.task_id
-        super().make_optimizer(**kwargs)
-        if fresh:  # larger_prompt_lr: head at head_lr_scale * lr
-            # The TII parameters sit in the WTP optimizer only so that it holds exactly trainable_parameters():
-            # the WTP loss never reaches them (grad None), so Adam leaves them alone; finish_task trains them.
-            regroup_optimizer(self, [([self.model.e_prompt], 1.0),
-                                     (list(self.model.head.parameters()), self.config.head_lr_scale),
-                                     (self._tii_parameters(), 1.0)])
+    def optimizer_groups(self, params: list[nn.Parameter]) -> list[tuple[list[nn.Parameter], float]]:
+        """larger_prompt_lr: the head at ``head_lr_scale * lr``. The TII parameters sit in the WTP optimizer only so
+        that it holds exactly trainable_parameters(): the WTP loss never reaches them (grad None), so Adam leaves
+        them alone; finish_task trains them."""
+        return [([self.model.e_prompt], 1.0), (list(self.model.head.parameters()), self.config.head_lr_scale),
+                (self._tii_parameters(), 1.0)]
 
     def criterion(self):
         loss = super().criterion()

@@ -59,47 +59,34 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from core.config import check
-from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
-from methods.lowrank import MergedEvaluation, plain_lora
+from methods.base import METHODS, coda_cosine
+from methods.lowrank import LowRankConfig, LowRankStrategy
 
 
 @dataclass(frozen=True)
-class InfLoRAConfig(MethodConfig):
-    """Attributes:
-    rank: rank of each task's branch (k and v each). lamb/lame: DualGPM threshold at the first task / limit.
+class InfLoRAConfig(LowRankConfig):
+    """Attributes (besides :class:`LowRankConfig`'s ``rank`` of each task's branch, k and v each, ``slices``,
+    ``path``, ``merge_eval``):
+    lamb/lame: DualGPM threshold at the first task / limit.
     coda_cosine: CODA-Prompt's per-epoch cosine (the reference's scheduler); False uses the base ``scheduler``.
     replicate_retain_bug: reproduce the reference's first-task ``retain`` basis (see the module docstring).
     stats_batch_size: batch size of the no-grad passes that accumulate ``R_l`` (None: ``batch_size``).
-    path/merge_eval: as in SD-LoRA (see methods/lowrank.py).
     """
 
     optimizer: str = "adam"
     lr: float = 5e-4
     batch_size: int = 128
-    rank: int = 10
     slices: tuple[str, ...] = ("k", "v")
     lamb: float = 0.98
     lame: float = 1.0
     coda_cosine: bool = True
     replicate_retain_bug: bool = False
     stats_batch_size: int | None = None
-    path: str = "auto"
-    merge_eval: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
-        check(bool(self.slices) and set(self.slices) <= {"q", "k", "v"}, "slices must be a subset of [q, k, v]")
         check(0 < self.lamb <= 1 and 0 < self.lame <= 1, "lamb and lame must be in (0, 1]")
         check(self.stats_batch_size is None or self.stats_batch_size >= 1, "stats_batch_size must be >= 1")
-        check(self.path in ("auto", "lowrank", "dense"), "path must be auto, lowrank or dense")
-
-
-def coda_cosine_factor(epoch: int, epochs: int) -> float:
-    """CODA-Prompt's ``cos(99 pi e / (200 (K - 1)))`` (reference ``utils/schedulers.py``); constant when K = 1."""
-    if epochs <= 1:
-        return 1.0
-    return math.cos(99 * math.pi * epoch / (200 * (epochs - 1)))
 
 
 class DualGPM(nn.Module):
@@ -206,16 +193,13 @@ def designed_down_projection(R: torch.Tensor, Q: torch.Tensor, rank: int) -> tor
 
 
 @METHODS.register("inflora", InfLoRAConfig)
-class InfLoRA(MergedEvaluation, CILStrategy):
+class InfLoRA(LowRankStrategy):
     """InfLoRA: per-task LoRA on k and v with a designed, frozen down-projection orthogonal to old tasks' inputs."""
 
     config: InfLoRAConfig
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
-        backbone.requires_grad_(False)
-        model = CILModel(backbone)
-        # Branches are summed unscaled: every magnitude is a constant 1 and every stored norm is set to 1.
-        self.layers = plain_lora(model, self.config.slices, self.config.path)
+        model = super().build_model(backbone)  # plain LoRA layers: the branches are summed unscaled
         model.dualgpm = DualGPM(len(self.layers), self.layers[0].d_in, self.config.replicate_retain_bug)
         self.n_tasks_total: int | None = None
         self.history: dict = {"threshold": [], "basis_size": [], "kinds": []}
@@ -281,22 +265,13 @@ class InfLoRA(MergedEvaluation, CILStrategy):
             if layer.B_cur is not None:
                 yield layer.B_cur
 
-    def make_optimizer(self, **kwargs):
-        fresh = self._optimizer_task != self.task_id
-        super().make_optimizer(**kwargs)
-        if fresh and self.config.coda_cosine:
-            _, epochs, _ = self.config.for_task(self.task_id)
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                               lambda e: coda_cosine_factor(e, epochs))
+    def epoch_lr_factor(self, epochs: int):
+        return coda_cosine(epochs) if self.config.coda_cosine else None
 
     def finish_task(self, t: int) -> None:
         mats = self.input_statistics(self.experience)
         for layer in self.layers:
             layer.freeze_direction()
-            with torch.no_grad():
-                layer.inv_norm[:, -1] = 1.0  # unscaled sum of branches (freeze_direction stored 1/norm)
-        n_old = self.layers[0].n_old
-        self.model.magnitudes.set_old(torch.ones(n_old, device=self.layers[0].inv_norm.device))
         T = self.n_tasks_total or (t + 1)
         threshold = self.config.lamb + (self.config.lame - self.config.lamb) * t / T
         self.gpm.update(mats, threshold)

@@ -27,7 +27,6 @@ keys -- are missing from GFLOPs, for the plain backbone and the prompted pass al
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -215,7 +214,7 @@ class PromptModel(CILModel):
 
 
 class PromptStrategy(CILStrategy):
-    """Common plumbing: task bookkeeping, the task-identification record, optimizer regrouping.
+    """Common plumbing: task bookkeeping, the task-identification record.
 
     Mechanism record ``task_id_accuracy``: at every evaluation, the fraction of test images whose selected
     prompt (DualPrompt: key-matched E-prompt; HiDe: TII's task) is their own task's, when the model reports a
@@ -266,37 +265,3 @@ class PromptStrategy(CILStrategy):
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
         self.model.train_task = state["train_task"]
-
-
-def regroup_optimizer(strategy: CILStrategy, groups: list[tuple[list[nn.Parameter], float]],
-                      lr_lambda=None) -> None:
-    """Re-create ``strategy.optimizer`` (same class and settings) over ``groups`` of (params, lr factor).
-
-    Used right after the base ``make_optimizer`` built the task's optimizer, before any step: for a head
-    trained at a fraction of the prompt lr (HiDe's ``larger_prompt_lr``) or a custom per-epoch lr factor
-    ``lr_lambda(epoch)`` (CODA's cosine), which replaces the scheduler.
-    """
-    old = strategy.optimizer
-    defaults = dict(old.defaults)
-    lr = defaults["lr"]
-    param_groups = [{"params": p, "lr": lr * f} for p, f in groups if p]
-    strategy.optimizer = type(old)(param_groups, **defaults)
-    sched = strategy.scheduler
-    if lr_lambda is not None:
-        strategy.scheduler = torch.optim.lr_scheduler.LambdaLR(strategy.optimizer, lr_lambda)
-    elif isinstance(sched, torch.optim.lr_scheduler.MultiStepLR):
-        strategy.scheduler = torch.optim.lr_scheduler.MultiStepLR(strategy.optimizer, sorted(sched.milestones),
-                                                                  sched.gamma)
-    elif isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
-        strategy.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(strategy.optimizer, sched.T_max,
-                                                                        eta_min=sched.eta_min)
-    elif sched is not None:
-        raise TypeError(f"cannot rebuild scheduler {type(sched).__name__}")
-
-
-def coda_cosine(epochs: int):
-    """CODA-Prompt's per-epoch lr factor ``cos(99 pi e / (200 (K - 1)))`` (CODA ``utils/schedulers.py``, also
-    SDL ``models/coda_prompt.py``): sin(pi / 200) ~ 0.016 at the last epoch, never 0. Constant for K = 1."""
-    if epochs <= 1:
-        return lambda epoch: 1.0
-    return lambda epoch: math.cos(99 * math.pi * epoch / (200 * (epochs - 1)))

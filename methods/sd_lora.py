@@ -8,6 +8,8 @@ slices of the fused ``qkv`` (SDLORA_SPEC.md section 1)::
 with one set of magnitudes ``alpha`` shared by all blocks and projections, old directions frozen, and
 ``A_t`` kaiming-uniform, ``B_t = 0`` (section 2). Trainable: ``A_t, B_t``, every ``alpha``, the head.
 No rehearsal, no component selection at inference; evaluation runs on merged weights (one plain ViT pass).
+The layer is :class:`DecoupledQKV`: the normalisation and the shared :class:`Magnitudes` on top of the plain
+LoRA layer of methods/lowrank.py (stacked frozen factors, merge, the lowrank/dense paths).
 
 Defaults follow the official code (what produced the paper's logs); each place where paper and code disagree
 is a field (SDLORA_SPEC.md section 12):
@@ -49,29 +51,162 @@ old ones every ``residual_every`` steps (Fig. 3a), ranks per task, KD folds and 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core.config import check
-from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
-from methods.lowrank import (
-    Magnitudes,
-    MergedEvaluation,
-    direction_grams,
-    frobenius_norms,
-    least_squares_residual,
-    wrap_qkv,
-)
+from methods.base import METHODS
+from methods.lowrank import LowRankConfig, LowRankQKV, LowRankStrategy
 
 VARIANTS = ("full", "fixed_first", "single", "no_rescale")
 
 
+# ---------------------------------------------------------------------------------------------------- the layer
+class Magnitudes(nn.Module):
+    """The shared magnitudes: ``old[i]`` scales stored direction i, ``cur`` the direction being trained.
+
+    Shared by every layer and projection (SDLORA_SPEC.md section 2): one module, referenced (not owned) by the
+    layers, so the magnitudes appear once in ``state_dict``."""
+
+    def __init__(self, init: float = 1.0):
+        super().__init__()
+        self.old = nn.Parameter(torch.zeros(0))
+        self.cur = nn.Parameter(torch.tensor(float(init)))
+
+    def set_old(self, values: torch.Tensor) -> None:
+        # A new Parameter object per task: the optimizer is rebuilt per task anyway.
+        self.old = nn.Parameter(values.detach().clone().float(), requires_grad=self.old.requires_grad)
+
+
+def frobenius_norms(A: torch.Tensor, B: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-slice norm of the direction ``B @ A`` for ``A (S, r, d_in)``, ``B (S, d, r)``.
+
+    ``code``: ``||B||_F * ||A||_F`` (the official code, an upper bound); ``paper``: ``||B A||_F`` computed as
+    ``sqrt(tr((B^T B)(A A^T)))`` without forming the d x d product.
+    """
+    if mode == "code":
+        return A.flatten(1).norm(dim=1) * B.flatten(1).norm(dim=1)
+    if mode == "none":  # diagnostic: directions kept at their learned scale
+        return torch.ones(A.shape[0], dtype=A.dtype, device=A.device)
+    btb = B.transpose(1, 2) @ B  # (S, r, r)
+    aat = A @ A.transpose(1, 2)
+    return (btb * aat).sum(dim=(1, 2)).clamp_min(0).sqrt()
+
+
+class DecoupledQKV(LowRankQKV):
+    """SD-LoRA's part on top of the plain LoRA layer: a stored direction ``i`` enters as
+    ``(alpha_i + offset_i) * B_i A_i / norm_i`` and the current one as ``alpha_t * B_t A_t`` (divided by its live
+    norm once ``cur_normalized``, ablation ``single``), with ``alpha`` the shared :class:`Magnitudes`.
+
+    Extra state per layer: ``inv_norm (S, T)`` (1/norm of each stored task, fixed when it is frozen) and
+    ``offset (S, T)`` (per-layer magnitude offsets of KD's ``layer`` granularity; zero otherwise).
+    """
+
+    def __init__(self, base: nn.Linear, slices: tuple[str, ...], magnitudes: Magnitudes, norm_mode: str = "code",
+                 path: str = "auto"):
+        super().__init__(base, slices, path)
+        S, dev = len(self.slice_names), base.weight.device
+        self.register_buffer("inv_norm", torch.zeros(S, 0, device=dev))  # (S, T): 1/norm per task
+        self.register_buffer("offset", torch.zeros(S, 0, device=dev))  # (S, T): per-layer magnitude offsets
+        self.cur_normalized = False  # normalise the current direction live (ablation "single")
+        object.__setattr__(self, "_mags", magnitudes)  # shared, not owned: stays out of this module's state_dict
+        self.norm_mode = norm_mode
+
+    @property
+    def n_old(self) -> int:
+        return self.inv_norm.shape[1]  # one column per stored task; read from the shape (no device sync)
+
+    def add_direction(self, rank: int, generator: torch.Generator | None = None) -> None:
+        super().add_direction(rank, generator)
+        self.cur_normalized = False
+
+    def drop_direction(self) -> None:
+        super().drop_direction()
+        self.cur_normalized = False
+
+    def current_norm(self) -> torch.Tensor:
+        return frobenius_norms(self.A_cur, self.B_cur, self.norm_mode)
+
+    def freeze_direction(self, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Store the current direction with its inverse norm (zero where ``keep`` is False); returns its
+        per-slice norm."""
+        with torch.no_grad():
+            norm = frobenius_norms(self.A_cur.detach(), self.B_cur.detach(), self.norm_mode)
+            inv = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-30), torch.zeros_like(norm))
+            if keep is not None:
+                inv = inv * keep
+        super().freeze_direction(keep)  # before inv_norm grows: it files the direction as task n_old
+        with torch.no_grad():
+            self.inv_norm = torch.cat([self.inv_norm, inv[:, None].to(self.inv_norm.dtype)], dim=1)
+            self.offset = torch.cat([self.offset, torch.zeros_like(inv[:, None])], dim=1)
+        return norm
+
+    def old_scales(self) -> torch.Tensor | None:
+        """(S, R) scale of every stored rank row: (shared magnitude + layer offset) / norm of its task."""
+        if not self.n_old:
+            return None
+        per_task = (self._mags.old[None, :] + self.offset) * self.inv_norm  # (S, T)
+        return per_task[:, self.row_task]
+
+    def current_scale(self) -> torch.Tensor:
+        cur = self._mags.cur.expand(len(self.slice_names))
+        if self.cur_normalized:
+            cur = cur / self.current_norm().clamp_min(1e-12)
+        return cur
+
+
+def direction_grams(layers: list[DecoupledQKV], include_current: bool = True) -> torch.Tensor:
+    """Gram matrices ``<D_i, D_j>_F`` of the normalised directions, per layer and slice: (L, S, T', T').
+
+    ``D_i = B_i A_i / norm_i`` for stored task i and, when ``include_current``, the current direction
+    normalised the same way as the last index. Computed from r x r products, never d x d matrices.
+    """
+    grams = []
+    for layer in layers:
+        with torch.no_grad():
+            A, B = layer.A_old.double(), layer.B_old.double()
+            w = layer.inv_norm.double()[:, layer.row_task]  # (S, R)
+            T = layer.n_old
+            onehot = F.one_hot(layer.row_task, T + 1).double() if T else torch.zeros(0, T + 1, dtype=torch.double)
+            onehot = onehot.to(A.device)
+            if include_current and layer.A_cur is not None:
+                r = layer.A_cur.shape[1]
+                A = torch.cat([A, layer.A_cur.detach().double()], dim=1)
+                B = torch.cat([B, layer.B_cur.detach().double()], dim=2)
+                norm = frobenius_norms(layer.A_cur.detach().double(), layer.B_cur.detach().double(), layer.norm_mode)
+                w = torch.cat([w, (1.0 / norm.clamp_min(1e-30))[:, None].expand(-1, r)], dim=1)
+                cur = torch.zeros(r, T + 1, dtype=torch.double, device=A.device)
+                cur[:, T] = 1
+                onehot = torch.cat([onehot, cur], dim=0)
+            else:
+                onehot = onehot[:, :T]
+            M = (B.transpose(1, 2) @ B) * (A @ A.transpose(1, 2)).transpose(1, 2)  # (S, R', R')
+            M = M * w[:, :, None] * w[:, None, :]
+            grams.append(onehot.t() @ M @ onehot)
+    return torch.stack(grams)
+
+
+def least_squares_residual(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fit the last direction on the others from their Gram matrix (..., T+1, T+1).
+
+    Returns ``(coefficients (..., T), residual norm, norm of the last direction)``; the minimum-norm
+    solution (pseudo-inverse) is used so that collinear old directions are handled.
+    """
+    G_oo, g = gram[..., :-1, :-1], gram[..., :-1, -1]
+    coef = (torch.linalg.pinv(G_oo, hermitian=True) @ g[..., None])[..., 0]
+    sq = gram[..., -1, -1] - (coef * g).sum(-1)
+    return coef, sq.clamp_min(0).sqrt(), gram[..., -1, -1].clamp_min(0).sqrt()
+
+
+# ---------------------------------------------------------------------------------------------------- the method
 @dataclass(frozen=True)
-class SDLoRAConfig(MethodConfig):
-    """SD-LoRA fields (see the module docstring for each choice)."""
+class SDLoRAConfig(LowRankConfig):
+    """SD-LoRA fields (see the module docstring for each choice; ``rank``, ``slices``, ``path``, ``merge_eval``
+    from :class:`LowRankConfig`)."""
 
     PRESETS = {
         "code": dict(optimizer="sgd", momentum=0.9, weight_decay=0.0),
@@ -81,16 +216,12 @@ class SDLoRAConfig(MethodConfig):
     }
 
     lr: float = 0.01
-    rank: int = 10
     rank_breakpoints: tuple[int, ...] = ()
     rank_values: tuple[int, ...] = ()
-    slices: tuple[str, ...] = ("q", "v")
     norm_mode: str = "code"
     alpha_init: float = 0.8
     carry_alpha: bool = False
     variant: str = "full"
-    path: str = "auto"
-    merge_eval: bool = True
     freeze_at: str = "next_task"
     kd: bool = False
     kd_tau: float = 9e-4
@@ -101,15 +232,12 @@ class SDLoRAConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
         check(len(self.rank_values) == (len(self.rank_breakpoints) + 1 if self.rank_breakpoints else 0),
               "rank_values needs one more entry than rank_breakpoints (e.g. breakpoints [4, 8], values [10, 8, 6])")
         check(all(r >= 1 for r in self.rank_values), "rank_values must be >= 1")
         check(list(self.rank_breakpoints) == sorted(set(self.rank_breakpoints)), "rank_breakpoints must increase")
-        check(bool(self.slices) and set(self.slices) <= {"q", "k", "v"}, "slices must be a subset of [q, k, v]")
         check(self.norm_mode in ("code", "paper", "none"), "norm_mode must be 'code', 'paper' or 'none'")
         check(self.variant in VARIANTS, f"variant must be one of {', '.join(VARIANTS)}")
-        check(self.path in ("auto", "lowrank", "dense"), "path must be auto, lowrank or dense")
         check(self.freeze_at in ("next_task", "task_end"), "freeze_at must be 'next_task' or 'task_end'")
         check(self.kd_tau >= 0, "kd_tau must be >= 0")
         check(self.kd_granularity in ("global", "layer"), "kd_granularity must be 'global' or 'layer'")
@@ -157,17 +285,18 @@ class NoRescaleConfig(SDLoRAConfig):
 @METHODS.register("sd_lora_kd", SDLoRAKDConfig, "SD-LoRA-KD: folds a new direction explained by the old ones into their magnitudes.")
 @METHODS.register("sd_lora_rr", SDLoRARRConfig, "SD-LoRA-RR: rank 10 for tasks 1-4, 8 for 5-8, 6 after.")
 @METHODS.register("sd_lora", SDLoRAConfig)
-class SDLoRA(MergedEvaluation, CILStrategy):
+class SDLoRA(LowRankStrategy):
     """SD-LoRA: per-task LoRA directions, frozen and normalised, rescaled by learned shared magnitudes."""
 
     config: SDLoRAConfig
+    layers: list[DecoupledQKV]
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
-        backbone.requires_grad_(False)
-        model = CILModel(backbone)
-        model.magnitudes = Magnitudes(self.config.alpha_init)
-        self.layers = wrap_qkv(backbone, tuple(self.config.slices), model.magnitudes, self.config.norm_mode,
-                               self.config.path)
+        cfg = self.config
+        magnitudes = Magnitudes(cfg.alpha_init)
+        model = self.wrap(backbone, lambda qkv: DecoupledQKV(qkv, tuple(cfg.slices), magnitudes, cfg.norm_mode,
+                                                             cfg.path))
+        model.magnitudes = magnitudes
         self.history = {"magnitudes": [], "residual_trace": [], "ranks": [], "kd": {"folded": [], "residuals": []},
                         "direction_norms": []}
         return model

@@ -29,42 +29,25 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.config import check
-from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
-from methods.lowrank import MergedEvaluation, plain_lora
+from methods.base import METHODS
+from methods.lowrank import LowRankConfig, LowRankStrategy
 
 
 @dataclass(frozen=True)
-class SeqLoRAConfig(MethodConfig):
-    """Attributes:
-    rank: LoRA rank (SD-LoRA's 10). slices: adapted slices of the fused qkv (SD-LoRA's q and v).
-    path: ``auto``/``lowrank``/``dense`` evaluation of the update during training (see methods/lowrank.py).
-    merge_eval: fold ``B A`` into the weight for evaluation (exact; saves the extra matmuls).
-    """
+class SeqLoRAConfig(LowRankConfig):
+    """Fields of :class:`LowRankConfig` (rank 10 on q and v, SD-LoRA's) and the optimizer's lr."""
 
     lr: float = 0.01
-    rank: int = 10
-    slices: tuple[str, ...] = ("q", "v")
-    path: str = "auto"
-    merge_eval: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
-        check(bool(self.slices) and set(self.slices) <= {"q", "k", "v"}, "slices must be a subset of [q, k, v]")
-        check(self.path in ("auto", "lowrank", "dense"), "path must be auto, lowrank or dense")
 
 
 @METHODS.register("seq_lora", SeqLoRAConfig)
-class SeqLoRA(MergedEvaluation, CILStrategy):
+class SeqLoRA(LowRankStrategy):
     """Vanilla LoRA trained sequentially: one (A, B) on q and v, trained in every task (SD-LoRA Fig. 2b)."""
 
     config: SeqLoRAConfig
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
-        backbone.requires_grad_(False)
-        model = CILModel(backbone)
-        self.layers = plain_lora(model, self.config.slices, self.config.path)
+        model = super().build_model(backbone)
         self.history: dict = {"update_norm": [], "cosine_to_previous": []}
         self._previous_update: list[torch.Tensor] | None = None
         return model

@@ -6,15 +6,15 @@ import pytest
 import torch
 from conftest import make_strategy, synthetic_bench, train_tasks
 
-from methods.lowrank import LowRankQKV, Magnitudes
+from methods.sd_lora import DecoupledQKV, Magnitudes
 
 
 def _layer_with_history(norm_mode: str, path: str, n_old: int = 2, ranks=(3, 2, 4), seed: int = 0):
-    """A LowRankQKV on a random 8-wide qkv with ``n_old`` frozen directions and a current one, all random."""
+    """A DecoupledQKV on a random 8-wide qkv with ``n_old`` frozen directions and a current one, all random."""
     g = torch.Generator().manual_seed(seed)
     base = torch.nn.Linear(8, 24)
     mags = Magnitudes(0.8)
-    layer = LowRankQKV(base, ("q", "v"), mags, norm_mode=norm_mode, path=path)
+    layer = DecoupledQKV(base, ("q", "v"), mags, norm_mode=norm_mode, path=path)
     hand = []
     for t in range(n_old + 1):
         layer.add_direction(ranks[t], generator=g)
