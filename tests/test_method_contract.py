@@ -293,7 +293,7 @@ def resume_mismatches(method: str, out: Path, stop_after: int = 1) -> list[str]:
     log = (out / "resumed" / resumed["log_path"]).read_text()
     assert f"resumed: experiences 1-{stop_after + 1} of 3 already finished" in log, "the job did not resume"
     diffs = [key for key in reference if key not in VOLATILE and reference[key] != resumed.get(key)]
-    final = [torch.load(run / rec["checkpoint"], weights_only=False)
+    final = [torch.load(run / rec["checkpoint"], weights_only=True)
              for run, rec in ((out / "reference", reference), (out / "resumed", resumed))]
     return diffs + [f"checkpoint{d}" for d in tensors_differ(*final)]
 
