@@ -25,6 +25,7 @@ Every config is built (and so validated) before any job runs: a bad suite exits 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,8 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
         try:
             m_cfg = METHODS.make_config(m_name, merged, where=f"method {m_label}")
         except UserError as err:
-            inherited = {k: v for k, v in from_defaults.items() if merged.get(k) is v}
+            inherited = {k: v for k, v in from_defaults.items()  # the defaults the error names, still in force
+                         if merged.get(k) is v and re.search(rf"\b{re.escape(k)}\b", str(err))}
             if not inherited:
                 raise
             given = ", ".join(f"{k}: {v}" for k, v in inherited.items())
