@@ -20,9 +20,11 @@ Training loop (Avalanche's, with our hooks marked ``*``)::
 The loss after the first task is ``CE(logits[:, K_old:], y - K_old)`` (SDLORA_SPEC.md section 5), so old head
 rows get no gradient; ``mask_old_logits=False`` trains on all logits instead.
 
-A method is one file: a frozen config dataclass (subclass of :class:`MethodConfig`) and a strategy class
-(subclass of :class:`CILStrategy`) registered with ``@METHODS.register("name", Config)``. The contract tests
-(tests/test_method_contract.py) run every registered method.
+A method is one file: a frozen config dataclass (subclass of :class:`MethodConfig`, or of
+:class:`TrainingFreeConfig` for a method that trains nothing) and a strategy class (subclass of
+:class:`CILStrategy`, whose ``model.head`` is a :class:`GrowingHead`) registered with
+``@METHODS.register("name", Config)``. The contract tests (tests/test_method_contract.py) run every registered
+method, a stopped-and-resumed job included (docs/adding_a_method.md).
 """
 
 from __future__ import annotations

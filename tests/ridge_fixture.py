@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader
 
 from core.config import check
 from core.registry import Entry
-from methods.base import METHODS, CILModel, CILStrategy, GrowingHead, TrainingFreeConfig
+from methods.base import METHODS, TrainingFreeConfig
+from methods.simple_cil import PrototypeHead, SimpleCIL
 
 
 @dataclass(frozen=True)
@@ -41,34 +42,21 @@ class RidgeConfig(TrainingFreeConfig):
         check(self.ridge > 0, f"ridge must be > 0, got {self.ridge}")
 
 
-class ReadoutHead(GrowingHead):
-    """A linear readout without bias whose rows are set in closed form (a buffer: nothing is trained)."""
-
-    def __init__(self, in_features: int):
-        super().__init__(in_features)
-        self.register_buffer("weight", torch.zeros(0, in_features))
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
-
-    def grow(self, n_total: int) -> None:
-        extra = n_total - self.out_features
-        if extra > 0:
-            self.weight = torch.cat([self.weight, self.weight.new_zeros(extra, self.in_features)])
+class ReadoutHead(PrototypeHead):
+    """SimpleCIL's growing buffer of rows, read out linearly (no bias, no normalisation): nothing is trained."""
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.linear(features, self.weight)
 
 
-class _Ridge(CILStrategy):
-    """Frozen backbone; after each task the readout is refitted on the statistics of every class seen so far."""
+class _Ridge(SimpleCIL):
+    """SimpleCIL's frozen backbone; after each task the readout is refitted on the statistics of every class seen
+    so far."""
 
     config: RidgeConfig
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
-        backbone.requires_grad_(False)
-        model = CILModel(backbone)
+        model = super().build_model(backbone)
         model.head = ReadoutHead(backbone.num_features)
         return model
 
