@@ -93,8 +93,8 @@ class MethodConfig(Config):
         check(0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]")
         check(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or null")
         set_fields = [f for f in self.TRAINING_FIELDS if getattr(self, f)]
-        check(not (self.TRAINING_FREE and set_fields),
-              f"this method trains nothing: remove {', '.join(set_fields)} from its suite entry and overrides")
+        check(not (self.TRAINING_FREE and set_fields), "this method trains nothing (training-free, epochs: 0): "
+              f"remove {', '.join(set_fields)} from its suite entry and overrides")
 
     def for_task(self, t: int) -> tuple[float, int, tuple[int, ...]]:
         """(lr, epochs, milestones) of task t."""

@@ -58,7 +58,8 @@ def test_epochs_set_for_a_training_free_method_exits_2_naming_the_fix(tmp_path, 
     out = tmp_path / "res"
     assert run_suite.main(["--suite", str(path), "--results-dir", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "method simple_cil: this method trains nothing: remove epochs from its suite entry" in err, err
+    assert "method simple_cil: this method trains nothing (training-free, epochs: 0): remove epochs from its " \
+           "suite entry" in err, err
     assert len(err.splitlines()) == 1 and not out.exists()
 
 
