@@ -312,3 +312,32 @@ def test_the_resume_check_catches_statistics_left_out_of_the_checkpoint(tmp_path
         assert resume_mismatches("ridge_buffers", tmp_path / "buffers") == []
         lost = resume_mismatches("ridge_lost_state", tmp_path / "lost")
     assert "acc_matrix" in lost and "checkpoint.tensors.head.weight" in lost, lost
+
+
+# ---------------------------------------------------------------------------------------------------- head
+def test_the_head_must_be_a_growing_head():
+    """What the base strategy calls on ``model.head`` is the abstract GrowingHead: a head lacking ``grow`` cannot
+    be built, and a model whose head is not a GrowingHead is refused at construction."""
+    from conftest import tiny_backbone
+    from torch import nn
+
+    from methods.base import CILModel, CILStrategy, GrowingHead, MethodConfig
+
+    class NoGrow(GrowingHead):
+        out_features = 0
+
+        def forward(self, features):
+            return features
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoGrow(4)
+
+    class PlainLinear(CILStrategy):
+        def build_model(self, backbone):
+            model = CILModel(backbone)
+            model.head = nn.Linear(backbone.num_features, 2)
+            return model
+
+    with pytest.raises(TypeError, match="whose .head is a methods.base.GrowingHead"):
+        PlainLinear(cfg=MethodConfig(), backbone=tiny_backbone())
+    assert isinstance(CILStrategy(cfg=MethodConfig(), backbone=tiny_backbone()).model.head, GrowingHead)
