@@ -42,19 +42,26 @@ MIR) default to ``mask_old_logits: false``; masking them is refused with a ``Use
 Limits (deliberate): strategies that need their own model, criterion or generator, or that fight the growing head
 (``UNSUPPORTED`` below, each with its reason) are refused with a ``UserError``. Run on the tiny test ViT (two
 experiences): Naive, EWC, LwF, AGEM, GEM, MAS, SynapticIntelligence, Replay, Cumulative, ER_ACE, MIR and
-FromScratchTraining; only Naive, EWC and LwF are covered by the contract tests. Checkpoints hold the model only: plugin state (EWC's Fisher matrices, LwF's previous
-model, replay buffers) is not saved, so a restored strategy predicts identically but does not resume training
-with its regulariser's memory.
+FromScratchTraining; only Naive, EWC and LwF are covered by the contract tests.
+
+Checkpoints hold the model and the state of the regularisers the contract covers, so that a resumed job continues
+exactly: EWC's saved parameters and importances per experience, and LwF's experience count and classes seen (its
+previous model is the restored model itself: checkpoints are taken at experience ends, where LwF copies it).
+Other plugins' state (replay buffers, SI/MAS importances) is not saved: a restored strategy predicts identically
+but a resumed job continues without that memory.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from avalanche.training.plugins import EWCPlugin, LwFPlugin
+from avalanche.training.utils import ParamData
 from torch import nn
 
 from core.config import check
@@ -141,6 +148,37 @@ class AvalancheStrategy(CILStrategy):
         backbone.requires_grad_(self.config.train_backbone)
         return CILModel(backbone)
 
+    def extra_state(self) -> dict[str, Any]:
+        plugins = {}
+        for i, plugin in enumerate(self.plugins):
+            if isinstance(plugin, EWCPlugin):
+                plugins[str(i)] = {"saved_params": _param_tables(plugin.saved_params),
+                                   "importances": _param_tables(plugin.importances)}
+            elif isinstance(plugin, LwFPlugin):
+                lwf = plugin.lwf
+                plugins[str(i)] = {"expcount": lwf.expcount, "has_prev_model": lwf.prev_model is not None,
+                                   "prev_classes_by_task": {int(t): sorted(int(c) for c in classes)
+                                                            for t, classes in lwf.prev_classes_by_task.items()}}
+        return {**super().extra_state(), "avalanche_plugins": plugins}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        for key, saved in state.get("avalanche_plugins", {}).items():
+            plugin = self.plugins[int(key)]
+            if isinstance(plugin, EWCPlugin):
+                for table, values in ((plugin.saved_params, saved["saved_params"]),
+                                      (plugin.importances, saved["importances"])):
+                    table.clear()
+                    table.update({int(exp): {name: ParamData(name, init_tensor=t.to(self.device), device=self.device)
+                                             for name, t in params.items()} for exp, params in values.items()})
+            elif isinstance(plugin, LwFPlugin):
+                lwf = plugin.lwf
+                lwf.expcount = saved["expcount"]
+                lwf.prev_classes_by_task.clear()
+                lwf.prev_classes_by_task.update({int(t): set(c) for t, c in saved["prev_classes_by_task"].items()})
+                # LwF copies the model at the end of each experience (in training mode): the model just restored
+                lwf.prev_model = copy.deepcopy(self.model).train() if saved["has_prev_model"] else None
+
     def criterion(self):
         if self.is_training and self.config.mask_old_logits and self.known and bool((self.mb_y < self.known).any()):
             raise UserError(f"{PREFIX}:{self.config.AVALANCHE_NAME} trains on old classes' samples: set "
@@ -155,6 +193,12 @@ class _ForwardAvalancheKwargs:
         # A copy: Avalanche's constructors append their plugin to the list they are given.
         template_kwargs["plugins"] = list(template_kwargs.get("plugins") or [])
         super().__init__(**template_kwargs, **self.config.avalanche_kwargs())
+
+
+def _param_tables(tables: dict) -> dict[int, dict[str, Any]]:
+    """EWC's ``{experience: {name: ParamData}}`` as plain tensors (a checkpoint loads with weights_only=True)."""
+    return {int(exp): {name: data.data.detach().cpu().clone() for name, data in params.items()}
+            for exp, params in tables.items()}
 
 
 def avalanche_classes() -> dict[str, type]:

@@ -21,17 +21,20 @@ Training loop (Avalanche's, with our hooks marked ``*``)::
 The loss after the first task is ``CE(logits[:, K_old:], y - K_old)`` (SDLORA_SPEC.md section 5), so old head
 rows get no gradient; ``mask_old_logits=False`` trains on all logits instead.
 
-A method is one file: a frozen config dataclass (subclass of :class:`MethodConfig`) and a strategy class
-(subclass of :class:`CILStrategy`) registered with ``@METHODS.register("name", Config)``. The contract tests
-(tests/test_method_contract.py) run every registered method.
+A method is one file: a frozen config dataclass (subclass of :class:`MethodConfig`, or of
+:class:`TrainingFreeConfig` for a method that trains nothing) and a strategy class (subclass of
+:class:`CILStrategy`, whose ``model.head`` is a :class:`GrowingHead`) registered with
+``@METHODS.register("name", Config)``. The contract tests (tests/test_method_contract.py) run every registered
+method, a stopped-and-resumed job included (docs/adding_a_method.md).
 """
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +56,14 @@ class MethodConfig(Config):
 
     Task 0 may use its own schedule (``init_*``; None means "same as the later tasks"), as in PILOT-style
     configs. ``lr`` is the learning rate actually used: no implicit scaling by batch size or GPU count.
+
+    ``TRAINING_FREE`` (a class attribute; subclass :class:`TrainingFreeConfig` to set it) marks a method that
+    trains nothing: its ``TRAINING_FIELDS`` must stay 0 and a suite's ``defaults`` never set them
+    (:func:`runner.suite.suite_defaults_for`), so no suite entry has to repeat ``epochs: 0``.
     """
+
+    TRAINING_FREE: ClassVar[bool] = False
+    TRAINING_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "init_epochs")
 
     preset: str | None = None
     epochs: int = 2
@@ -85,6 +95,9 @@ class MethodConfig(Config):
         check(self.weight_decay >= 0 and self.momentum >= 0, "weight_decay and momentum must be >= 0")
         check(0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]")
         check(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or null")
+        set_fields = [f for f in self.TRAINING_FIELDS if getattr(self, f)]
+        check(not (self.TRAINING_FREE and set_fields), "this method trains nothing (training-free, epochs: 0): "
+              f"remove {', '.join(set_fields)} from its suite entry and overrides")
 
     def for_task(self, t: int) -> tuple[float, int, tuple[int, ...]]:
         """(lr, epochs, milestones) of task t."""
@@ -94,13 +107,58 @@ class MethodConfig(Config):
         return self.lr, self.epochs, self.milestones
 
 
-class IncrementalHead(nn.Module):
-    """A linear head that grows to the classes seen so far (SDLORA_SPEC.md section 5: old rows copied,
-    new rows ``kaiming_uniform_(nonlinearity='linear')``, biases 0)."""
+@dataclass(frozen=True)
+class TrainingFreeConfig(MethodConfig):
+    """Base config of a method that trains nothing (prototypes, closed-form readouts): ``epochs`` is 0 by
+    declaration, a suite's ``defaults: {epochs: ...}`` does not apply to it, and setting it is an error."""
+
+    TRAINING_FREE: ClassVar[bool] = True
+
+    epochs: int = 0
+
+
+class GrowingHead(nn.Module, abc.ABC):
+    """What the harness requires of ``model.head``: one output row per class seen so far.
+
+    :class:`CILStrategy` calls ``grow`` before every task, the metrics and the checkpoint code read
+    ``out_features``, and the model calls the head on the backbone's features. A custom head subclasses this
+    and provides:
+
+    * ``in_features`` (set here): the feature width it reads;
+    * ``out_features``: the number of classes it scores (its rows);
+    * ``grow(n_total)``: add rows up to ``n_total`` classes, keeping the existing rows; a no-op when it already
+      has that many;
+    * ``forward(features)``: logits ``(batch, out_features)``, column ``c`` for class ``c``.
+
+    Every tensor that grows must be a parameter or a registered buffer of the head (so that
+    :meth:`CILStrategy.checkpoint` saves it and :meth:`CILStrategy.restore` re-creates it at its saved shape).
+    Its parameters count as the head's in the learnable-parameter figures (``learnable_params_excl_head``).
+    """
 
     def __init__(self, in_features: int):
         super().__init__()
         self.in_features = in_features
+
+    @property
+    @abc.abstractmethod
+    def out_features(self) -> int:
+        """Number of classes the head scores."""
+
+    @abc.abstractmethod
+    def grow(self, n_total: int) -> None:
+        """Grow to ``n_total`` classes (old rows unchanged); nothing to do if ``n_total <= out_features``."""
+
+    @abc.abstractmethod
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, out_features)`` of a batch of features ``(batch, in_features)``."""
+
+
+class IncrementalHead(GrowingHead):
+    """A linear head that grows to the classes seen so far (SDLORA_SPEC.md section 5: old rows copied,
+    new rows ``kaiming_uniform_(nonlinearity='linear')``, biases 0)."""
+
+    def __init__(self, in_features: int):
+        super().__init__(in_features)
         self.weight = nn.Parameter(torch.zeros(0, in_features))
         self.bias = nn.Parameter(torch.zeros(0))
 
@@ -152,6 +210,9 @@ class CILStrategy(SupervisedTemplate):
         self.config = cfg
         self.history: dict = {}  # mechanism series (see mechanism()); build_model may replace it
         model = self.build_model(backbone)
+        if not isinstance(getattr(model, "head", None), GrowingHead):
+            raise TypeError(f"{type(self).__name__}.build_model must return a model whose .head is a "
+                            "methods.base.GrowingHead (see docs/adding_a_method.md)")
         # Avalanche requires an optimizer at construction; the real one is built per experience in
         # make_optimizer (AVALANCHE_NOTES trap 1: its default would add every model parameter).
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)

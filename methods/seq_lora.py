@@ -76,4 +76,7 @@ class SeqLoRA(LowRankStrategy):
             self.history["cosine_to_previous"].append(cos)
         self._previous_update = updates
 
+    def restore(self, checkpoint: dict) -> None:
+        super().restore(checkpoint)
+        # checkpoints are taken at task ends, so the restored B A is the previous task's update (the cosine's base)
         self._previous_update = self._updates() if self.layers[0].A_cur is not None else None

@@ -6,7 +6,7 @@ Reference implementation: LAMDA-PILOT ``models/simplecil.py`` (``replace_fc``): 
 embedding of every new class over its training images (test-time transform, backbone in eval mode) replaces that
 class's row of a cosine classifier; nothing is trained.
 
-Here: the backbone is frozen, ``epochs`` must be 0, and after each task the class means of the final-norm CLS
+Here: the backbone is frozen, the config is training-free (``epochs`` 0, never set by a suite's defaults), and after each task the class means of the final-norm CLS
 features are stored as rows of a :class:`PrototypeHead`. Logits are the cosine similarities to the prototypes of
 every seen class, so argmax over them is SimpleCIL's prediction and the harness's metrics apply unchanged.
 
@@ -22,37 +22,28 @@ Deliberate deviations:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from core.config import check
-from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
+from methods.base import METHODS, CILModel, CILStrategy, GrowingHead, TrainingFreeConfig
 
 
 @dataclass(frozen=True)
-class SimpleCILConfig(MethodConfig):
-    """SimpleCIL has nothing to train: ``epochs`` (and ``init_epochs``) must be 0."""
-
-    epochs: int = 0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.epochs == 0 and not self.init_epochs, "simple_cil trains nothing: set epochs: 0 in its suite entry")
+class SimpleCILConfig(TrainingFreeConfig):
+    """SimpleCIL has nothing to train: ``epochs`` (and ``init_epochs``) stay 0 (:class:`TrainingFreeConfig`)."""
 
 
-class PrototypeHead(nn.Module):
+class PrototypeHead(GrowingHead):
     """Cosine classifier whose rows are stored class means (a buffer: nothing here is a parameter).
 
     Grows like :class:`methods.base.IncrementalHead`; a row stays 0 (cosine 0) until its prototype is stored.
     """
 
     def __init__(self, in_features: int):
-        super().__init__()
-        self.in_features = in_features
+        super().__init__(in_features)
         self.register_buffer("weight", torch.zeros(0, in_features))
 
     @property
@@ -73,7 +64,6 @@ class SimpleCIL(CILStrategy):
     """SimpleCIL: class-mean prototypes of the frozen backbone, cosine-similarity prediction, no training."""
 
     config: SimpleCILConfig
-    CONTRACT_OVERRIDES: ClassVar[dict] = {"epochs": 0}  # the contract's small settings train 1 epoch by default
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
         backbone.requires_grad_(False)

@@ -16,11 +16,16 @@ fields), then which combinations run::
     experiments:                                           # optional: default is the full product
       - {methods: [sd_lora, full_ft], benchmarks: [split_fmnist]}
 
+A method's fields come from, last wins: its config class's defaults, the suite's ``defaults`` (only fields the
+method has; never the ``epochs``/``init_epochs`` of a ``TRAINING_FREE`` method), its entry, matching ``overrides``,
+then command-line overrides. A value from ``defaults`` that the method rejects is named in the error.
+
 Every config is built (and so validated) before any job runs: a bad suite exits 2 with nothing written.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -157,15 +162,25 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
         m_body = dict(method_entries[m_label])
         m_name = m_body.pop("method", m_label)
         entry = METHODS.get(m_name)
-        valid = set(entry.config_cls.field_names())
-        # precedence: suite defaults < the method's entry < per-(method, benchmark) overrides < caller overrides
-        merged = {k: v for k, v in defaults.items() if k in valid}
+        # precedence (docs/adding_a_method.md): the method's declared defaults < suite defaults (the fields it has,
+        # less a training-free method's schedule) < the method's entry < per-(method, benchmark) overrides < caller
+        from_defaults = suite_defaults_for(entry.config_cls, defaults)
+        merged = dict(from_defaults)
         merged.update(m_body)
         for ov in suite.get("overrides") or []:
             if m_label in ov.get("methods", [m_label]) and b_label in ov.get("benchmarks", [b_label]):
                 merged.update(ov.get("set", {}))
         merged.update((overrides or {}).get(m_label, {}))
-        m_cfg = METHODS.make_config(m_name, merged, where=f"method {m_label}")
+        try:
+            m_cfg = METHODS.make_config(m_name, merged, where=f"method {m_label}")
+        except UserError as err:
+            inherited = {k: v for k, v in from_defaults.items()  # the defaults the error names, still in force
+                         if merged.get(k) is v and re.search(rf"\b{re.escape(k)}\b", str(err))}
+            if not inherited:
+                raise
+            given = ", ".join(f"{k}: {v}" for k, v in inherited.items())
+            raise UserError(f"{err} (suite defaults gave it {given}; set the field in the entry of {m_label} "
+                            "to override them)") from None
         fits = getattr(m_cfg, "check_benchmark", None)  # a method's limits that depend on the benchmark
         if fits is not None:
             try:
@@ -179,6 +194,14 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
     if not jobs:
         raise UserError(f"suite {name}: the selection leaves no jobs; check --methods/--benchmarks/--seeds")
     return jobs
+
+
+def suite_defaults_for(config_cls: type, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The part of a suite's ``defaults`` that a method's config gets: the fields it has, except the training
+    schedule (``TRAINING_FIELDS``) of a method whose config declares ``TRAINING_FREE``."""
+    skip = set(config_cls.TRAINING_FIELDS) if getattr(config_cls, "TRAINING_FREE", False) else set()
+    valid = set(config_cls.field_names()) - skip
+    return {k: v for k, v in defaults.items() if k in valid}
 
 
 def validate_paths(jobs: list[Job]) -> None:

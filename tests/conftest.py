@@ -11,6 +11,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+SMALL_SETTINGS = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16}  # the tests' suite defaults
+
 
 def tiny_backbone(seed: int = 0, **kwargs):
     """A random 2-block ViT on 16 px RGB images (deterministic for a seed)."""
@@ -30,13 +32,13 @@ def synthetic_bench(seed: int = 0, **overrides):
 
 def make_strategy(method: str, seed: int = 0, plugins=None, evaluator=None, **cfg_overrides):
     """Build a registered method on the tiny ViT with small, fast settings."""
-    from runner.run_job import seed_everything
     from methods import METHODS
+    from runner.run_job import seed_everything
+    from runner.suite import suite_defaults_for
 
-    base = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16}
     entry = METHODS.get(method)
-    valid = set(entry.config_cls.field_names())
-    cfg = METHODS.make_config(method, {**{k: v for k, v in base.items() if k in valid}, **cfg_overrides})
+    small = suite_defaults_for(entry.config_cls, SMALL_SETTINGS)  # as a suite's defaults: the fields it has
+    cfg = METHODS.make_config(method, {**small, **cfg_overrides})
     backbone = tiny_backbone(seed)
     seed_everything(seed)
     kwargs = {"evaluator": evaluator} if evaluator is not None else {"evaluator": quiet_evaluator()}

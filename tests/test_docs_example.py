@@ -11,6 +11,7 @@ import pytest
 import test_method_contract as contract
 
 import run_suite
+from runner.suite import expand_jobs, load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "adding_a_method.md"
@@ -49,3 +50,13 @@ def test_doc_suite_runs_the_example_and_it_passes_the_contract(tmp_path, monkeyp
     contract.test_same_seed_same_results("last_blocks")
     contract.test_config_round_trips_through_yaml("last_blocks")
     contract.test_checkpoint_restore_gives_same_predictions("last_blocks")
+    contract.test_a_resumed_job_ends_exactly_as_an_uninterrupted_one("last_blocks", tmp_path / "resume")
+    # the comparison suite runs the example under exactly the settings of the committed quick-suite records
+    comparison = tmp_path / "my_quick.yaml"
+    comparison.write_text(example_block("quick comparison suite"))
+    jobs = expand_jobs(load_suite(str(comparison)), methods=["last_blocks"])
+    shipped = json.loads((REPO / "docs/results/quick/records/full_ft__split_fmnist__s1993.json").read_text())
+    assert sorted(job.seed for job in jobs) == [1993, 1994, 1995]
+    for job in jobs:
+        assert {k: job.config()[k] for k in ("benchmark_name", "benchmark", "backbone")} == \
+            {k: shipped["config"][k] for k in ("benchmark_name", "benchmark", "backbone")}

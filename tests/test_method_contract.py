@@ -12,29 +12,39 @@ Checks, for each method:
 * the same seed gives the same accuracy matrix and the same logits;
 * the config round-trips through YAML and rejects unknown keys;
 * a checkpoint taken after an experience (saved and loaded with ``weights_only=True``, as the harness stores it),
-  restored into a freshly built strategy, gives the same predictions.
+  restored into a freshly built strategy, gives the same predictions;
+* resume: the method runs as a job (:func:`runner.run_job.run_job`) that is stopped after experience 2 of 3 and
+  started again, so that it resumes exactly as a pre-empted job does (:mod:`runner.resume`: the method's
+  ``checkpoint()``, the record so far, the Avalanche clock and the RNGs, restored into a freshly built strategy);
+  its final record and final checkpoint equal those of an uninterrupted run. This is what catches state that
+  ``checkpoint()`` misses (statistics kept in a plain attribute): predictions right after a restore still match,
+  but the continued training does not (tests/ridge_fixture.py shows both).
 
 A method file outside ``methods/`` joins the matrix through ``SDLB_IMPORT`` (comma-separated ``.py`` files or
 modules, imported as ``run_suite.py --import`` does), e.g.
 ``SDLB_IMPORT=examples/last_blocks.py python -m pytest tests/test_method_contract.py -k last_blocks``.
 
 Special cases: a strategy class may define ``CONTRACT_OVERRIDES: ClassVar[dict]``, config fields the contract
-sets for it on top of the small test settings (e.g. ``simple_cil`` needs ``epochs: 0``). Avalanche strategies
-whose keyword arguments have no default get them from :data:`AVALANCHE_CASES`.
+sets for it on top of the small test settings (``conftest.SMALL_SETTINGS``, applied as a suite's ``defaults``: a
+training-free method keeps ``epochs: 0``). Avalanche strategies whose keyword arguments have no default get them
+from :data:`AVALANCHE_CASES`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from avalanche.core import SupervisedPlugin
-from conftest import make_strategy, synthetic_bench
+from conftest import SMALL_SETTINGS, make_strategy, synthetic_bench
+from ridge_fixture import registered
 
 AVALANCHE_CASES = {
     "avalanche:Naive": {},
@@ -226,3 +236,108 @@ def test_checkpoint_restore_gives_same_predictions(method):
     expected, got = predictions(trained, stream), predictions(fresh, stream)
     assert fresh.model.head.out_features == trained.model.head.out_features
     assert torch.allclose(expected, got, rtol=0, atol=1e-6), f"max diff {float((expected - got).abs().max())}"
+
+
+# ---------------------------------------------------------------------------------------------------- resume
+class Stopped(BaseException):
+    """Stands for a kill right after a resume state was saved (not an Exception: run_job does not record it)."""
+
+
+VOLATILE = ("timings", "provenance", "config")  # wall-clock times, hosts, runtime settings
+
+
+def tensors_differ(a, b, where: str = "") -> list[str]:
+    """Where two nested checkpoints (dicts, lists, tensors, plain values) differ, as dotted paths."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{where} keys {sorted(set(a) ^ set(b))[:5]}"]
+        return [d for k in a for d in tensors_differ(a[k], b[k], f"{where}.{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [f"{where} length {len(a)} != {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in tensors_differ(x, y, f"{where}[{i}]")]
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return [] if a.shape == b.shape and torch.equal(a, b) else [where]
+    return [] if a == b else [where]
+
+
+def resume_mismatches(method: str, out: Path, stop_after: int = 1) -> list[str]:
+    """Run ``method`` as a job uninterrupted, and again stopped after experience ``stop_after`` (0-based) and
+    resumed; return what differs between the two final records and final checkpoints (empty: none)."""
+    from runner import resume
+    from runner.run_job import run_job
+    from runner.suite import expand_jobs
+
+    label = method.replace(":", "_")
+    suite = {"name": "contract", "seeds": [0], "defaults": SMALL_SETTINGS,
+             "backbones": {"tiny": {"tag": "vit_test_tiny", "pretrained": False}},
+             "benchmarks": {"synthetic": {"n_tasks": 3, "n_classes": 6}},
+             "methods": {label: {"method": method, **overrides(method)}}}
+    (job,) = expand_jobs(suite)
+    job = dataclasses.replace(job, runtime={"device": "cpu", "threads": 1})
+    reference = run_job(job, out / "reference")
+    assert reference["status"] == "done", reference["error"]
+    save = resume.save
+
+    def save_then_stop(store, job_id, config_hash, finished, *args, **kwargs):
+        save(store, job_id, config_hash, finished, *args, **kwargs)
+        if finished == stop_after:
+            raise Stopped
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resume, "save", save_then_stop)
+        with pytest.raises(Stopped):
+            run_job(job, out / "resumed")
+    resumed = run_job(job, out / "resumed")
+    assert resumed["status"] == "done", resumed["error"]
+    log = (out / "resumed" / resumed["log_path"]).read_text()
+    assert f"resumed: experiences 1-{stop_after + 1} of 3 already finished" in log, "the job did not resume"
+    diffs = [key for key in reference if key not in VOLATILE and reference[key] != resumed.get(key)]
+    final = [torch.load(run / rec["checkpoint"], weights_only=True)
+             for run, rec in ((out / "reference", reference), (out / "resumed", resumed))]
+    return diffs + [f"checkpoint{d}" for d in tensors_differ(*final)]
+
+
+def test_a_resumed_job_ends_exactly_as_an_uninterrupted_one(method, tmp_path):
+    mismatches = resume_mismatches(method, tmp_path)
+    assert not mismatches, f"stopped after experience 2 and resumed, the job ends differently in: {mismatches[:8]}"
+
+
+def test_the_resume_check_catches_statistics_left_out_of_the_checkpoint(tmp_path):
+    """The fixture keeps its readout's statistics in a plain attribute: predictions right after a restore match
+    (the older check passes), but a resumed job refits on the last task's statistics alone. The same method with
+    the statistics in buffers passes."""
+    with registered("ridge_lost_state", "ridge_buffers"):
+        test_checkpoint_restore_gives_same_predictions("ridge_lost_state")
+        assert resume_mismatches("ridge_buffers", tmp_path / "buffers") == []
+        lost = resume_mismatches("ridge_lost_state", tmp_path / "lost")
+    assert "acc_matrix" in lost and "checkpoint.tensors.head.weight" in lost, lost
+
+
+# ---------------------------------------------------------------------------------------------------- head
+def test_the_head_must_be_a_growing_head():
+    """What the base strategy calls on ``model.head`` is the abstract GrowingHead: a head lacking ``grow`` cannot
+    be built, and a model whose head is not a GrowingHead is refused at construction."""
+    from conftest import tiny_backbone
+    from torch import nn
+
+    from methods.base import CILModel, CILStrategy, GrowingHead, MethodConfig
+
+    class NoGrow(GrowingHead):
+        out_features = 0
+
+        def forward(self, features):
+            return features
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoGrow(4)
+
+    class PlainLinear(CILStrategy):
+        def build_model(self, backbone):
+            model = CILModel(backbone)
+            model.head = nn.Linear(backbone.num_features, 2)
+            return model
+
+    with pytest.raises(TypeError, match="whose .head is a methods.base.GrowingHead"):
+        PlainLinear(cfg=MethodConfig(), backbone=tiny_backbone())
+    assert isinstance(CILStrategy(cfg=MethodConfig(), backbone=tiny_backbone()).model.head, GrowingHead)
