@@ -40,6 +40,9 @@ class BenchmarkConfig(Config):
         check(self.n_tasks >= 1, f"n_tasks must be >= 1, got {self.n_tasks}")
         check(self.init_classes is None or self.init_classes >= 1, "init_classes must be >= 1")
 
+    def validate_paths(self) -> None:
+        """Raise a :class:`UserError` naming the fix when the data this config needs is missing (default: none)."""
+
 
 class ArrayDataset(Dataset):
     """Images held in memory as a float tensor (N, C, H, W) in [0, 1] with integer targets."""
@@ -99,11 +102,8 @@ def class_order(n_classes: int, order_seed: int) -> list[int]:
     """The paper's class order: ``np.random.seed(seed); np.random.permutation(n)`` (-1: identity)."""
     if order_seed == -1:
         return list(range(n_classes))
-    rng_state = np.random.get_state()
-    np.random.seed(order_seed)
-    order = np.random.permutation(n_classes).tolist()
-    np.random.set_state(rng_state)  # leave the global numpy RNG as we found it
-    return order
+    # a private RandomState seeded alike draws the same permutation and leaves the global numpy RNG alone
+    return np.random.RandomState(order_seed).permutation(n_classes).tolist()
 
 
 def split_sizes(n_classes: int, n_tasks: int, init_classes: int | None) -> list[int]:

@@ -83,6 +83,10 @@ class MethodConfig(Config):
         check(0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]")
         check(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or null")
 
+    def check_benchmark(self, benchmark_cfg) -> None:
+        """Raise a :class:`UserError` when this config cannot run on ``benchmark_cfg`` (e.g. too few prompts for
+        its tasks); called for every (method, benchmark) pair of a suite before anything runs. Default: no limit."""
+
     def for_task(self, t: int) -> tuple[float, int, tuple[int, ...]]:
         """(lr, epochs, milestones) of task t."""
         if t == 0:
@@ -199,6 +203,10 @@ class CILStrategy(SupervisedTemplate):
         """Floats kept besides parameters (prototypes, bases): the 'stored features' of Table 5."""
         return 0
 
+    def resume_experiences(self, experiences: list) -> None:
+        """A job resumed after task ``len(experiences)`` hands back the experiences it finished, for a method that
+        keeps earlier experiences' data by reference (e.g. joint); the default keeps nothing."""
+
     # ------------------------------------------------------------------ Avalanche plumbing
     def _before_training_exp(self, **kwargs):
         classes = sorted(self.experience.classes_in_this_experience)
@@ -244,11 +252,16 @@ class CILStrategy(SupervisedTemplate):
                 return self.model(self.mb_x).float()
         return self.model(self.mb_x)
 
-    def criterion(self):
-        logits, y = self.mb_output, self.mb_y
+    def loss_classes(self) -> tuple[int, int]:
+        """[lo, hi): the head rows the training loss sees now (after task 1 only the new ones, unless
+        ``mask_old_logits`` is off); progress lines report training accuracy over these rows."""
         if self.is_training and self.config.mask_old_logits and self.known > 0:
-            return F.cross_entropy(logits[:, self.known : self.seen], y - self.known)
-        return F.cross_entropy(logits[:, : self.seen], y)
+            return self.known, self.seen
+        return 0, self.seen
+
+    def criterion(self):
+        lo, hi = self.loss_classes()
+        return F.cross_entropy(self.mb_output[:, lo:hi], self.mb_y - lo)
 
     def optimizer_step(self):
         if self.config.grad_clip:
