@@ -8,8 +8,10 @@ takes the next ``increment`` classes. The order seed is a field of its own; the 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +20,24 @@ from torch.utils.data import Dataset
 from core.config import Config, check
 from core.registry import Registry
 
-BENCHMARKS: Registry = Registry("benchmark")
+# --smoke: (config on stand-ins written under data_root at img_size px, its image channels, the backbone's img_size)
+SmokeHook = Callable[["BenchmarkConfig", Path, int], tuple["BenchmarkConfig", int, int]]
+
+
+@dataclass(frozen=True)
+class BenchmarkInfo:
+    """What the rest of the system knows about a benchmark; given at registration
+    (``@BENCHMARKS.register("name", Config, info=BenchmarkInfo(...))``)."""
+
+    train_size: int | None = None  # training images over all tasks (the dry-run cost model; None: unknown)
+    test_size: int | None = None  # test images over all tasks
+    n_classes: int | None = None  # classes of the real dataset
+    data_help: str = ""  # one line: where the data goes (``--list``; docs/datasets.md has the details)
+    smoke: SmokeHook | None = None  # how ``--smoke`` runs it on stand-ins (None: it cannot)
+    fixture: Callable[[Path, int, int, int], None] | None = None  # writes a tiny stand-in (root, n, train, test)
+
+
+BENCHMARKS: Registry = Registry("benchmark", lambda name: BenchmarkInfo())
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ A method is one file: a frozen config dataclass (subclass of :class:`MethodConfi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,38 @@ from torch import nn
 from core.config import Config, check
 from core.registry import Registry
 
-METHODS: Registry = Registry("method")
+GROUPS = ("method", "ablation", "reference")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the rest of the system knows about a method; given at registration
+    (``@METHODS.register("name", Config, info=MethodInfo(...))``).
+
+    Tables and legends list ``method`` rows by ``order`` (then undeclared ones alphabetically), ``reference`` rows
+    (upper bounds such as joint training) last, below a rule, and dashed in figures; ``ablation`` rows form the
+    ablation table in ``order`` and sort alphabetically elsewhere.
+    """
+
+    display: str = ""  # human name (``--list``)
+    group: str = "method"  # one of GROUPS
+    order: int | None = None  # row position within the group; None: alphabetical after the ordered ones
+    color: str | None = None  # hex colour in every figure; None: derived from the name (analysis/figures.py)
+    train_cost: float = 1.0  # training cost per image relative to a frozen ViT with adapters (runner/cost.py)
+    eval_cost: float = 1.0  # inference cost per image, relative (2.0: two ViT passes, as the prompt methods)
+    trains_on_all_seen: bool = False  # task t trains on every task's data so far (joint), for the cost model
+    paper_key: str | None = None  # the method's name in results/reference/paper_results.csv (None: not reported)
+
+    def __post_init__(self) -> None:
+        check(self.group in GROUPS, f"MethodInfo.group must be one of {', '.join(GROUPS)}, got {self.group!r}")
+
+
+def derived_info(name: str) -> MethodInfo:
+    """The info of a method registered without one (a plugin) or resolved on demand: its name, defaults."""
+    return MethodInfo(display=name)
+
+
+METHODS: Registry = Registry("method", derived_info)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("multistep", "cosine", "constant")

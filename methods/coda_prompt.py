@@ -53,7 +53,7 @@ from torch import nn
 
 from core.config import check
 from core.errors import UserError
-from methods.base import METHODS, MethodConfig
+from methods.base import METHODS, MethodConfig, MethodInfo
 from methods.prompting import (
     PromptModel,
     PromptStrategy,
@@ -182,7 +182,7 @@ class CodaPromptModel(PromptModel):
         return cls_features(self.backbone, prompted_tokens(self.backbone, x, prefixes=prefixes))  # pass 2
 
 
-@METHODS.register("coda_prompt", CodaPromptConfig)
+@METHODS.register("coda_prompt", CodaPromptConfig, info=MethodInfo(display="CODA-Prompt", order=40, color="#9467bd", train_cost=1.4, eval_cost=2.0, paper_key="coda_prompt"))
 class CodaPrompt(PromptStrategy):
     """CODA-Prompt: query-weighted sums of prompt components, new components Gram-Schmidt initialised."""
 

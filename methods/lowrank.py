@@ -24,7 +24,7 @@ Magnitudes are shared by every layer and projection (SDLORA_SPEC.md section 2) a
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from core.config import check
-from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
+from methods.base import METHODS, CILModel, CILStrategy, MethodConfig, MethodInfo
 from methods.lowrank import MergedEvaluation, plain_lora
 
 
@@ -55,7 +55,7 @@ class SeqLoRAConfig(MethodConfig):
         check(self.path in ("auto", "lowrank", "dense"), "path must be auto, lowrank or dense")
 
 
-@METHODS.register("seq_lora", SeqLoRAConfig)
+@METHODS.register("seq_lora", SeqLoRAConfig, info=MethodInfo(display="Sequential LoRA", order=70, color="#bcbd22"))
 class SeqLoRA(MergedEvaluation, CILStrategy):
     """Vanilla LoRA trained sequentially: one (A, B) on q and v, trained in every task (SD-LoRA Fig. 2b)."""
 

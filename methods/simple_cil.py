@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from core.config import check
-from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
+from methods.base import METHODS, CILModel, CILStrategy, MethodConfig, MethodInfo
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class PrototypeHead(nn.Module):
         return F.normalize(features, dim=-1) @ F.normalize(self.weight, dim=-1).T
 
 
-@METHODS.register("simple_cil", SimpleCILConfig)
+@METHODS.register("simple_cil", SimpleCILConfig, info=MethodInfo(display="SimpleCIL", order=80, color="#e377c2", train_cost=0.33))
 class SimpleCIL(CILStrategy):
     """SimpleCIL: class-mean prototypes of the frozen backbone, cosine-similarity prediction, no training."""
 
