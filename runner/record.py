@@ -42,9 +42,9 @@ class Metrics:
 class Timings:
     """Wall-clock seconds: ``train_s`` and ``eval_s`` per task, ``total_s`` for the job."""
 
-    train_s: list[float] = field(default_factory=list)
-    eval_s: list[float] = field(default_factory=list)
-    total_s: float | None = None
+    train_s: list[float] = field(default_factory=list)  # per task
+    eval_s: list[float] = field(default_factory=list)  # per task
+    total_s: float | None = None  # the job
 
 
 @dataclass
@@ -84,13 +84,13 @@ class Record:
     """One job's result (``status`` done) or failure (``status`` failed, ``error`` holds the traceback)."""
 
     job_id: str  # <method>__<benchmark>__s<seed>[__<backbone>]; the file name
-    suite: str
+    suite: str  # the suite's name
     method: str  # the suite's label of the method: the table row
     method_name: str  # registry name
     benchmark: str  # the suite's label of the benchmark
     benchmark_name: str  # registry name
-    n_tasks: int
-    seed: int
+    n_tasks: int  # number of tasks N
+    seed: int  # training seed (also the class order's unless config.benchmark.order_seed is set)
     backbone: str  # the suite's label of the backbone
     config: dict[str, Any]  # every resolved field: method, benchmark, backbone, seed, runtime
     config_hash: str  # hash of config minus runtime: a rerun skips a done record with the same hash
@@ -99,20 +99,20 @@ class Record:
     schema: int = SCHEMA_VERSION  # the version the file was written with
     code_hash: str | None = None  # hash of the source defining the job (runner/code.py); None in schema 1
     checkpoint: str | None = None  # last saved checkpoint, relative to the results folder
-    error: str | None = None
+    error: str | None = None  # the traceback of a failed job
     class_order: list[int] = field(default_factory=list)  # original label of remapped class i
-    classes_per_task: list[int] = field(default_factory=list)
-    benchmark_info: dict[str, Any] = field(default_factory=dict)
+    classes_per_task: list[int] = field(default_factory=list)  # classes of each task, in order
+    benchmark_info: dict[str, Any] = field(default_factory=dict)  # what the benchmark reports of its data
     acc_matrix: list[list[float]] = field(default_factory=list)  # [t][j]: after task t, on task j (class-incr.)
     til_matrix: list[list[float]] = field(default_factory=list)  # same, task-incremental (a diagnostic)
     pooled_acc: list[float] = field(default_factory=list)  # after task t, on all seen classes' test samples
-    til_pooled_acc: list[float] = field(default_factory=list)
+    til_pooled_acc: list[float] = field(default_factory=list)  # same, task-incremental
     avalanche_stream_acc: list[float | None] = field(default_factory=list)  # Avalanche's Top1_Acc_Stream
-    metrics: Metrics = field(default_factory=Metrics)
-    timings: Timings = field(default_factory=Timings)
-    efficiency: Efficiency = field(default_factory=Efficiency)
+    metrics: Metrics = field(default_factory=Metrics)  # summary metrics (below)
+    timings: Timings = field(default_factory=Timings)  # wall-clock seconds (below)
+    efficiency: Efficiency = field(default_factory=Efficiency)  # parameters, GFLOPs, memory (below)
     mechanism: dict[str, Any] = field(default_factory=dict)  # method-specific series (each method's docstring)
-    provenance: Provenance = field(default_factory=Provenance)
+    provenance: Provenance = field(default_factory=Provenance)  # versions, host, weights (below)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
