@@ -22,15 +22,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from dataclasses import replace
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub (it retries for ~46 s offline)
 
-from core.errors import UserError
-
-REPO = Path(__file__).resolve().parent
+from analysis.report import make_report
+from benchmarks import BENCHMARKS
+from core.errors import UserError  # re-exported: callers catch run_suite.UserError
+from methods import METHODS
+from runner.cost import suite_gpu_hours
+from runner.executors import import_plugins
+from runner.plan import REPO, Plan, execute, plan, plan_status, run_all, select_todo
+from runner.status import format_status, suite_status
+from runner.store import ResultStore
+from runner.suite import list_suites
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--executor", choices=("local", "slurm"),
                     help="where jobs run (default: the suite's 'executor:' key, else local)")
     ap.add_argument("--retry-failed", action="store_true", help="rerun only the jobs whose record says failed")
+    ap.add_argument("--rerun-stale", action="store_true",
+                    help="also rerun done jobs whose record was made by other code (status flags them CODE)")
     ap.add_argument("--threads", type=int, help="torch threads per job (default: cores / jobs)")
     ap.add_argument("--checkpoints", choices=("final", "tasks"), default="tasks",
                     help="keep the method's state after every task (default) or only the last")
@@ -70,7 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     slurm = ap.add_argument_group("slurm executor (override the suite's 'slurm:' mapping)")
     for flag, kind, text in SLURM_FLAGS:
         slurm.add_argument(f"--slurm-{flag}", type=kind, help=text)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.slurm = {f.replace("-", "_"): getattr(args, "slurm_" + f.replace("-", "_")) for f, _, _ in SLURM_FLAGS}
+    return args
 
 
 SLURM_FLAGS = [
@@ -82,35 +90,10 @@ SLURM_FLAGS = [
 ]
 
 
-def slurm_overrides(args: argparse.Namespace) -> dict:
-    return {flag.replace("-", "_"): getattr(args, "slurm_" + flag.replace("-", "_")) for flag, _, _ in SLURM_FLAGS}
-
-
-def import_plugins(specs: list[str]) -> None:
-    from runner.executors import import_plugins as _import
-
-    _import(specs)
-
-
-def csv_list(value: str | None, cast=str) -> list | None:
-    if value is None:
-        return None
-    try:
-        return [cast(v.strip()) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"cannot read {value!r} as a comma-separated list of {cast.__name__}") from None
-
-
 def print_listing() -> None:
-    from benchmarks import BENCHMARKS
-    from runner.suite import list_suites
-    from methods import METHODS
-
     print("suites:     " + ", ".join(list_suites()))
-    print("methods:")
-    for registry in (METHODS, BENCHMARKS):
-        if registry is BENCHMARKS:
-            print("benchmarks:")
+    for title, registry in (("methods:", METHODS), ("benchmarks:", BENCHMARKS)):
+        print(title)
         for name in registry.names():
             # "prefix:<name>" stands for names a resolver builds on demand (e.g. avalanche:EWC)
             doc = "resolved on demand" if "<" in name else registry.get(name).doc
@@ -118,8 +101,6 @@ def print_listing() -> None:
 
 
 def print_jobs(jobs) -> None:
-    from runner.cost import suite_gpu_hours
-
     hours, unknown = suite_gpu_hours(jobs)
     note = f" ({unknown} jobs on benchmarks without a size estimate left out)" if unknown else ""
     print(f"{len(jobs)} jobs; estimated {hours:.1f} A100-hours{note} (cost model: runner/cost.py)")
@@ -130,167 +111,31 @@ def print_jobs(jobs) -> None:
         print(f"{job.job_id:48s} {job.method:18s} {job.benchmark:16s} {job.n_tasks():>3d} {job.seed:>5d}  {keys}")
 
 
-def plan(args: argparse.Namespace, for_status: bool = False):
-    """Everything that can fail on bad input happens here, before anything is written.
-
-    Returns (suite, jobs, results_dir, execution), execution = {"executor", "gpus", "slurm"}.
-    """
-    import benchmarks  # noqa: F401  (registers built-ins)
-    import methods  # noqa: F401
-    from runner.suite import expand_jobs, load_suite, validate_paths
-
-    import_plugins(args.imports)
-    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
-        raise UserError("--jobs and --threads must be >= 1")
-    if args.data_root:
-        if not Path(args.data_root).is_dir() and not getattr(args, "prepare", False):
-            raise UserError(f"--data-root {args.data_root}: not a folder; give the folder that holds the datasets")
-        os.environ["SDLB_DATA_ROOT"] = str(Path(args.data_root).resolve())
-    suite = load_suite(args.suite)
-    jobs = expand_jobs(suite, methods=csv_list(args.methods), benchmarks=csv_list(args.benchmarks),
-                       seeds=csv_list(args.seeds, int))
-    jobs = apply_weights(jobs, args.weights)
-    name = suite["name"] + ("_smoke" if args.smoke else "")
-    results_dir = Path(args.results_dir) if args.results_dir else REPO / "results" / name
-    execution = {} if for_status else plan_execution(args, suite)
-    if getattr(args, "prepare", False) and not args.smoke:
-        from benchmarks.prepare import prepare_jobs
-
-        prepare_jobs([(j.benchmark_name, j.benchmark_cfg) for j in jobs], [j.backbone_cfg for j in jobs],
-                     results_dir, dry_run=args.dry_run)
-    if args.smoke and (for_status or not args.dry_run):  # smoke rewrites configs, so hashes need it
-        from runner.smoke import smoke_jobs
-
-        jobs = smoke_jobs(jobs, results_dir / "smoke_data")
-    if for_status:
-        pass  # the status of a suite needs no data
-    elif args.dry_run and not args.smoke:
-        try:
-            validate_paths(jobs)
-        except UserError as err:  # planning a suite does not need the data yet
-            print(f"note: a real run would stop here: {err}")
-    elif not args.smoke:
-        validate_paths(jobs)
-    runtime = {"device": args.device, "checkpoints": args.checkpoints}
-    jobs = [replace(job, runtime=runtime) for job in jobs]
-    return suite, jobs, results_dir, execution
-
-
-def plan_execution(args: argparse.Namespace, suite: dict) -> dict:
-    """The executor and its settings, from flags over the suite file; bad values exit 2 before anything runs."""
-    from runner.executors import parse_gpus
-    from runner.slurm import SlurmSettings
-
-    executor = args.executor or suite.get("executor") or "local"
-    if executor not in ("local", "slurm"):
-        raise UserError(f"suite {suite['name']}: executor {executor!r} is not one of: local, slurm")
-    gpus = parse_gpus(args.gpus)
-    if gpus and executor == "slurm":
-        raise UserError("--gpus is for the local executor; with slurm give --slurm-gpus (GPUs per job)")
-    if gpus and args.jobs > 1:
-        raise UserError("give either --gpus (one worker per GPU slot) or --jobs (CPU workers), not both")
-    slurm = SlurmSettings.build(suite.get("slurm"), slurm_overrides(args))
-    if executor == "slurm" and not args.dry_run:
-        from runner.slurm import available
-
-        reason = available()
-        if reason:
-            raise UserError(f"executor slurm: {reason}")
-    return {"executor": executor, "gpus": gpus, "slurm": slurm}
-
-
-def apply_weights(jobs, specs: list[str]):
-    """``--weights PATH`` or ``--weights LABEL=PATH``: point backbones at local files."""
-    labels = sorted({job.backbone for job in jobs})
-    chosen: dict[str, str] = {}
-    for spec in specs:
-        label, sep, path = spec.rpartition("=")
-        if not sep:
-            if len(labels) > 1:
-                raise UserError(f"--weights {spec}: the suite has several backbones ({', '.join(labels)}); use LABEL=PATH")
-            label, path = labels[0], spec
-        if label not in labels:
-            raise UserError(f"--weights {spec}: no backbone {label!r}; the suite's backbones are: {', '.join(labels)}")
-        chosen[label] = path
-    return [replace(job, backbone_cfg=replace(job.backbone_cfg, weights=chosen[job.backbone]))
-            if job.backbone in chosen else job for job in jobs]
-
-
-def select_todo(jobs, store, args) -> tuple[list, int]:
-    """(jobs to run, jobs already done): not done (or all, with --force); only failed ones with --retry-failed."""
-    done = {j.job_id for j in jobs if store.is_done(j.job_id, j.config_hash())}
-    if args.retry_failed:
-        todo = []
-        for job in jobs:
-            rec = store.load(job.job_id)
-            if rec is not None and rec.get("status") == "failed" and rec.get("config_hash") == job.config_hash():
-                todo.append(job)
-        return todo, len(done)
-    return (list(jobs) if args.force else [j for j in jobs if j.job_id not in done]), len(done)
-
-
-def records_of(todo, results_dir: Path, args, execution: dict):
-    from runner.executors import absolute_imports
-
-    imports = absolute_imports(args.imports)
-    if execution["executor"] == "slurm":
-        from runner.slurm import run_slurm
-
-        return run_slurm(todo, str(results_dir), execution["slurm"], imports)
-    from runner.executors import run_local
-
-    return run_local(todo, str(results_dir), args.jobs, args.threads, gpus=execution["gpus"], imports=imports)
-
-
-def run_all(records, n: int, results_dir: Path) -> list[dict]:
-    """Consume the executor's records: a progress bar (on a terminal) and one line per finished job."""
-    from tqdm import tqdm
-
-    failed: list[dict] = []
-    t0 = time.time()
-    with tqdm(total=n, unit="job", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
-        for i, record in enumerate(records, 1):
-            eta = (time.time() - t0) / i * (n - i)
-            if record["status"] == "done":
-                m = record["metrics"]
-                status = f"Acc {m['acc']:6.2f}  AAA {m['aaa']:6.2f}  ({record['timings']['total_s']:.0f}s)"
-            else:
-                failed.append(record)
-                status = f"FAILED (see {results_dir / record['log_path']})"
-            bar.set_postfix_str(f"{i - len(failed)} done, {len(failed)} failed", refresh=False)
-            bar.update()
-            tqdm.write(f"[{i}/{n} done, {len(failed)} failed, ETA {eta:.0f}s] {record['job_id']}: {status}",
-                       file=sys.stdout)
-            sys.stdout.flush()
-    return failed
-
-
 def run(args: argparse.Namespace) -> int:
-    from runner.store import ResultStore
-
-    suite, jobs, results_dir, execution = plan(args)
+    p: Plan = plan(args)
     if args.dry_run:
-        print_jobs(jobs)
+        print_jobs(p.jobs)
         return 0
-    store = ResultStore(results_dir)
-    todo, n_done = select_todo(jobs, store, args)
+    store = ResultStore(p.results_dir)
+    todo, n_done, stale = select_todo(p.jobs, store, force=args.force, retry_failed=args.retry_failed,
+                                      rerun_stale=args.rerun_stale)
     selected = " (failed ones only: --retry-failed)" if args.retry_failed else ""
-    print(f"suite {suite['name']}: {len(jobs)} jobs, {n_done} already done, {len(todo)} to run{selected} "
-          f"-> {results_dir}", flush=True)
-    failed = run_all(records_of(todo, results_dir, args, execution), len(todo), results_dir) if todo else []
+    print(f"suite {p.suite['name']}: {len(p.jobs)} jobs, {n_done} already done, {len(todo)} to run{selected} "
+          f"-> {p.results_dir}", flush=True)
+    if stale and not args.rerun_stale:
+        print(f"note: {len(stale)} done record(s) were made by other code and are kept (status flags them CODE; "
+              f"--rerun-stale reruns them): {', '.join(j.job_id for j in stale[:5])}{' ...' * (len(stale) > 5)}")
+    failed = run_all(execute(todo, p.results_dir, args, p.execution), len(todo), p.results_dir) if todo else []
     if not args.no_report:
-        from analysis.report import make_report
-
         reference = REPO / "results" / "reference" / "paper_results.csv"
-        paths = make_report(results_dir, reference if reference.exists() else None)
+        paths = make_report(p.results_dir, reference if reference.exists() else None)
         print("tables and figures:")
         for path in paths:
             print(f"  {path}")
     if failed:
-        print(f"{len(failed)} job(s) failed: " + ", ".join(r["job_id"] for r in failed))
+        print(f"{len(failed)} job(s) failed: " + ", ".join(r.job_id for r in failed))
         for record in failed:
-            lines = (record.get("error") or "").strip().splitlines()
-            print(f"  {record['job_id']}: {lines[-1] if lines else '?'}  (log: {results_dir / record['log_path']})")
+            print(f"  {record.job_id}: {record.last_error_line()}  (log: {p.results_dir / record.log_path})")
         print(f"rerun only these: python run_suite.py --suite {args.suite} --retry-failed (plus the same options)")
         return 1
     return 0
@@ -310,22 +155,14 @@ def parse_status_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--smoke", action="store_true", help="the --smoke variant of the suite")
     ap.add_argument("--active-minutes", type=float, default=60.0,
                     help="a job without a record counts as running if its log or resume state changed this recently")
-    args = ap.parse_args(argv)
-    # what plan() reads besides: a status never runs or writes anything
-    args.dry_run, args.jobs, args.threads, args.data_root = True, 1, None, None
-    args.device, args.checkpoints = "auto", "tasks"
-    return args
+    return ap.parse_args(argv)
 
 
 def status(argv: list[str]) -> int:
-    from runner.status import format_status, suite_status
-    from runner.store import ResultStore
-
     args = parse_status_args(argv)
-    suite, jobs, results_dir, _ = plan(args, for_status=True)
-    store = ResultStore(results_dir)
-    rows = suite_status(jobs, store, args.active_minutes)
-    print(format_status(suite["name"] + ("_smoke" if args.smoke else ""), rows, store, jobs))
+    p = plan_status(args)
+    store = ResultStore(p.results_dir)
+    print(format_status(p.name, suite_status(p.jobs, store, args.active_minutes), store, p.jobs))
     return 0
 
 
@@ -336,9 +173,6 @@ def main(argv: list[str] | None = None) -> int:
             return status(argv[1:])
         args = parse_args(argv)
         if args.list:
-            import benchmarks  # noqa: F401
-            import methods  # noqa: F401
-
             import_plugins(args.imports)
             print_listing()
             return 0

@@ -84,7 +84,7 @@ def interpolate_main(args: argparse.Namespace) -> list[Path]:
     from analysis.solutions import interpolate
     from core.errors import UserError
     from runner.reload import load_record
-    from runner.run_job import resolve_device
+    from runner.env import resolve_device
 
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
     tasks = _ints(args.tasks)
@@ -107,7 +107,7 @@ def proximity_main(args: argparse.Namespace) -> list[Path]:
     from analysis.figures import proximity_heatmap
     from analysis.solutions import job_solutions, pretrained_state, proximity, separate_task_solutions
     from runner.reload import load_record
-    from runner.run_job import resolve_device
+    from runner.env import resolve_device
 
     record = load_record(args.results_dir, args.job)
     w0 = pretrained_state(record)

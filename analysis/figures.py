@@ -23,50 +23,32 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from analysis.records import (
-    ABLATIONS,
-    JOINT,
-    PREFERRED_ORDER,
     benchmark_order,
     done,
     method_sort_key,
     ordered_labels,
     pooled_long,
+    reference_methods,
 )
+from methods import METHODS
 
 DPI = 150
 PNG_METADATA = {"Software": None}
 PDF_METADATA = {"Software": None, "CreationDate": None}
-# One colour per known method in every figure: tab10/tab20 hues keyed by the preferred order, joint in black.
-_FIXED = dict(
-    zip(
-        (*PREFERRED_ORDER, *ABLATIONS),
-        (
-            "#7f7f7f",
-            "#1f77b4",
-            "#17becf",
-            "#9467bd",
-            "#8c564b",
-            "#2ca02c",
-            "#bcbd22",
-            "#e377c2",
-            "#d62728",
-            "#ff7f0e",
-            "#b5651d",
-            "#aec7e8",
-            "#98df8a",
-            "#c5b0d5",
-        ),
-    )
-)
-_FIXED[JOINT] = "#000000"
 _RC = {"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 7, "svg.hashsalt": "sdlora"}
+
+
+def _declared_colors() -> dict[str, str]:
+    """Colours the registered methods declare (``MethodInfo.color``)."""
+    return {n: METHODS.get(n).info.color for n in METHODS.names() if n in METHODS and METHODS.get(n).info.color}
 
 
 def method_colors(methods: Sequence[str]) -> dict[str, str]:
     """Colour of each method (or row label), the same in every figure and every run.
 
-    Known methods take a fixed colour keyed by the preferred order; others take a colour from ``tab20b`` chosen by
-    an MD5 of the name (Python's ``hash`` is salted per process, so it would change colours between runs).
+    A registered method takes the colour it declares (``MethodInfo.color``); any other name takes a colour of
+    ``tab20b`` without the declared ones, chosen by an MD5 of the name (Python's ``hash`` is salted per process, so
+    it would change colours between runs): never one a declared method uses, and the same in every figure.
 
     Args:
         methods: Method names or row labels.
@@ -74,14 +56,11 @@ def method_colors(methods: Sequence[str]) -> dict[str, str]:
     Returns:
         Mapping name -> hex colour.
     """
-    fallback = [matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab20b"].colors]
-    out = {}
-    for name in methods:
-        if name in _FIXED:
-            out[name] = _FIXED[name]
-        else:
-            out[name] = fallback[int(hashlib.md5(name.encode()).hexdigest(), 16) % len(fallback)]
-    return out
+    declared = _declared_colors()
+    used = set(declared.values())
+    palette = [c for c in (matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab20b"].colors) if c not in used]
+    return {name: declared.get(name) or palette[int(hashlib.md5(name.encode()).hexdigest(), 16) % len(palette)]
+            for name in methods}
 
 
 def save_figure(fig: Figure, out_dir: Path | str, name: str) -> list[Path]:
@@ -130,6 +109,7 @@ def accuracy_curves(df: pd.DataFrame, out_dir: Path | str, name: str = "accuracy
         return None
     benches = [b for b in benchmark_order(done(df)) if b in set(long["benchmark"])]
     colors = method_colors(ordered_labels(long))
+    dashed = set(long.loc[long["method"].isin(reference_methods()), "label"])  # upper bounds, not competitors
 
     def draw():
         fig, axes = _new_figure(len(benches))
@@ -138,7 +118,8 @@ def accuracy_curves(df: pd.DataFrame, out_dir: Path | str, name: str = "accuracy
             for lab in ordered_labels(sub):
                 stats = _mean_se(sub[sub["label"] == lab], "task", "pooled_acc")
                 x, m, se = stats.index.to_numpy(), stats["mean"].to_numpy(), stats["se"].to_numpy()
-                ax.plot(x, m, marker="o", markersize=3, color=colors[lab], label=lab)
+                ax.plot(x, m, marker="o", markersize=3, color=colors[lab], label=lab,
+                        linestyle="--" if lab in dashed else "-")
                 ax.fill_between(x, m - se, m + se, color=colors[lab], alpha=0.2, linewidth=0)
             ax.set(title=bench, xlabel="task", ylabel="pooled accuracy (%)")
             ax.xaxis.get_major_locator().set_params(integer=True)

@@ -56,6 +56,7 @@ from analysis.solutions import (
 )
 from core.config import check
 from core.errors import UserError
+from runner.env import resolve_device
 
 MODES = ("random", "plane")
 PARAMS = ("adapted", "backbone")
@@ -217,12 +218,6 @@ class _Grid:
         return out
 
 
-def _resolve_device(name: str) -> torch.device:
-    from runner.run_job import resolve_device
-
-    return resolve_device(name)
-
-
 def compute_landscape(record: Mapping[str, Any], results_dir, task: int | None = None,
                       opts: LandscapeOptions = LandscapeOptions()) -> dict[str, Any]:
     """Loss and accuracy of old and new tasks on a 2-D grid around the job's solution after ``task``.
@@ -253,7 +248,7 @@ def compute_landscape(record: Mapping[str, Any], results_dir, task: int | None =
     else:
         d1, d2, coords = plane_basis(center, {k: states[1][k] for k in keys}, {k: states[0][k] for k in keys})
         labels = [task, task - 1, task - 2]
-    device = _resolve_device(opts.device)
+    device = resolve_device(opts.device)
     model = plain_model(record, origin["head.weight"].shape[0], device)
     load_solution(model, origin)
     groups = landscape_samples(bench, task, opts.max_samples, opts.seed)

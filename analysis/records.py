@@ -10,33 +10,18 @@ Only ``status == "done"`` rows carry numbers; failed rows are kept in the frame 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+from methods import METHODS
+from runner.record import Record
+from runner.record import from_dict as record_from_dict
+from runner.record import load as load_record
 
-# Fixed row order of every table and legend (the paper's order: baselines first, the SD-LoRA family at the bottom);
-# methods not listed follow alphabetically, and the upper bound `joint` always comes last.
-PREFERRED_ORDER = (
-    "full_ft",
-    "l2p",
-    "dualprompt",
-    "coda_prompt",
-    "hide_prompt",
-    "inflora",
-    "seq_lora",
-    "simple_cil",
-    "sd_lora",
-    "sd_lora_rr",
-    "sd_lora_kd",
-)
-JOINT = "joint"
-# Table 4 ablations of SD-LoRA (SDLORA_SPEC section 8), in the paper's row order.
-ABLATIONS = ("sd_lora_fixed_first", "sd_lora_single", "sd_lora_no_rescale")
+# Row order, table groups and colours are each method's own (methods.base.MethodInfo, given at registration).
 
 METRICS = ("acc", "aaa", "task_mean_acc", "forgetting", "til_acc", "til_aaa")
 COLUMNS = (
@@ -57,8 +42,13 @@ COLUMNS = (
 SORT_KEYS = ["method", "benchmark_name", "n_tasks", "benchmark", "backbone", "seed", "job_id"]
 
 
+def _registered_info(label: str):
+    """The MethodInfo of a row label that is a registered method name; None for other labels (e.g. ``ewc``)."""
+    return METHODS.get(label).info if label in METHODS else None
+
+
 def method_sort_key(method: str) -> tuple[int, int, str]:
-    """Sort key that puts methods in :data:`PREFERRED_ORDER`, then others alphabetically, then ``joint``.
+    """Sort key: ordered methods by their ``MethodInfo.order``, then the others alphabetically, then references.
 
     Args:
         method: Method label (the record's ``method`` field).
@@ -66,11 +56,28 @@ def method_sort_key(method: str) -> tuple[int, int, str]:
     Returns:
         A tuple usable as ``sorted(..., key=method_sort_key)``.
     """
-    if method == JOINT:
+    info = _registered_info(method)
+    if info is not None and info.group == "reference":
         return (2, 0, method)
-    if method in PREFERRED_ORDER:
-        return (0, PREFERRED_ORDER.index(method), method)
+    if info is not None and info.group == "method" and info.order is not None:
+        return (0, info.order, method)
     return (1, 0, method)
+
+
+def reference_methods() -> set[str]:
+    """Registered methods of group ``reference`` (upper bounds such as joint training): below a rule, dashed."""
+    return {name for name in METHODS.names() if name in METHODS and METHODS.get(name).info.group == "reference"}
+
+
+def ablation_methods() -> tuple[str, ...]:
+    """Registered methods of group ``ablation``, in their declared order (the ablation table's rows)."""
+    names = [n for n in METHODS.names() if n in METHODS and METHODS.get(n).info.group == "ablation"]
+    return tuple(sorted(names, key=lambda n: (METHODS.get(n).info.order or 0, n)))
+
+
+def paper_names() -> dict[str, str]:
+    """The reference CSV's method names -> ours (``MethodInfo.paper_key``)."""
+    return {METHODS.get(n).info.paper_key: n for n in METHODS.names() if n in METHODS and METHODS.get(n).info.paper_key}
 
 
 def order_methods(methods) -> list[str]:
@@ -100,42 +107,25 @@ def _float(value: Any) -> float:
         return math.nan
 
 
-def _metrics(rec: dict[str, Any]) -> dict[str, float]:
-    """The record's summary metrics; ``acc``/``aaa`` fall back to ``pooled_acc`` when ``metrics`` lacks them.
-
-    The fallback applies the schema's own definitions (acc = last pooled, aaa = mean of pooled), so it
-    reproduces the field rather than inventing a value.
-    """
-    raw = rec.get("metrics") or {}
-    out = {name: _float(raw.get(name)) for name in METRICS}
-    pooled = [_float(v) for v in rec.get("pooled_acc") or []]
-    if pooled and math.isnan(out["acc"]):
-        out["acc"] = pooled[-1]
-    if pooled and math.isnan(out["aaa"]):
-        out["aaa"] = sum(pooled) / len(pooled)
-    return out
-
-
-def record_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
-    """One frame row (columns of :data:`COLUMNS` but ``label``) from a parsed record; ``path`` names it in errors."""
-    schema = rec.get("schema")
-    if schema != SCHEMA_VERSION:
-        raise ValueError(f"{path}: record schema {schema!r} is not supported (expected {SCHEMA_VERSION})")
-    n_tasks = rec.get("n_tasks")
-    seed = rec.get("seed")
+def record_row(rec: Record | dict[str, Any], path: Path | None = None) -> dict[str, Any]:
+    """One frame row (columns of :data:`COLUMNS` but ``label``) from a record (or its parsed JSON; ``path`` names it
+    in errors); its metrics as the job computed them (runner/metrics.py), missing ones NaN. ``record`` holds the
+    record as a plain dict."""
+    if isinstance(rec, dict):
+        rec = record_from_dict(rec, str(path or "record"))
     return {
-        "job_id": str(rec.get("job_id", path.stem)),
-        "method": str(rec.get("method", "")),
-        "method_name": str(rec.get("method_name", rec.get("method", ""))),
-        "benchmark": str(rec.get("benchmark", "")),
-        "benchmark_name": str(rec.get("benchmark_name", rec.get("benchmark", ""))),
-        "n_tasks": int(n_tasks) if n_tasks is not None else -1,
-        "seed": int(seed) if seed is not None else -1,
-        "backbone": str(rec.get("backbone", "")),
-        "status": str(rec.get("status", "")),
-        **_metrics(rec),
-        "config_hash": str(rec.get("config_hash", "")),
-        "record": rec,
+        "job_id": rec.job_id,
+        "method": rec.method,
+        "method_name": rec.method_name,
+        "benchmark": rec.benchmark,
+        "benchmark_name": rec.benchmark_name,
+        "n_tasks": rec.n_tasks,
+        "seed": rec.seed,
+        "backbone": rec.backbone,
+        "status": rec.status,
+        **{name: _float(getattr(rec.metrics, name)) for name in METRICS},
+        "config_hash": rec.config_hash,
+        "record": rec.to_dict(),
     }
 
 
@@ -180,15 +170,9 @@ def load_records(results_dir: Path | str) -> pd.DataFrame:
         raise FileNotFoundError(
             f"no records folder at {records_dir}; run a suite first or pass the right --results-dir"
         )
-    rows = []
     # Hidden files are the writers' temp files (atomic write = temp file + rename); never half-written records.
-    for path in sorted(p for p in records_dir.glob("*.json") if not p.name.startswith(".")):
-        try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-        rows.append(record_row(rec, path))
-    return records_frame(rows)
+    paths = sorted(p for p in records_dir.glob("*.json") if not p.name.startswith("."))
+    return records_frame([record_row(load_record(path)) for path in paths])
 
 
 def done(df: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,9 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from core.errors import UserError
+from runner.env import seed_everything
+from runner.metrics import silent_evaluator
+from runner.reload import checkpoint_path, load_strategy
 
 Solution = dict[str, torch.Tensor]
 DEFAULT_LAMBDAS = tuple(i / 10 for i in range(11))  # paper Fig. 4: lambda in {0, 0.1, ..., 1}
@@ -113,7 +116,6 @@ def build_backbone_of(source: Any) -> nn.Module:
     """The job's pretrained backbone, built exactly as the job built it (same seed before building, so a randomly
     initialised test backbone is the same one)."""
     from benchmarks.backbones import BackboneConfig, build_backbone
-    from runner.run_job import seed_everything
 
     cfg = _config(source)
     seed_everything(cfg["seed"])
@@ -167,8 +169,6 @@ def job_solutions(record: Mapping[str, Any], results_dir, tasks: Sequence[int], 
     Raises:
         UserError: When a checkpoint is missing or the method has no weight-space solution.
     """
-    from runner.reload import checkpoint_path, load_strategy
-
     for t in tasks:
         if not 0 <= t < record["n_tasks"]:
             raise UserError(f"task {t} out of range for {record['job_id']} (0..{record['n_tasks'] - 1})")
@@ -378,10 +378,6 @@ def separate_task_solutions(source: Any, method: str = "full_ft", epochs: int | 
     Returns:
         One solution per task, in order.
     """
-    from avalanche.training.plugins import EvaluationPlugin
-
-    from runner.metrics import MemoryLogger
-    from runner.run_job import seed_everything
     from methods import METHODS
 
     cfg = _config(source)
@@ -393,7 +389,7 @@ def separate_task_solutions(source: Any, method: str = "full_ft", epochs: int | 
     for t in range(bench.n_tasks) if tasks is None else tasks:
         backbone = build_backbone_of(source)
         strategy = METHODS.get(method).obj(cfg=method_cfg, backbone=backbone, device=device,
-                                           evaluator=EvaluationPlugin(loggers=[MemoryLogger()]))
+                                           evaluator=silent_evaluator())
         strategy.seen = offsets[t]  # this task's classes start here; the earlier rows are masked, never trained
         seed_everything(cfg["seed"])  # every task starts from the same state: the solutions differ by data only
         strategy.train(bench.scenario.train_stream[t], eval_streams=[], num_workers=0)

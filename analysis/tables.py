@@ -17,16 +17,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.records import ABLATIONS, JOINT, benchmark_order, done, mean_se, ordered_labels
+from analysis.records import (
+    ablation_methods,
+    benchmark_order,
+    done,
+    mean_se,
+    ordered_labels,
+    paper_names,
+    reference_methods,
+)
 
 DECIMALS = 2
 MISSING = "--"
-# The names the paper's CSV gives the Table 4 ablations (analysis.records.ABLATIONS).
-PAPER_METHOD_ALIASES = {
-    "ablation_fixed_first_direction": "sd_lora_fixed_first",
-    "ablation_single_decoupled_lora": "sd_lora_single",
-    "ablation_fixed_old_magnitudes": "sd_lora_no_rescale",
-}
 _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}",
     "&": r"\&",
@@ -96,7 +98,7 @@ def seeds_text(counts) -> str:
 
 
 def _joint_labels(df: pd.DataFrame) -> set[str]:
-    return set(df.loc[df["method"] == JOINT, "label"])
+    return set(df.loc[df["method"].isin(reference_methods()), "label"])
 
 
 def _add_rules(latex: str, columns: pd.Index, n_reference: int, first_col: int) -> str:
@@ -231,7 +233,7 @@ def reference_table(df: pd.DataFrame, reference_csv: Path | str) -> str | None:
     """Ours beside the paper's numbers for every paper cell that has at least one finished run of ours.
 
     A paper row (table, benchmark, n_tasks, method) matches done records with that ``benchmark_name``,
-    ``n_tasks`` and method label (the paper's ablation names map to ours via :data:`PAPER_METHOD_ALIASES`). Each
+    ``n_tasks`` and method label (the paper's names map to ours via each method's ``MethodInfo.paper_key``). Each
     match gives two lines, Acc then AAA (a long layout: side by side they would not fit a page).
 
     Args:
@@ -241,10 +243,10 @@ def reference_table(df: pd.DataFrame, reference_csv: Path | str) -> str | None:
     Returns:
         LaTeX fragment, or None when no paper row matches.
     """
-    ref, d = _read_reference(reference_csv), done(df)
+    ref, d, ours = _read_reference(reference_csv), done(df), paper_names()
     rows = []
     for r in ref.itertuples(index=False):
-        method = PAPER_METHOD_ALIASES.get(r.method, r.method)
+        method = ours.get(r.method, r.method)
         sub = d[(d["benchmark_name"] == r.benchmark) & (d["n_tasks"] == int(r.n_tasks)) & (d["method"] == method)]
         for lab in ordered_labels(sub):
             g = sub[sub["label"] == lab]
@@ -298,8 +300,8 @@ PAPER_TABLES = {
         "(first direction fixed), sd\\_lora\\_single = $W_0 + \\alpha \\bar{A}\\bar{B}$ (one decoupled LoRA), "
         "sd\\_lora\\_no\\_rescale = old directions added with fixed weight. " + _CELL,
         tuple(PaperColumn(f"N={n}", "imagenet_r", n) for n in (5, 10)),
-        rows=(*ABLATIONS, "sd_lora"),
-        requires=ABLATIONS,
+        rows=(*ablation_methods(), "sd_lora"),
+        requires=ablation_methods(),
     ),
     6: PaperLayout(
         "CIFAR-100 and CUB-200 (paper Table 6). " + _CELL,
@@ -319,7 +321,7 @@ PAPER_TABLE_IDS = tuple(sorted([*PAPER_TABLES, EFFICIENCY_TABLE]))
 def _layout_labels(d: pd.DataFrame, layout: PaperLayout) -> list[str]:
     """Row labels: the fixed rows (absent ones kept, shown as --) or every non-ablation method with data."""
     if not layout.rows:
-        return ordered_labels(d[~d["method"].isin(ABLATIONS)])
+        return ordered_labels(d[~d["method"].isin(ablation_methods())])
     labels = []
     for method in layout.rows:
         found = sorted(set(d.loc[d["method"] == method, "label"]))
@@ -355,7 +357,7 @@ def _acc_aaa_table(df: pd.DataFrame, table_id: int, layout: PaperLayout) -> str 
 
 def _efficiency_table(df: pd.DataFrame) -> str | None:
     d = done(df)
-    d = d[(d["benchmark_name"] == "imagenet_r") & (d["n_tasks"] == 20) & ~d["method"].isin(ABLATIONS)]
+    d = d[(d["benchmark_name"] == "imagenet_r") & (d["n_tasks"] == 20) & ~d["method"].isin(ablation_methods())]
     if d.empty:
         return None
     labels = ordered_labels(d)

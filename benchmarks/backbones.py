@@ -122,11 +122,8 @@ def _hf_cached_file(tag: str) -> Path:
 
 @lru_cache(maxsize=16)
 def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def build_backbone(cfg: BackboneConfig) -> tuple[torch.nn.Module, dict]:

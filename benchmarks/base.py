@@ -8,8 +8,10 @@ takes the next ``increment`` classes. The order seed is a field of its own; the 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +20,24 @@ from torch.utils.data import Dataset
 from core.config import Config, check
 from core.registry import Registry
 
-BENCHMARKS: Registry = Registry("benchmark")
+# --smoke: (config on stand-ins written under data_root at img_size px, its image channels, the backbone's img_size)
+SmokeHook = Callable[["BenchmarkConfig", Path, int], tuple["BenchmarkConfig", int, int]]
+
+
+@dataclass(frozen=True)
+class BenchmarkInfo:
+    """What the rest of the system knows about a benchmark; given at registration
+    (``@BENCHMARKS.register("name", Config, info=BenchmarkInfo(...))``)."""
+
+    train_size: int | None = None  # training images over all tasks (the dry-run cost model; None: unknown)
+    test_size: int | None = None  # test images over all tasks
+    n_classes: int | None = None  # classes of the real dataset
+    data_help: str = ""  # one line: where the data goes (``--list``; docs/datasets.md has the details)
+    smoke: SmokeHook | None = None  # how ``--smoke`` runs it on stand-ins (None: it cannot)
+    fixture: Callable[[Path, int, int, int], None] | None = None  # writes a tiny stand-in (root, n, train, test)
+
+
+BENCHMARKS: Registry = Registry("benchmark", lambda name: BenchmarkInfo())
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,9 @@ class BenchmarkConfig(Config):
     def __post_init__(self) -> None:
         check(self.n_tasks >= 1, f"n_tasks must be >= 1, got {self.n_tasks}")
         check(self.init_classes is None or self.init_classes >= 1, "init_classes must be >= 1")
+
+    def validate_paths(self) -> None:
+        """Raise a :class:`UserError` naming the fix when the data this config needs is missing (default: none)."""
 
 
 class ArrayDataset(Dataset):
@@ -99,11 +121,8 @@ def class_order(n_classes: int, order_seed: int) -> list[int]:
     """The paper's class order: ``np.random.seed(seed); np.random.permutation(n)`` (-1: identity)."""
     if order_seed == -1:
         return list(range(n_classes))
-    rng_state = np.random.get_state()
-    np.random.seed(order_seed)
-    order = np.random.permutation(n_classes).tolist()
-    np.random.set_state(rng_state)  # leave the global numpy RNG as we found it
-    return order
+    # a private RandomState seeded alike draws the same permutation and leaves the global numpy RNG alone
+    return np.random.RandomState(order_seed).permutation(n_classes).tolist()
 
 
 def split_sizes(n_classes: int, n_tasks: int, init_classes: int | None) -> list[int]:

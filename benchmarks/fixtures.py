@@ -1,6 +1,6 @@
 """Tiny stand-ins for the paper's datasets, written in each real on-disk format (DATASETS_SPEC section 6).
 
-For tests and smoke runs: ``write_fixture("imagenet_r", root)`` lays out under ``root`` exactly what the loaders
+For tests and smoke runs (``BenchmarkInfo.fixture`` and ``.smoke`` of each dataset): ``write_fixture("imagenet_r", root)`` lays out under ``root`` exactly what the loaders
 of :mod:`benchmarks.paper_datasets` expect from the real data, with the real class counts by default (so class
 orders and task splits are the paper's) but a few images of 8-20 px per class. Each class has its own colour, so a
 model can learn something in a smoke run. The pitfalls the real data hold are reproduced on purpose:
@@ -15,6 +15,7 @@ model can learn something in a smoke run. The pitfalls the real data hold are re
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -23,9 +24,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from benchmarks.base import BENCHMARKS
 from core.errors import UserError
-
-REAL_CLASS_COUNTS = {"cifar100": 100, "imagenet_r": 200, "imagenet_a": 200, "domainnet": 345, "cub200": 200}
 
 # (width, height): non-square, both orientations, all tiny so that 345 x 3 images take a fraction of a second.
 SIZES = ((12, 9), (9, 14), (16, 10), (10, 8), (20, 13), (8, 18))
@@ -203,15 +203,6 @@ def write_cifar100(root: Path, n: int, n_train: int, n_test: int) -> None:
         pickle.dump(meta, f, protocol=2)
 
 
-WRITERS: dict[str, Callable[[Path, int, int, int], None]] = {
-    "cifar100": write_cifar100,
-    "imagenet_r": write_imagenet_r,
-    "imagenet_a": write_imagenet_a,
-    "domainnet": write_domainnet,
-    "cub200": write_cub200,
-}
-
-
 def write_fixture(
     name: str, root: Path, n_classes: int | None = None, per_class_train: int = 2, per_class_test: int = 1
 ) -> None:
@@ -225,9 +216,27 @@ def write_fixture(
         per_class_train: training images per class.
         per_class_test: test images per class.
     """
-    if name not in WRITERS:
-        raise UserError(f"no fixture for {name!r}; valid names are: {', '.join(sorted(WRITERS))}")
-    n = REAL_CLASS_COUNTS[name] if n_classes is None else n_classes
+    info = BENCHMARKS.get(name).info
+    if info.fixture is None:
+        with_fixture = [b for b in BENCHMARKS.names() if b in BENCHMARKS and BENCHMARKS.get(b).info.fixture]
+        raise UserError(f"no fixture for {name!r}; valid names are: {', '.join(with_fixture)}")
+    n = info.n_classes if n_classes is None else n_classes
     if n < 1 or per_class_train < 1 or per_class_test < 1:
         raise UserError("a fixture needs n_classes, per_class_train and per_class_test >= 1")
-    WRITERS[name](Path(root), n, per_class_train, per_class_test)
+    info.fixture(Path(root), n, per_class_train, per_class_test)
+
+
+def fixture_smoke(name: str) -> Callable:
+    """``BenchmarkInfo.smoke`` of dataset ``name`` on disk: its fixture under the smoke data root (written once per
+    process and folder), read at the smoke image size in RGB."""
+
+    def smoke(cfg, data_root: Path, img_size: int):
+        if (name, str(data_root)) not in _WRITTEN:
+            write_fixture(name, data_root)
+            _WRITTEN.add((name, str(data_root)))
+        return dataclasses.replace(cfg, root=str(data_root), img_size=img_size), 3, img_size
+
+    return smoke
+
+
+_WRITTEN: set[tuple[str, str]] = set()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.base import BENCHMARKS, ArrayDataset, BenchmarkConfig, CILBenchmark, make_benchmark
+from benchmarks.base import BENCHMARKS, ArrayDataset, BenchmarkConfig, BenchmarkInfo, CILBenchmark, make_benchmark
 from core.config import check
 from core.errors import UserError
 
@@ -107,7 +107,14 @@ class SplitFMNISTConfig(BenchmarkConfig):
         idx_paths(self.root)
 
 
-@BENCHMARKS.register("split_fmnist", SplitFMNISTConfig)
+def _smoke(cfg: SplitFMNISTConfig, data_root: Path, img_size: int):
+    """--smoke: the real files (small already) at their own 28 px, one channel; only backbone and training shrink."""
+    return cfg, 1, 28
+
+
+@BENCHMARKS.register("split_fmnist", SplitFMNISTConfig, info=BenchmarkInfo(
+    train_size=10000, test_size=10000, n_classes=10, smoke=_smoke,
+    data_help="fashion_mnist/ (the four idx files; fetched once by benchmarks/fmnist.py)"))
 def split_fmnist(cfg: SplitFMNISTConfig, seed: int) -> CILBenchmark:
     """Split Fashion-MNIST (5 x 2 classes), continual images disjoint from the CPU backbone's pretraining."""
     raw = load_fmnist(cfg.root)

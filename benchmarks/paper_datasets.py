@@ -29,7 +29,15 @@ import numpy as np
 import yaml
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from benchmarks.base import BENCHMARKS, BenchmarkConfig, CILBenchmark, make_benchmark
+from benchmarks.base import BENCHMARKS, BenchmarkConfig, BenchmarkInfo, CILBenchmark, make_benchmark
+from benchmarks.fixtures import (
+    fixture_smoke,
+    write_cifar100,
+    write_cub200,
+    write_domainnet,
+    write_imagenet_a,
+    write_imagenet_r,
+)
 from benchmarks.transforms import (
     VIT_AUGREG_MEAN,
     VIT_AUGREG_STD,
@@ -529,31 +537,43 @@ def load_domainnet(cfg: DomainNetConfig) -> SplitData:
     return data
 
 
-@BENCHMARKS.register("cifar100", CIFAR100Config)
+# Sizes (training, test images): the split's authors' counts (docs/datasets.md); DomainNet: the official 5-domain
+# lists without quickdraw (the size of CODA-Prompt's lists is unverified).
+@BENCHMARKS.register("cifar100", CIFAR100Config, info=BenchmarkInfo(
+    train_size=50000, test_size=10000, n_classes=100, fixture=write_cifar100, smoke=fixture_smoke("cifar100"),
+    data_help="cifar-100-python/ (the python pickles) under the data root"))
 def cifar100(cfg: CIFAR100Config, seed: int) -> CILBenchmark:
     """CIFAR-100 from the python pickles, upsampled to img_size as SD-LoRA's cifar224 (10 x 10 classes)."""
     return build_benchmark(cfg, seed, load_cifar100(cfg))
 
 
-@BENCHMARKS.register("imagenet_r", ImageNetRConfig)
+@BENCHMARKS.register("imagenet_r", ImageNetRConfig, info=BenchmarkInfo(
+    train_size=24000, test_size=6000, n_classes=200, fixture=write_imagenet_r, smoke=fixture_smoke("imagenet_r"),
+    data_help="imagenet-r/ (PILOT train/test folders or the raw release with CODA lists)"))
 def imagenet_r(cfg: ImageNetRConfig, seed: int) -> CILBenchmark:
     """ImageNet-R, PILOT pre-split folders (SD-LoRA) or CODA-Prompt lists (10 x 20 classes)."""
     return build_benchmark(cfg, seed, load_imagenet_r(cfg))
 
 
-@BENCHMARKS.register("imagenet_a", ImageNetAConfig)
+@BENCHMARKS.register("imagenet_a", ImageNetAConfig, info=BenchmarkInfo(
+    train_size=5981, test_size=1519, n_classes=200, fixture=write_imagenet_a, smoke=fixture_smoke("imagenet_a"),
+    data_help="imagenet-a/ (PILOT train/test folders)"))
 def imagenet_a(cfg: ImageNetAConfig, seed: int) -> CILBenchmark:
     """ImageNet-A, PILOT pre-split folders (10 x 20 classes)."""
     return build_benchmark(cfg, seed, load_pilot_folders(IMAGENET_A, cfg.data_root))
 
 
-@BENCHMARKS.register("domainnet", DomainNetConfig)
+@BENCHMARKS.register("domainnet", DomainNetConfig, info=BenchmarkInfo(
+    train_size=288000, test_size=72000, n_classes=345, fixture=write_domainnet, smoke=fixture_smoke("domainnet"),
+    data_help="domainnet/ (five domains and the CODA/InfLoRA lists)"))
 def domainnet(cfg: DomainNetConfig, seed: int) -> CILBenchmark:
     """DomainNet, CODA/InfLoRA lists over 5 domains (5 x 69 classes)."""
     return build_benchmark(cfg, seed, load_domainnet(cfg))
 
 
-@BENCHMARKS.register("cub200", CUB200Config)
+@BENCHMARKS.register("cub200", CUB200Config, info=BenchmarkInfo(
+    train_size=9430, test_size=2358, n_classes=200, fixture=write_cub200, smoke=fixture_smoke("cub200"),
+    data_help="cub/ (PILOT 80/20 train/test folders)"))
 def cub200(cfg: CUB200Config, seed: int) -> CILBenchmark:
     """CUB-200-2011, PILOT 80/20 pre-split folders (10 x 20 classes)."""
     return build_benchmark(cfg, seed, load_pilot_folders(CUB, cfg.data_root))

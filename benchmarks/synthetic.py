@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from benchmarks.base import BENCHMARKS, ArrayDataset, BenchmarkConfig, CILBenchmark, make_benchmark
+from benchmarks.base import BENCHMARKS, ArrayDataset, BenchmarkConfig, BenchmarkInfo, CILBenchmark, make_benchmark
 from core.config import check
 
 
@@ -47,7 +49,12 @@ def synthetic_arrays(cfg: SyntheticConfig, per_class: int, offset: int) -> tuple
     return images.flatten(0, 1), targets
 
 
-@BENCHMARKS.register("synthetic", SyntheticConfig)
+def _smoke(cfg: SyntheticConfig, data_root: Path, img_size: int):
+    """--smoke: generated in memory, at the smoke image size."""
+    return dataclasses.replace(cfg, img_size=img_size), cfg.channels, img_size
+
+
+@BENCHMARKS.register("synthetic", SyntheticConfig, info=BenchmarkInfo(smoke=_smoke, data_help="generated in memory: no files"))
 def synthetic(cfg: SyntheticConfig, seed: int) -> CILBenchmark:
     """Synthetic class templates plus noise; for tests and smoke runs."""
     train = ArrayDataset(*synthetic_arrays(cfg, cfg.train_per_class, 1))

@@ -32,7 +32,7 @@ class Config:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, where: str = "") -> "Config":
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "") -> Config:
         """Build a config from a dict, rejecting unknown keys and applying a preset."""
         data = dict(data or {})
         label = where or cls.__name__
@@ -60,7 +60,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
 

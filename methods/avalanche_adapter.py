@@ -67,7 +67,7 @@ from torch import nn
 from core.config import check
 from core.errors import UserError
 from core.registry import Entry
-from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
+from methods.base import METHODS, CILModel, CILStrategy, MethodConfig, MethodInfo
 
 PREFIX = "avalanche"
 # Arguments the harness supplies itself (SupervisedTemplate plumbing).
@@ -261,7 +261,9 @@ def resolve(name: str) -> Entry:
     first_line = ((cls.__doc__ or "").strip().splitlines() or [""])[0]
     strategy_cls = type(f"Avalanche{name}", (AvalancheStrategy, _ForwardAvalancheKwargs, cls),
                         {"__module__": __name__, "__doc__": f"avalanche.training.{name} on the harness. {first_line}"})
-    return Entry(f"{PREFIX}:{name}", strategy_cls, config_cls, f"Avalanche's {name}: {first_line}")
+    # every Avalanche strategy here fine-tunes the whole ViT: full fine-tuning's cost
+    info = MethodInfo(display=f"Avalanche {name}", train_cost=1.5)
+    return Entry(f"{PREFIX}:{name}", strategy_cls, config_cls, f"Avalanche's {name}: {first_line}", info)
 
 
 METHODS.add_resolver(PREFIX, resolve)

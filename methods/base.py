@@ -44,7 +44,38 @@ from torch import nn
 from core.config import Config, check
 from core.registry import Registry
 
-METHODS: Registry = Registry("method")
+GROUPS = ("method", "ablation", "reference")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the rest of the system knows about a method; given at registration
+    (``@METHODS.register("name", Config, info=MethodInfo(...))``).
+
+    Tables and legends list ``method`` rows by ``order`` (then undeclared ones alphabetically), ``reference`` rows
+    (upper bounds such as joint training) last, below a rule, and dashed in figures; ``ablation`` rows form the
+    ablation table in ``order`` and sort alphabetically elsewhere.
+    """
+
+    display: str = ""  # human name (``--list``)
+    group: str = "method"  # one of GROUPS
+    order: int | None = None  # row position within the group; None: alphabetical after the ordered ones
+    color: str | None = None  # hex colour in every figure; None: derived from the name (analysis/figures.py)
+    train_cost: float = 1.0  # training cost per image relative to a frozen ViT with adapters (runner/cost.py)
+    eval_cost: float = 1.0  # inference cost per image, relative (2.0: two ViT passes, as the prompt methods)
+    trains_on_all_seen: bool = False  # task t trains on every task's data so far (joint), for the cost model
+    paper_key: str | None = None  # the method's name in results/reference/paper_results.csv (None: not reported)
+
+    def __post_init__(self) -> None:
+        check(self.group in GROUPS, f"MethodInfo.group must be one of {', '.join(GROUPS)}, got {self.group!r}")
+
+
+def derived_info(name: str) -> MethodInfo:
+    """The info of a method registered without one (a plugin) or resolved on demand: its name, defaults."""
+    return MethodInfo(display=name)
+
+
+METHODS: Registry = Registry("method", derived_info)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("multistep", "cosine", "constant")
@@ -98,6 +129,10 @@ class MethodConfig(Config):
         set_fields = [f for f in self.TRAINING_FIELDS if getattr(self, f)]
         check(not (self.TRAINING_FREE and set_fields), "this method trains nothing (training-free, epochs: 0): "
               f"remove {', '.join(set_fields)} from its suite entry and overrides")
+
+    def check_benchmark(self, benchmark_cfg) -> None:
+        """Raise a :class:`UserError` when this config cannot run on ``benchmark_cfg`` (e.g. too few prompts for
+        its tasks); called for every (method, benchmark) pair of a suite before anything runs. Default: no limit."""
 
     def for_task(self, t: int) -> tuple[float, int, tuple[int, ...]]:
         """(lr, epochs, milestones) of task t."""
@@ -264,6 +299,10 @@ class CILStrategy(SupervisedTemplate):
         """Floats kept besides parameters (prototypes, bases): the 'stored features' of Table 5."""
         return 0
 
+    def resume_experiences(self, experiences: list) -> None:
+        """A job resumed after task ``len(experiences)`` hands back the experiences it finished, for a method that
+        keeps earlier experiences' data by reference (e.g. joint); the default keeps nothing."""
+
     # ------------------------------------------------------------------ Avalanche plumbing
     def _before_training_exp(self, **kwargs):
         classes = sorted(self.experience.classes_in_this_experience)
@@ -323,11 +362,16 @@ class CILStrategy(SupervisedTemplate):
                 return self.model(self.mb_x).float()
         return self.model(self.mb_x)
 
-    def criterion(self):
-        logits, y = self.mb_output, self.mb_y
+    def loss_classes(self) -> tuple[int, int]:
+        """[lo, hi): the head rows the training loss sees now (after task 1 only the new ones, unless
+        ``mask_old_logits`` is off); progress lines report training accuracy over these rows."""
         if self.is_training and self.config.mask_old_logits and self.known > 0:
-            return F.cross_entropy(logits[:, self.known : self.seen], y - self.known)
-        return F.cross_entropy(logits[:, : self.seen], y)
+            return self.known, self.seen
+        return 0, self.seen
+
+    def criterion(self):
+        lo, hi = self.loss_classes()
+        return F.cross_entropy(self.mb_output[:, lo:hi], self.mb_y - lo)
 
     def optimizer_step(self):
         if self.config.grad_clip:

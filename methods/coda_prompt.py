@@ -53,7 +53,7 @@ from torch import nn
 
 from core.config import check
 from core.errors import UserError
-from methods.base import METHODS, MethodConfig, coda_cosine
+from methods.base import METHODS, MethodConfig, MethodInfo, coda_cosine
 from methods.prompting import PromptModel, PromptStrategy, cls_features, prompted_tokens, usable_layers
 
 _RECIPE = dict(optimizer="adam", lr=0.001, weight_decay=0.0, betas=(0.9, 0.999), batch_size=128,
@@ -174,7 +174,7 @@ class CodaPromptModel(PromptModel):
         return cls_features(self.backbone, prompted_tokens(self.backbone, x, prefixes=prefixes))  # pass 2
 
 
-@METHODS.register("coda_prompt", CodaPromptConfig)
+@METHODS.register("coda_prompt", CodaPromptConfig, info=MethodInfo(display="CODA-Prompt", order=40, color="#9467bd", train_cost=1.4, eval_cost=2.0, paper_key="coda_prompt"))
 class CodaPrompt(PromptStrategy):
     """CODA-Prompt: query-weighted sums of prompt components, new components Gram-Schmidt initialised."""
 

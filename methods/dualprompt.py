@@ -53,7 +53,7 @@ from torch import nn
 
 from core.config import check
 from core.errors import UserError
-from methods.base import METHODS, MethodConfig
+from methods.base import METHODS, MethodConfig, MethodInfo
 from methods.prompting import (
     OnePromptPerTask,
     Prefixes,
@@ -138,7 +138,7 @@ class DualPromptModel(PromptModel):
         return cls_features(self.backbone, tokens)
 
 
-@METHODS.register("dualprompt", DualPromptConfig)
+@METHODS.register("dualprompt", DualPromptConfig, info=MethodInfo(display="DualPrompt", order=30, color="#17becf", train_cost=1.4, eval_cost=2.0, paper_key="dualprompt"))
 class DualPrompt(PromptStrategy):
     """DualPrompt: a shared G-prompt and key-matched task E-prompts, by prefix tuning."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
+from methods.base import METHODS, CILModel, CILStrategy, MethodConfig, MethodInfo
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class FullFTConfig(MethodConfig):
     lr: float = 0.01
 
 
-@METHODS.register("full_ft", FullFTConfig)
+@METHODS.register("full_ft", FullFTConfig, info=MethodInfo(display="Full fine-tuning", order=10, color="#7f7f7f", train_cost=1.5, paper_key="full_ft"))
 class FullFineTuning(CILStrategy):
     """Full sequential fine-tuning of backbone and head (the lower bound of the paper's tables)."""
 

@@ -70,7 +70,7 @@ from torch.utils.data import DataLoader
 from core.config import check
 from core.errors import UserError
 from methods._hide_stats import STORAGE, ClassStats, ResidualMLP, align_classifier
-from methods.base import METHODS, IncrementalHead, MethodConfig
+from methods.base import METHODS, IncrementalHead, MethodConfig, MethodInfo
 from methods.prompting import (
     OnePromptPerTask,
     Prefixes,
@@ -199,7 +199,7 @@ def contrastive_loss(features: torch.Tensor, prototypes: torch.Tensor, temperatu
     return F.cross_entropy(sim, torch.arange(m.shape[0], device=m.device))
 
 
-@METHODS.register("hide_prompt", HiDePromptConfig)
+@METHODS.register("hide_prompt", HiDePromptConfig, info=MethodInfo(display="HiDe-Prompt", order=50, color="#8c564b", train_cost=2.5, eval_cost=2.0, paper_key="hide_prompt"))
 class HiDePrompt(PromptStrategy):
     """HiDe-Prompt: TII picks the task, its E-prompt predicts within the task, heads aligned on stored statistics."""
 

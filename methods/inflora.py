@@ -59,7 +59,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from core.config import check
-from methods.base import METHODS, coda_cosine
+from methods.base import METHODS, MethodInfo, coda_cosine
 from methods.lowrank import LowRankConfig, LowRankStrategy
 
 
@@ -192,7 +192,7 @@ def designed_down_projection(R: torch.Tensor, Q: torch.Tensor, rank: int) -> tor
     return A
 
 
-@METHODS.register("inflora", InfLoRAConfig)
+@METHODS.register("inflora", InfLoRAConfig, info=MethodInfo(display="InfLoRA", order=60, color="#2ca02c", paper_key="inflora"))
 class InfLoRA(LowRankStrategy):
     """InfLoRA: per-task LoRA on k and v with a designed, frozen down-projection orthogonal to old tasks' inputs."""
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from core.config import check
-from methods.base import METHODS, CILModel, CILStrategy, MethodConfig
+from methods.base import METHODS, CILModel, CILStrategy, MethodConfig, MethodInfo
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class JointConfig(MethodConfig):
         check(not self.mask_old_logits, "joint trains on every seen class: mask_old_logits must be false")
 
 
-@METHODS.register("joint", JointConfig)
+@METHODS.register("joint", JointConfig, info=MethodInfo(display="Joint training (upper bound)", group="reference", color="#000000", train_cost=1.5, trains_on_all_seen=True))
 class Joint(CILStrategy):
     """Joint training on all data seen so far (upper bound; a reference row, not ranked)."""
 

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from core.config import check
-from methods.base import METHODS, MethodConfig
+from methods.base import METHODS, MethodConfig, MethodInfo
 from methods.prompting import PromptModel, PromptStrategy, cosine_similarity, prompted_tokens, select_prompts, uniform_
 
 
@@ -103,7 +103,7 @@ class L2PModel(PromptModel):
         return self.backbone.fc_norm(tokens[:, start:start + prompts.shape[1]].mean(dim=1))
 
 
-@METHODS.register("l2p", L2PConfig)
+@METHODS.register("l2p", L2PConfig, info=MethodInfo(display="L2P", order=20, color="#1f77b4", train_cost=1.4, eval_cost=2.0, paper_key="l2p"))
 class L2P(PromptStrategy):
     """L2P: a key-matched prompt pool prepended to the input tokens of a frozen ViT."""
 

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.config import check
-from methods.base import METHODS
+from methods.base import METHODS, MethodInfo
 from methods.lowrank import LowRankConfig, LowRankQKV, LowRankStrategy
 
 VARIANTS = ("full", "fixed_first", "single", "no_rescale")
@@ -279,12 +279,18 @@ class NoRescaleConfig(SDLoRAConfig):
     variant: str = "no_rescale"
 
 
-@METHODS.register("sd_lora_no_rescale", NoRescaleConfig, "Table 4 ablation: old directions added with weight 1, no rescaling.")
-@METHODS.register("sd_lora_single", SingleConfig, "Table 4 ablation: one decoupled LoRA (alpha * bar(AB)), no accumulation.")
-@METHODS.register("sd_lora_fixed_first", FixedFirstConfig, "Table 4 ablation: first direction fixed, one magnitude learned.")
-@METHODS.register("sd_lora_kd", SDLoRAKDConfig, "SD-LoRA-KD: folds a new direction explained by the old ones into their magnitudes.")
-@METHODS.register("sd_lora_rr", SDLoRARRConfig, "SD-LoRA-RR: rank 10 for tasks 1-4, 8 for 5-8, 6 after.")
-@METHODS.register("sd_lora", SDLoRAConfig)
+@METHODS.register("sd_lora_no_rescale", NoRescaleConfig, "Table 4 ablation: old directions added with weight 1, no rescaling.",
+                  info=MethodInfo(display="SD-LoRA, old magnitudes fixed", group="ablation", order=3, color="#c5b0d5", paper_key="ablation_fixed_old_magnitudes"))
+@METHODS.register("sd_lora_single", SingleConfig, "Table 4 ablation: one decoupled LoRA (alpha * bar(AB)), no accumulation.",
+                  info=MethodInfo(display="SD-LoRA, one decoupled LoRA", group="ablation", order=2, color="#98df8a", paper_key="ablation_single_decoupled_lora"))
+@METHODS.register("sd_lora_fixed_first", FixedFirstConfig, "Table 4 ablation: first direction fixed, one magnitude learned.",
+                  info=MethodInfo(display="SD-LoRA, first direction fixed", group="ablation", order=1, color="#aec7e8", paper_key="ablation_fixed_first_direction"))
+@METHODS.register("sd_lora_kd", SDLoRAKDConfig, "SD-LoRA-KD: folds a new direction explained by the old ones into their magnitudes.",
+                  info=MethodInfo(display="SD-LoRA-KD", order=110, color="#b5651d", paper_key="sd_lora_kd"))
+@METHODS.register("sd_lora_rr", SDLoRARRConfig, "SD-LoRA-RR: rank 10 for tasks 1-4, 8 for 5-8, 6 after.",
+                  info=MethodInfo(display="SD-LoRA-RR", order=100, color="#ff7f0e", paper_key="sd_lora_rr"))
+@METHODS.register("sd_lora", SDLoRAConfig,
+                  info=MethodInfo(display="SD-LoRA", order=90, color="#d62728", paper_key="sd_lora"))
 class SDLoRA(LowRankStrategy):
     """SD-LoRA: per-task LoRA directions, frozen and normalised, rescaled by learned shared magnitudes."""
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from methods.base import METHODS
+from methods.base import METHODS, MethodInfo
 from methods.lowrank import LowRankConfig, LowRankStrategy
 
 
@@ -40,7 +40,7 @@ class SeqLoRAConfig(LowRankConfig):
     lr: float = 0.01
 
 
-@METHODS.register("seq_lora", SeqLoRAConfig)
+@METHODS.register("seq_lora", SeqLoRAConfig, info=MethodInfo(display="Sequential LoRA", order=70, color="#bcbd22"))
 class SeqLoRA(LowRankStrategy):
     """Vanilla LoRA trained sequentially: one (A, B) on q and v, trained in every task (SD-LoRA Fig. 2b)."""
 

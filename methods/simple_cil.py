@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from methods.base import METHODS, CILModel, CILStrategy, GrowingHead, TrainingFreeConfig
+from methods.base import METHODS, CILModel, CILStrategy, GrowingHead, MethodInfo, TrainingFreeConfig
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class PrototypeHead(GrowingHead):
         return F.normalize(features, dim=-1) @ F.normalize(self.weight, dim=-1).T
 
 
-@METHODS.register("simple_cil", SimpleCILConfig)
+@METHODS.register("simple_cil", SimpleCILConfig, info=MethodInfo(display="SimpleCIL", order=80, color="#e377c2", train_cost=0.33))
 class SimpleCIL(CILStrategy):
     """SimpleCIL: class-mean prototypes of the frozen backbone, cosine-similarity prediction, no training."""
 

@@ -4,42 +4,37 @@ Calibration: the SD-LoRA logs show about 8-11 minutes per ImageNet-R task on one
 2,400 training images x 20 epochs per task), i.e. about 12 ms per training image for ViT-B/16 at 224 px with a
 frozen backbone; inference is taken as a third of that. Methods that run two ViT passes at inference (the prompt
 methods, BASELINES_SPEC.md section 0) and methods that back-propagate into every weight cost more, by the
-factors below. Costs scale with the number of tokens, i.e. (img_size / 224)^2. An estimate, not a promise.
+factors each method declares (``MethodInfo.train_cost``, ``eval_cost``). Costs scale with the number of
+tokens, i.e. (img_size / 224)^2. An estimate, not a promise.
 """
 
 from __future__ import annotations
 
+from benchmarks import BENCHMARKS
+from methods import METHODS
 from runner.jobs import Job
 
 SEC_PER_TRAIN_IMAGE = 0.012
 SEC_PER_EVAL_IMAGE = 0.004
-# (train, eval) multipliers
-FACTORS = {
-    "full_ft": (1.5, 1.0), "joint": (1.5, 1.0), "l2p": (1.4, 2.0), "dualprompt": (1.4, 2.0),
-    "coda_prompt": (1.4, 2.0), "hide_prompt": (2.5, 2.0), "simple_cil": (0.33, 1.0),
-}
-# (training images, test images); sources: DATASETS_SPEC.md (counts reported by the split's authors);
-# DomainNet: the CODA-Prompt lists' size is unverified, the official 5-domain lists without quickdraw give these.
-DATASET_SIZES = {
-    "imagenet_r": (24000, 6000), "imagenet_a": (5981, 1519), "cifar100": (50000, 10000),
-    "cub200": (9430, 2358), "domainnet": (288000, 72000),
-}
+# A method's (train, eval) multipliers are its MethodInfo's train_cost and eval_cost; a benchmark's image counts
+# are its BenchmarkInfo's train_size and test_size.
 
 
 def job_gpu_seconds(job: Job) -> float | None:
-    sizes = DATASET_SIZES.get(job.benchmark_name)
-    if sizes is None:
+    bench = BENCHMARKS.get(job.benchmark_name).info
+    if bench.train_size is None or bench.test_size is None:
         return None
-    n_train, n_test = sizes
+    n_train, n_test = bench.train_size, bench.test_size
+    method = METHODS.get(job.method_name).info
     m, b = job.method_cfg, job.benchmark_cfg
     img = getattr(b, "img_size", 224) or 224
     scale = (img / 224) ** 2
-    train_f, eval_f = FACTORS.get(job.method_name, (1.0, 1.0))
+    train_f, eval_f = method.train_cost, method.eval_cost
     n = job.n_tasks()
     total = 0.0
     for t in range(n):
         epochs = m.for_task(t)[1]
-        images = n_train * ((t + 1) / n if job.method_name == "joint" else 1 / n)
+        images = n_train * ((t + 1) / n if method.trains_on_all_seen else 1 / n)
         total += epochs * images * train_f * SEC_PER_TRAIN_IMAGE * scale
         total += n_test * (t + 1) / n * eval_f * SEC_PER_EVAL_IMAGE * scale
     return total

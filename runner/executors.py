@@ -38,8 +38,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from joblib import Parallel, delayed
+
+from benchmarks import BENCHMARKS
+from benchmarks.backbones import BackboneConfig
 from core.errors import UserError
+from methods import METHODS
 from runner.jobs import Job
+from runner.record import Record
+from runner.run_job import record_failure, run_job
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _IMPORTED: set[str] = set()
@@ -102,10 +109,6 @@ def job_spec(job: Job) -> dict[str, Any]:
 
 def job_from_spec(spec: dict[str, Any]) -> Job:
     """Rebuild a job through the registries; refuses one whose config hash changed on the way."""
-    from benchmarks import BENCHMARKS
-    from benchmarks.backbones import BackboneConfig
-    from methods import METHODS
-
     job = Job(spec["suite"], spec["method"], spec["method_name"],
               METHODS.make_config(spec["method_name"], spec["method_cfg"]), spec["benchmark"], spec["benchmark_name"],
               BENCHMARKS.make_config(spec["benchmark_name"], spec["benchmark_cfg"]), spec["backbone"],
@@ -117,10 +120,8 @@ def job_from_spec(spec: dict[str, Any]) -> Job:
     return job
 
 
-def run_spec(spec: dict[str, Any], results_dir: str, imports: list[str] = ()) -> dict:
+def run_spec(spec: dict[str, Any], results_dir: str, imports: list[str] = ()) -> Record:
     """Worker entry point: import plugins, rebuild the job, run it (marked in flight while it runs)."""
-    from runner.run_job import run_job
-
     import_plugins(imports)
     job = job_from_spec(spec)
     marker = Path(results_dir) / ".inflight" / job.job_id
@@ -194,13 +195,11 @@ def worker_identity() -> tuple[int, str | None]:
 
 # ---------------------------------------------------------------------------------------------------- local
 def run_local(jobs: list[Job], results_dir: str, n_workers: int = 1, threads: int | None = None,
-              gpus: list[str] | None = None, imports: list[str] = ()) -> Iterator[dict]:
+              gpus: list[str] | None = None, imports: list[str] = ()) -> Iterator[Record]:
     """Run ``jobs`` here (one by one) or on joblib workers (``n_workers`` CPU workers, or one per GPU slot)."""
     n_workers = len(gpus) if gpus else n_workers
     jobs = with_threads(jobs, n_workers, threads)
     if n_workers <= 1:
-        from runner.run_job import run_job
-
         if gpus:
             _pin_this_process(gpus[0])
         for job in jobs:
@@ -222,10 +221,8 @@ def _pin_this_process(gpu: str) -> None:
 
 
 def _run_pool(jobs: list[Job], results_dir: str, n_workers: int, threads: int | None, gpus: list[str] | None,
-              imports: list[str]) -> Iterator[dict]:
+              imports: list[str]) -> Iterator[Record]:
     """The jobs on a loky pool; after a worker death, the jobs then in flight run again one at a time."""
-    from runner.run_job import record_failure
-
     inflight = Path(results_dir) / ".inflight"
     pending = {job.job_id: job for job in jobs}
     for job_id in pending:  # markers of an earlier runner that was killed are no evidence against these jobs
@@ -237,8 +234,8 @@ def _run_pool(jobs: list[Job], results_dir: str, n_workers: int, threads: int | 
             batch = isolate[:1] if isolate else list(pending.values())
             try:
                 for record in _parallel(batch, results_dir, n_workers, slot_dir, threads, gpus, imports):
-                    pending.pop(record["job_id"], None)
-                    isolate = [j for j in isolate if j.job_id != record["job_id"]]
+                    pending.pop(record.job_id, None)
+                    isolate = [j for j in isolate if j.job_id != record.job_id]
                     yield record
             except BrokenProcessPool as err:
                 suspects = [pending[p.name] for p in sorted(inflight.glob("*")) if p.name in pending]
@@ -262,9 +259,7 @@ def _run_pool(jobs: list[Job], results_dir: str, n_workers: int, threads: int | 
 
 
 def _parallel(jobs: list[Job], results_dir: str, n_workers: int, slot_dir: str, threads: int | None,
-              gpus: list[str] | None, imports: list[str]) -> Iterator[dict]:
-    from joblib import Parallel, delayed
-
+              gpus: list[str] | None, imports: list[str]) -> Iterator[Record]:
     parallel = Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered", batch_size=1,
                         initializer=init_worker, initargs=(slot_dir, gpus, threads, imports))
     yield from parallel(delayed(run_spec)(job_spec(job), results_dir, imports) for job in jobs)

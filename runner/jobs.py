@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import Config, stable_hash
+from runner.code import job_code_hash
 
 
 @dataclass(frozen=True)
@@ -42,5 +43,9 @@ class Job:
     def config_hash(self) -> str:
         return stable_hash(self.config())
 
+    def code_hash(self) -> str:
+        """Hash of the source that defines this job (:mod:`runner.code`); not part of :meth:`config_hash`."""
+        return job_code_hash(self.method_name, self.benchmark_name)
+
     def n_tasks(self) -> int:
-        return int(getattr(self.benchmark_cfg, "n_tasks"))
+        return int(self.benchmark_cfg.n_tasks)

@@ -13,16 +13,22 @@ Definitions (SDLORA_SPEC.md section 7):
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 
 import numpy as np
-import torch
 from avalanche.core import SupervisedPlugin
-from avalanche.logging import BaseLogger
+from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.training.plugins import EvaluationPlugin
 
 
 class AccuracyCollector(SupervisedPlugin):
-    """Counts, per evaluated experience, class- and task-incremental correct predictions."""
+    """Counts, per evaluated experience, class- and task-incremental correct predictions.
+
+    Avalanche has no task-incremental accuracy nor an accuracy matrix; its class-incremental accuracy is kept out
+    because it averages per-minibatch fractions (weighted by size), whose floats differ from correct/total in the
+    last digits, and the records' numbers must not move.
+    """
 
     def __init__(self, classes_per_task: list[int]):
         super().__init__()
@@ -56,22 +62,24 @@ class AccuracyCollector(SupervisedPlugin):
         return cil, til, pooled, pooled_til
 
 
-class MemoryLogger(BaseLogger):
-    """Keeps the last value of every Avalanche metric (Avalanche ships no in-memory logger)."""
+def silent_evaluator(*metrics) -> EvaluationPlugin:
+    """An evaluator that logs nothing (Avalanche's default one prints); read values with ``get_last_metrics()``."""
+    with warnings.catch_warnings():  # the values are read from the plugin itself: no logger is needed
+        warnings.filterwarnings("ignore", message="No loggers specified")
+        return EvaluationPlugin(*metrics, loggers=[])
 
-    def __init__(self):
-        super().__init__()
-        self.values: dict[str, float] = {}
 
-    def log_single_metric(self, name, value, x_plot):
-        if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1):
-            self.values[name] = float(value)
+def stream_accuracy_evaluator() -> EvaluationPlugin:
+    """Avalanche's own stream accuracy, kept as a cross-check of ``pooled_acc``; read with :func:`stream_accuracy`."""
+    return silent_evaluator(accuracy_metrics(stream=True))
 
-    def stream_accuracy(self) -> float | None:
-        for name, value in self.values.items():
-            if name.startswith("Top1_Acc_Stream/eval_phase/test_stream"):
-                return 100.0 * value
-        return None
+
+def stream_accuracy(evaluator: EvaluationPlugin) -> float | None:
+    """The last ``Top1_Acc_Stream`` of the test stream, in percent (None before any evaluation)."""
+    for name, value in evaluator.get_last_metrics().items():
+        if name.startswith("Top1_Acc_Stream/eval_phase/test_stream"):
+            return 100.0 * float(value)
+    return None
 
 
 def summary(acc_matrix: list[list[float]], pooled: list[float], til_pooled: list[float]) -> dict[str, float]:

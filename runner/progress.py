@@ -16,8 +16,8 @@ class EpochLogger(SupervisedPlugin):
     """Logs ``experience k of N, epoch e/E: mean loss ..., train acc ...`` after each training epoch.
 
     Sums stay on the device and are read once per epoch, so logging adds no synchronisation per iteration.
-    Training accuracy is the argmax over every head row against the label (a diagnostic: the loss itself may
-    be restricted to the current task's classes).
+    Two training accuracies, labelled: over the head rows the loss sees (:meth:`CILStrategy.loss_classes`: after
+    task 1 only the new classes), the one the loss optimises, and over every seen class (what evaluation uses).
     """
 
     def __init__(self, log: logging.Logger, n_tasks: int):
@@ -29,7 +29,8 @@ class EpochLogger(SupervisedPlugin):
 
     def _reset(self) -> None:
         self.loss_sum: torch.Tensor | float = 0.0
-        self.correct: torch.Tensor | int = 0
+        self.correct: torch.Tensor | int = 0  # argmax over the rows the loss sees
+        self.correct_all: torch.Tensor | int = 0  # argmax over every seen class
         self.seen = 0
 
     def before_training_exp(self, strategy, **kwargs):
@@ -44,7 +45,10 @@ class EpochLogger(SupervisedPlugin):
         self.loss_sum = self.loss_sum + strategy.loss.detach().float() * n
         out = strategy.mb_output
         if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == n:
-            self.correct = self.correct + (out.detach().argmax(1) == y).sum()
+            out = out.detach()
+            lo, hi = strategy.loss_classes()
+            self.correct = self.correct + (out[:, lo:hi].argmax(1) + lo == y).sum()
+            self.correct_all = self.correct_all + (out.argmax(1) == y).sum()
         self.seen += n
 
     def after_training_epoch(self, strategy, **kwargs):
@@ -53,6 +57,9 @@ class EpochLogger(SupervisedPlugin):
             return
         loss = float(self.loss_sum) / self.seen
         acc = 100.0 * float(self.correct) / self.seen
-        exp = getattr(strategy, "task_id", strategy.clock.train_exp_counter) + 1
-        self.log.info("  experience %d of %d, epoch %d/%d: mean loss %.4f, train acc %.2f%%", exp, self.n_tasks,
-                      self.epoch, strategy.train_epochs, loss, acc)
+        acc_all = 100.0 * float(self.correct_all) / self.seen
+        lo, hi = strategy.loss_classes()
+        rows = "all seen classes" if lo == 0 else f"classes {lo}-{hi - 1}"
+        self.log.info("  experience %d of %d, epoch %d/%d: mean loss %.4f, train acc %.2f%% over the loss's %s "
+                      "(%.2f%% over all %d seen)", strategy.task_id + 1, self.n_tasks, self.epoch,
+                      strategy.train_epochs, loss, acc, rows, acc_all, strategy.seen)

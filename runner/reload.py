@@ -7,16 +7,20 @@ from typing import Any
 
 import torch
 
+from benchmarks import BENCHMARKS
+from benchmarks.backbones import BackboneConfig, build_backbone
 from core.errors import UserError
+from methods import METHODS
+from runner.env import seed_everything
+from runner.store import ResultStore
 
 
 def load_record(results_dir: str | Path, job_id: str) -> dict[str, Any]:
-    from runner.store import ResultStore
-
+    """The record of ``job_id`` as a plain dict (what the analysis functions take)."""
     record = ResultStore(results_dir).load(job_id)
     if record is None:
         raise UserError(f"no record {job_id!r} in {Path(results_dir) / 'records'}; run the suite first")
-    return record
+    return record.to_dict()
 
 
 def checkpoint_path(results_dir: str | Path, job_id: str, task: int) -> Path:
@@ -29,11 +33,6 @@ def checkpoint_path(results_dir: str | Path, job_id: str, task: int) -> Path:
 def load_strategy(record: dict[str, Any], results_dir: str | Path, task: int | None = None,
                   device: str = "cpu"):
     """(strategy restored after ``task`` (default: the last), benchmark) for a record with checkpoints."""
-    from benchmarks import BENCHMARKS
-    from benchmarks.backbones import BackboneConfig, build_backbone
-    from runner.run_job import seed_everything
-    from methods import METHODS
-
     cfg = record["config"]
     task = record["n_tasks"] - 1 if task is None else task
     seed = cfg["seed"]

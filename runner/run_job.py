@@ -15,7 +15,6 @@ import gc
 import logging
 import os
 import platform
-import random
 import socket
 import subprocess
 import time
@@ -24,11 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import avalanche
 import numpy as np
+import timm
 import torch
+from avalanche.training.plugins import EvaluationPlugin
 
+from benchmarks import BENCHMARKS
+from benchmarks.backbones import build_backbone
+from methods import METHODS
 from runner import resume
+from runner.env import configure_threads, resolve_device, seed_everything
 from runner.jobs import Job
+from runner.metrics import AccuracyCollector, stream_accuracy, stream_accuracy_evaluator, summary
+from runner.profile import efficiency
+from runner.progress import EpochLogger
+from runner.record import Efficiency, Metrics, Provenance, Record, Timings, portable_path
+from runner.status import clear_running, mark_running
 from runner.store import ResultStore, atomic_torch_save
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,25 +47,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def configure_threads(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(threads)
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[var] = str(threads)
 
 
 def git_state() -> tuple[str | None, bool | None]:
@@ -69,9 +61,6 @@ def git_state() -> tuple[str | None, bool | None]:
 
 
 def versions() -> dict[str, str]:
-    import avalanche
-    import timm
-
     return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
             "avalanche": avalanche.__version__, "numpy": np.__version__}
 
@@ -89,49 +78,51 @@ def job_logger(path: Path) -> logging.Logger:
     return logger
 
 
-def base_record(job: Job, store: ResultStore) -> dict[str, Any]:
-    return {
-        "schema": 1, "job_id": job.job_id, "suite": job.suite, "method": job.method, "method_name": job.method_name,
-        "benchmark": job.benchmark, "benchmark_name": job.benchmark_name, "n_tasks": job.n_tasks(),
-        "seed": job.seed, "backbone": job.backbone, "config": {**job.config(), "runtime": dict(job.runtime)},
-        "config_hash": job.config_hash(), "log_path": str(store.log_path(job.job_id).relative_to(store.root)),
-        "checkpoint": None, "error": None,
-    }
+def base_record(job: Job, store: ResultStore) -> Record:
+    """The record of ``job`` before it runs: identity, config and hashes (the one place a record is made)."""
+    return Record(job_id=job.job_id, suite=job.suite, method=job.method, method_name=job.method_name,
+                  benchmark=job.benchmark, benchmark_name=job.benchmark_name, n_tasks=job.n_tasks(), seed=job.seed,
+                  backbone=job.backbone, config={**job.config(), "runtime": dict(job.runtime)},
+                  config_hash=job.config_hash(), code_hash=job.code_hash(), status="failed",
+                  log_path=str(store.log_path(job.job_id).relative_to(store.root)))
 
 
-def run_job(job: Job, results_dir: str | Path) -> dict[str, Any]:
+def run_job(job: Job, results_dir: str | Path) -> Record:
     """Run ``job``, write its record (done or failed) and return it.
 
     A job that finds a resume state for its config (:mod:`runner.resume`) continues after the last experience it
     finished. Any exception, CUDA out-of-memory included, becomes a ``failed`` record with its traceback; the
     resume state is then kept (``--retry-failed`` continues from it) and removed once the job is ``done``.
+    While it runs, ``<results>/running/<job_id>.json`` names its host and pid (:mod:`runner.status`).
     """
     store = ResultStore(results_dir)
     record = base_record(job, store)
     log = job_logger(store.log_path(job.job_id))
     commit, dirty = git_state()
-    record["provenance"] = {"versions": versions(), "git_commit": commit, "git_dirty": dirty,
-                            "hostname": socket.gethostname(), "started": now(),
-                            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                            "slurm_job_id": _slurm_job_id()}
-    log.info("start %s config_hash=%s pid=%d", job.job_id, record["config_hash"], os.getpid())
+    record.provenance = Provenance(versions=versions(), git_commit=commit, git_dirty=dirty,
+                                  hostname=socket.gethostname(), started=now(),
+                                  cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                  slurm_job_id=_slurm_job_id())
+    mark_running(store, job.job_id)
+    log.info("start %s config_hash=%s pid=%d", job.job_id, record.config_hash, os.getpid())
     try:
-        record.update(_train_and_evaluate(job, store, log, record["provenance"]))
-        record["status"] = "done"
+        _train_and_evaluate(job, store, log, record)
+        record.status = "done"
     except Exception as err:  # noqa: BLE001 - every failure becomes a record
-        record["status"] = "failed"
-        record["error"] = traceback.format_exc()
+        record.status = "failed"
+        record.error = traceback.format_exc()
         if isinstance(err, torch.cuda.OutOfMemoryError):
-            record["error"] = f"CUDA out of memory on {record['provenance'].get('device')}: lower batch_size or " \
-                              f"give the job a GPU of its own\n{record['error']}"
-        log.error("failed:\n%s", record["error"])
+            record.error = f"CUDA out of memory on {record.provenance.device}: lower batch_size or " \
+                           f"give the job a GPU of its own\n{record.error}"
+        log.error("failed:\n%s", record.error)
     finally:
         _release_memory()
-    record["provenance"]["finished"] = now()
+    record.provenance.finished = now()
     store.write(record)
-    if record["status"] == "done":
+    if record.status == "done":
         resume.clear(store, job.job_id)  # after the record: a kill in between leaves a done record, never a loss
-    log.info("end %s status=%s", job.job_id, record["status"])
+    log.info("end %s status=%s", job.job_id, record.status)
+    clear_running(store, job.job_id)
     for handler in log.handlers:
         handler.close()
     return record
@@ -156,22 +147,13 @@ class _Run:
 
     bench: Any
     strategy: Any
-    collector: Any
-    memory: Any
+    collector: AccuracyCollector
+    evaluator: EvaluationPlugin
     device: torch.device
     loader_kw: dict
 
 
-def _build(job: Job, log: logging.Logger, provenance: dict) -> _Run:
-    from avalanche.evaluation.metrics import accuracy_metrics
-    from avalanche.training.plugins import EvaluationPlugin
-
-    from benchmarks import BENCHMARKS
-    from benchmarks.backbones import build_backbone
-    from runner.metrics import AccuracyCollector, MemoryLogger
-    from runner.progress import EpochLogger
-    from methods import METHODS
-
+def _build(job: Job, log: logging.Logger, provenance: Provenance) -> _Run:
     rt = job.runtime
     configure_threads(rt.get("threads"))
     device = resolve_device(rt.get("device", "auto"))
@@ -180,22 +162,20 @@ def _build(job: Job, log: logging.Logger, provenance: dict) -> _Run:
     bench = BENCHMARKS.get(job.benchmark_name).obj(job.benchmark_cfg, job.seed)
     seed_everything(job.seed)  # the benchmark builder may touch RNGs; the model starts from a known state
     backbone, prov = build_backbone(job.backbone_cfg)
-    provenance.update(prov, device=str(device))
+    prov["weights_path"] = portable_path(prov["weights_path"])
+    provenance.__dict__.update(prov, device=str(device))
     collector = AccuracyCollector(bench.classes_per_task)
-    memory = MemoryLogger()
-    evaluator = EvaluationPlugin(accuracy_metrics(stream=True), loggers=[memory])
+    evaluator = stream_accuracy_evaluator()
     plugins = [collector, EpochLogger(log, bench.n_tasks)]
     strategy = METHODS.get(job.method_name).obj(cfg=job.method_cfg, backbone=backbone, device=device, plugins=plugins,
                                                  evaluator=evaluator)
     loader_kw = {"num_workers": job.method_cfg.num_workers, "pin_memory": device.type == "cuda"}
-    return _Run(bench, strategy, collector, memory, device, loader_kw)
+    return _Run(bench, strategy, collector, evaluator, device, loader_kw)
 
 
-def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, provenance: dict) -> dict[str, Any]:
-    from runner.metrics import summary
-    from runner.profile import efficiency
-
-    run = _build(job, log, provenance)
+def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, record: Record) -> None:
+    """Train and evaluate task by task (resuming where a resume state says), filling ``record``'s results."""
+    run = _build(job, log, record.provenance)
     bench, strategy, device = run.bench, run.strategy, run.device
     # progress = the record fields that grow task by task; exactly what a resume state carries
     progress: dict[str, Any] = {"acc_matrix": [], "til_matrix": [], "pooled_acc": [], "til_pooled_acc": [],
@@ -208,9 +188,8 @@ def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, prove
         if t < first:
             continue  # finished before the restart
         if state is not None and t == first:
-            hook = getattr(strategy, "resume_experiences", None)
-            if hook is not None:  # a method that keeps earlier experiences' data by reference gets them back
-                hook(list(bench.scenario.train_stream)[:first])
+            # a method that keeps earlier experiences' data by reference gets them back
+            strategy.resume_experiences(list(bench.scenario.train_stream)[:first])
             resume.apply(state, strategy)  # RNGs last, right before the next experience draws from them
             progress.update(state["progress"])
             t_start -= progress["elapsed_s"]
@@ -223,14 +202,18 @@ def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, prove
         train_s, eval_s = progress["timings"]["train_s"][-1], progress["timings"]["eval_s"][-1]
         log.info("task %d/%d: pooled acc %.2f (task-incremental %.2f), train %.1fs, eval %.1fs",
                  t + 1, bench.n_tasks, progress["pooled_acc"][-1], progress["til_pooled_acc"][-1], train_s, eval_s)
-    out = {k: v for k, v in progress.items() if k not in ("peak_mem_mb", "elapsed_s")}
-    out.update(class_order=bench.class_order, classes_per_task=bench.classes_per_task, benchmark_info=bench.info)
-    out["timings"]["total_s"] = time.perf_counter() - t_start
-    out["metrics"] = summary(out["acc_matrix"], out["pooled_acc"], out["til_pooled_acc"])
-    out["efficiency"] = efficiency(strategy, bench.image_shape, device)
-    out["efficiency"]["peak_mem_mb"] = progress["peak_mem_mb"]
-    out["mechanism"] = strategy.mechanism()
-    return out
+    total_s = time.perf_counter() - t_start
+    eff, mechanism = efficiency(strategy, bench.image_shape, device), strategy.mechanism()
+    timings = progress["timings"]
+    record.acc_matrix, record.til_matrix = progress["acc_matrix"], progress["til_matrix"]
+    record.pooled_acc, record.til_pooled_acc = progress["pooled_acc"], progress["til_pooled_acc"]
+    record.avalanche_stream_acc, record.checkpoint = progress["avalanche_stream_acc"], progress["checkpoint"]
+    record.class_order, record.classes_per_task = bench.class_order, bench.classes_per_task
+    record.benchmark_info = bench.info
+    record.timings = Timings(timings["train_s"], timings["eval_s"], total_s)
+    record.metrics = Metrics(**summary(record.acc_matrix, record.pooled_acc, record.til_pooled_acc))
+    record.efficiency = Efficiency(**eff, peak_mem_mb=progress["peak_mem_mb"])
+    record.mechanism = mechanism
 
 
 def _experience(job: Job, run: _Run, t: int, experience, progress: dict[str, Any], store: ResultStore) -> None:
@@ -246,7 +229,7 @@ def _experience(job: Job, run: _Run, t: int, experience, progress: dict[str, Any
     t2 = time.perf_counter()
     cil, til, pooled, pooled_til = run.collector.row()
     for key, value in (("acc_matrix", cil), ("til_matrix", til), ("pooled_acc", pooled),
-                       ("til_pooled_acc", pooled_til), ("avalanche_stream_acc", run.memory.stream_accuracy())):
+                       ("til_pooled_acc", pooled_til), ("avalanche_stream_acc", stream_accuracy(run.evaluator))):
         progress[key].append(value)
     progress["timings"]["train_s"].append(t1 - t0)
     progress["timings"]["eval_s"].append(t2 - t1)
@@ -257,18 +240,20 @@ def _experience(job: Job, run: _Run, t: int, experience, progress: dict[str, Any
         progress["checkpoint"] = str(path.relative_to(store.root))
 
 
-def record_failure(job: Job, results_dir: str | Path, error: str) -> dict[str, Any]:
+def record_failure(job: Job, results_dir: str | Path, error: str) -> Record:
     """Record a job that died outside :func:`run_job`'s own handling (its worker process or SLURM job was killed).
 
     A record the job itself wrote for its current config wins: it is returned unchanged, never overwritten.
     """
     store = ResultStore(results_dir)
     existing = store.load(job.job_id)
-    if existing is not None and existing.get("config_hash") == job.config_hash() and existing.get("status") == "done":
+    if existing is not None and existing.config_hash == job.config_hash() and existing.status == "done":
         return existing
     record = base_record(job, store)
-    record.update(status="failed", error=error, provenance={"hostname": socket.gethostname(), "finished": now()})
+    record.error = error
+    record.provenance = Provenance(hostname=socket.gethostname(), finished=now())
     store.write(record)
+    clear_running(store, job.job_id)
     log = job_logger(store.log_path(job.job_id))
     log.error("failed outside the job:\n%s", error)
     log.info("end %s status=failed", job.job_id)

@@ -36,6 +36,8 @@ import submitit
 from core.errors import UserError
 from runner.executors import job_spec, run_spec, with_threads
 from runner.jobs import Job
+from runner.record import Record
+from runner.run_job import record_failure
 from runner.store import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,7 +129,7 @@ class SlurmJobRunner(submitit.helpers.Checkpointable):
         self.results_dir = results_dir
         self.imports = imports
 
-    def __call__(self) -> dict:
+    def __call__(self) -> Record:
         return run_spec(self.spec, self.results_dir, self.imports)
 
 
@@ -143,7 +145,7 @@ def available() -> str | None:
 
 
 def run_slurm(jobs: list[Job], results_dir: str, settings: SlurmSettings, imports: list[str] = (),
-              say: Callable[[str], None] = print) -> Iterator[dict]:
+              say: Callable[[str], None] = print) -> Iterator[Record]:
     """Submit ``jobs`` as array jobs, wait for them and yield their records as they finish.
 
     Jobs that an earlier runner submitted and that are still queued or running (``<folder>/submitted.json``, for
@@ -208,7 +210,7 @@ def _still_alive(jobs: list[Job], ledger: dict[str, dict], folder: Path) -> list
             for jid, job in known.items() if states.get(ledger[jid]["slurm_id"]) in ALIVE]
 
 
-def _wait(submitted: list[tuple[Job, Any]], results_dir: str, poll_s: float) -> Iterator[dict]:
+def _wait(submitted: list[tuple[Job, Any]], results_dir: str, poll_s: float) -> Iterator[Record]:
     pending = {handle.job_id: (job, handle) for job, handle in submitted}
     ended_polls: dict[str, int] = {}
     while pending:
@@ -232,12 +234,10 @@ def _wait(submitted: list[tuple[Job, Any]], results_dir: str, poll_s: float) -> 
             time.sleep(poll_s)
 
 
-def _outcome(job: Job, handle, results_dir: str) -> dict:
-    from runner.run_job import record_failure
-
+def _outcome(job: Job, handle, results_dir: str) -> Record:
     try:
         record = handle.result()
-        if isinstance(record, dict) and record.get("job_id") == job.job_id:
+        if isinstance(record, Record) and record.job_id == job.job_id:
             return record
         error = f"SLURM task {handle.job_id} returned {type(record).__name__}, not a record"
     except Exception as err:  # noqa: BLE001 - the task raised outside run_job (e.g. not requeued after a time-out)
@@ -245,9 +245,7 @@ def _outcome(job: Job, handle, results_dir: str) -> dict:
     return record_failure(job, results_dir, f"{error}\nSLURM output: {handle.paths.stdout}")
 
 
-def _ended_without_result(job: Job, handle, state: str, results_dir: str) -> dict:
-    from runner.run_job import record_failure
-
+def _ended_without_result(job: Job, handle, state: str, results_dir: str) -> Record:
     what = "is no longer known to SLURM" if state == "GONE" else f"ended {state}"
     return record_failure(job, results_dir, f"SLURM task {handle.job_id} {what} without a result "
                                             f"(killed, out of memory or cancelled?)\nSLURM output: {handle.paths.stdout}")

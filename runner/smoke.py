@@ -2,7 +2,8 @@
 
 Each job keeps its method, benchmark and seed, but runs on:
 
-* data: tiny generated files in the benchmark's real on-disk format (:mod:`benchmarks.fixtures`), with the real
+* data: what the benchmark's ``BenchmarkInfo.smoke`` gives: for the paper's datasets tiny generated files in
+  their real on-disk format (:mod:`benchmarks.fixtures`), with the real
   class counts so that class orders and task splits are the paper's, at 16 px;
 * backbone: ``vit_test_tiny`` (random weights, 16 px);
 * training: one optimisation step per task (every ``*epochs`` field set to 1, batches large enough to hold a
@@ -16,6 +17,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from benchmarks import BENCHMARKS
+from benchmarks.backbones import BackboneConfig
+from core.errors import UserError
 from runner.jobs import Job
 
 SMOKE_IMG = 16
@@ -38,27 +42,14 @@ def smoke_method_config(cfg):
 
 
 def smoke_jobs(jobs: list[Job], data_root: Path) -> list[Job]:
-    """The suite's jobs rewritten onto stand-ins; fixtures are written under ``data_root``."""
-    from benchmarks.backbones import BackboneConfig
-    from benchmarks.fixtures import WRITERS, write_fixture
-
-    written = set()
+    """The suite's jobs rewritten onto stand-ins (each benchmark's ``BenchmarkInfo.smoke``), data under ``data_root``."""
     out = []
     for job in jobs:
-        bcfg = job.benchmark_cfg
-        name = job.benchmark_name
-        if name in WRITERS:
-            if name not in written:
-                write_fixture(name, data_root)
-                written.add(name)
-            bcfg = dataclasses.replace(bcfg, root=str(data_root), img_size=SMOKE_IMG)
-            channels = 3
-        elif name == "synthetic":
-            bcfg = dataclasses.replace(bcfg, img_size=SMOKE_IMG)
-            channels = bcfg.channels
-        else:  # e.g. split_fmnist: real, small data already; only the backbone and training shrink
-            channels = 1
-        img = 28 if name == "split_fmnist" else SMOKE_IMG
+        smoke = BENCHMARKS.get(job.benchmark_name).info.smoke
+        if smoke is None:
+            raise UserError(f"benchmark {job.benchmark_name} has no --smoke stand-in; give its registration "
+                            "info=BenchmarkInfo(smoke=...) (docs/adding_a_benchmark.md)")
+        bcfg, channels, img = smoke(job.benchmark_cfg, data_root, SMOKE_IMG)
         backbone = BackboneConfig(tag="vit_test_tiny", pretrained=False, img_size=img, in_chans=channels)
         out.append(dataclasses.replace(job, benchmark_cfg=bcfg, backbone_cfg=backbone,
                                        method_cfg=smoke_method_config(job.method_cfg)))

@@ -3,26 +3,32 @@
 States (every job of the suite's *current* expansion is in exactly one):
 
 * ``done``: a ``done`` record whose config hash is the job's current one.
-* ``running``: the job's log does not end with its ``end`` line, was written after the job's record (or there
-  is none), and was written (or its resume state saved) within the last ``active_minutes`` minutes. Every epoch
-  writes a log line, so a live job keeps it fresh; works alike for local workers and SLURM tasks.
-* ``failed``: a ``failed`` record for the current config and no newer activity.
-* ``pending``: everything else: never started, *interrupted* (activity older than ``active_minutes`` without an
-  ``end`` line; its resume state says how far it got, and a rerun continues from there) or *stale* (its record
-  is for another config: the suite changed since; a rerun replaces it).
+* ``running``: the job's running marker (``<results>/running/<job_id>.json``, written by the job when it starts
+  and removed when it ends) names a live holder: on this host a live pid; on another host (a SLURM node) the
+  job's log, marker or resume state written within the last ``active_minutes`` minutes (every epoch writes a
+  log line). Locally both must hold.
+* ``failed``: a ``failed`` record for the current config and no live run.
+* ``pending``: everything else: never started, *interrupted* (a marker whose holder is gone; its resume state
+  says how far it got, and a rerun continues from there) or with a record for another config (the suite
+  changed since; a rerun replaces it).
 
-Stale records are flagged in the table and counted in the summary line.
+Flags: ``STALE`` marks a record for another config; ``CODE`` a done record for the current config made by other
+code (its ``code_hash`` differs from the job's, :mod:`runner.code`): ``--rerun-stale`` reruns those. Records of
+schema 1 carry no code hash and are never called stale for their code.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.jobs import Job
 from runner.resume import read_summary, resume_path
-from runner.store import ResultStore
+from runner.store import ResultStore, atomic_write_text
 
 STATES = ("done", "running", "failed", "pending")
 
@@ -32,7 +38,8 @@ class JobStatus:
     job_id: str
     state: str
     detail: str
-    stale: bool = False
+    stale: bool = False  # the record is for another config
+    stale_code: bool = False  # a done record for this config, made by other code
 
 
 def _mtime(path: Path) -> float | None:
@@ -42,17 +49,38 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-def last_line(path: Path, window: int = 4096) -> str:
-    """The last non-empty line of a text file (reads only its end)."""
+def running_path(store: ResultStore, job_id: str) -> Path:
+    return store.root / "running" / f"{job_id}.json"
+
+
+def mark_running(store: ResultStore, job_id: str) -> None:
+    """Called by a job when it starts: its host and pid, for :func:`job_status`."""
+    info = {"hostname": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    atomic_write_text(running_path(store, job_id), json.dumps(info) + "\n")
+
+
+def clear_running(store: ResultStore, job_id: str) -> None:
+    running_path(store, job_id).unlink(missing_ok=True)
+
+
+def _holder(store: ResultStore, job_id: str) -> dict | None:
     try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - window))
-            lines = f.read().decode(errors="replace").splitlines()
-    except FileNotFoundError:
-        return ""
-    return next((ln for ln in reversed(lines) if ln.strip()), "")
+        return json.loads(running_path(store, job_id).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the process of a running marker from this host still exists (other hosts: not knowable here)."""
+    if holder.get("hostname") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True  # someone else's process, or an unreadable pid: no evidence that it died
+    return True
 
 
 def _ago(seconds: float) -> str:
@@ -67,30 +95,30 @@ def job_status(job: Job, store: ResultStore, active_minutes: float, now: float |
     """The state of one job (see the module docstring for the definitions)."""
     now = time.time() if now is None else now
     record = store.load(job.job_id)
-    record_time = _mtime(store.record_path(job.job_id)) if record is not None else None
-    current = record is not None and record.get("config_hash") == job.config_hash()
+    current = record is not None and record.config_hash == job.config_hash()
     stale = record is not None and not current
-    log = store.log_path(job.job_id)
-    log_time = _mtime(log)
-    activity = max(t for t in (log_time, _mtime(resume_path(store, job.job_id)), 0.0) if t is not None)
+    holder = _holder(store, job.job_id)
+    times = (_mtime(store.log_path(job.job_id)), _mtime(resume_path(store, job.job_id)),
+             _mtime(running_path(store, job.job_id)))
+    activity = max(t for t in (*times, 0.0) if t is not None)
     summary = read_summary(store, job.job_id)
     progress = ""
     if summary is not None and summary.get("config_hash") == job.config_hash():
         progress = f"{summary['finished_tasks']}/{summary['n_tasks']} tasks finished"
-    ended = f" end {job.job_id} status=" in last_line(log)
-    live = (log_time is not None and not ended and (record_time is None or activity >= record_time)
-            and now - activity < active_minutes * 60)
-    stale_note = f"stale record (config {record.get('config_hash')}, now {job.config_hash()})" if stale else ""
-    if current and record.get("status") == "done":
-        return JobStatus(job.job_id, "done", f"Acc {record.get('metrics', {}).get('acc', float('nan')):.2f}")
+    live = holder is not None and _alive(holder) and now - activity < active_minutes * 60
+    stale_note = f"stale record (config {record.config_hash}, now {job.config_hash()})" if stale else ""
+    if current and record.status == "done":
+        acc = record.metrics.acc if record.metrics.acc is not None else float("nan")
+        code = record.code_hash is not None and record.code_hash != job.code_hash()
+        note = f", made by other code (code {record.code_hash}, now {job.code_hash()})" if code else ""
+        return JobStatus(job.job_id, "done", f"Acc {acc:.2f}{note}", stale_code=code)
     if live:
         detail = ", ".join(x for x in (progress, f"last activity {_ago(now - activity)}", stale_note) if x)
         return JobStatus(job.job_id, "running", detail, stale)
-    if current and record.get("status") == "failed":
-        error = (record.get("error") or "").strip().splitlines()
-        detail = f"{error[-1] if error else 'no error text'} (log: {store.root / record.get('log_path', '')})"
+    if current and record.status == "failed":
+        detail = f"{record.last_error_line()} (log: {store.root / record.log_path})"
         return JobStatus(job.job_id, "failed", detail)
-    interrupted = f"interrupted {_ago(now - activity)}" if log_time is not None and not ended else ""
+    interrupted = f"interrupted {_ago(now - activity)}" if holder is not None else ""
     detail = ", ".join(x for x in (stale_note, interrupted, progress and f"resumes after {progress}") if x)
     return JobStatus(job.job_id, "pending", detail, stale)
 
@@ -103,17 +131,20 @@ def suite_status(jobs: list[Job], store: ResultStore, active_minutes: float = 60
 def format_status(name: str, rows: list[JobStatus], store: ResultStore, jobs: list[Job]) -> str:
     """A summary line, then one line per job (grouped by state), then records that belong to no current job."""
     counts = {state: sum(r.state == state for r in rows) for state in STATES}
-    n_stale = sum(r.stale for r in rows)
+    n_stale, n_code = sum(r.stale for r in rows), sum(r.stale_code for r in rows)
+    notes = [f"{n_stale} with a stale record"] * bool(n_stale) + [f"{n_code} done by other code"] * bool(n_code)
     lines = [f"suite {name}: {len(rows)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in STATES)
-             + (f" ({n_stale} with a stale record)" if n_stale else "") + f"  [{store.root}]"]
+             + (f" ({'; '.join(notes)})" if notes else "") + f"  [{store.root}]"]
     width = max((len(r.job_id) for r in rows), default=10)
     for state in STATES:
         for row in (r for r in rows if r.state == state):
-            flag = " STALE" if row.stale else ""
+            flag = " STALE" if row.stale else " CODE" if row.stale_code else ""
             lines.append(f"  {row.job_id:{width}s}  {row.state:8s}{flag:6s}  {row.detail}".rstrip())
     known = {job.job_id for job in jobs}
     others = sorted(p.stem for p in store.records_dir.glob("*.json") if p.stem not in known)
     if others:
         lines.append(f"{len(others)} record(s) belong to no job of the suite as it is now (removed methods, "
                      f"seeds or benchmarks): {', '.join(others[:10])}{' ...' if len(others) > 10 else ''}")
+    if n_code:
+        lines.append(f"{n_code} done record(s) were made by other code (CODE): rerun them with --rerun-stale")
     return "\n".join(lines)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from runner.record import Record
+from runner.record import load as load_record
 
 
 class ResultStore:
@@ -31,26 +32,23 @@ class ResultStore:
     def checkpoint_dir(self, job_id: str) -> Path:
         return self.root / "checkpoints" / job_id
 
-    def load(self, job_id: str) -> dict | None:
-        path = self.record_path(job_id)
+    def load(self, job_id: str) -> Record | None:
+        """The job's record; None when there is none or it cannot be read (never trust a file blindly)."""
         try:
-            with open(path) as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return None
-        except json.JSONDecodeError:  # cannot happen with atomic writes, but never trust a file blindly
+            return load_record(self.record_path(job_id))
+        except (FileNotFoundError, ValueError):
             return None
 
     def is_done(self, job_id: str, config_hash: str) -> bool:
         rec = self.load(job_id)
-        return rec is not None and rec.get("status") == "done" and rec.get("config_hash") == config_hash
+        return rec is not None and rec.status == "done" and rec.config_hash == config_hash
 
-    def write(self, record: dict[str, Any]) -> Path:
-        path = self.record_path(record["job_id"])
-        atomic_write_text(path, json.dumps(_finite(record), indent=1, sort_keys=True) + "\n")
+    def write(self, record: Record) -> Path:
+        path = self.record_path(record.job_id)
+        atomic_write_text(path, record.to_json())
         return path
 
-    def all_records(self) -> list[dict]:
+    def all_records(self) -> list[Record]:
         out = []
         for path in sorted(self.records_dir.glob("*.json")):
             rec = self.load(path.stem)
@@ -86,14 +84,3 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN/inf: store them as null rather than writing invalid JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

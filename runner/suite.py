@@ -31,7 +31,10 @@ from typing import Any
 
 import yaml
 
+from benchmarks import BENCHMARKS
+from benchmarks.backbones import BackboneConfig
 from core.errors import UserError
+from methods import METHODS
 from runner.jobs import Job
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -128,10 +131,6 @@ def _seeds(suite: dict, override: list[int] | None) -> list[int]:
 def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: list[str] | None = None,
                 seeds: list[int] | None = None, overrides: dict[str, dict] | None = None) -> list[Job]:
     """All jobs of the suite (optionally narrowed), each with fully built configs."""
-    from benchmarks import BENCHMARKS
-    from benchmarks.backbones import BackboneConfig
-    from methods import METHODS
-
     name = suite["name"]
     bench_entries = _entries(suite, "benchmarks")
     method_entries = _entries(suite, "methods")
@@ -181,12 +180,10 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
             given = ", ".join(f"{k}: {v}" for k, v in inherited.items())
             raise UserError(f"{err} (suite defaults gave it {given}; set the field in the entry of {m_label} "
                             "to override them)") from None
-        fits = getattr(m_cfg, "check_benchmark", None)  # a method's limits that depend on the benchmark
-        if fits is not None:
-            try:
-                fits(b_cfg)
-            except UserError as err:
-                raise UserError(f"method {m_label} on benchmark {b_label}: {err}") from None
+        try:
+            m_cfg.check_benchmark(b_cfg)  # a method's limits that depend on the benchmark
+        except UserError as err:
+            raise UserError(f"method {m_label} on benchmark {b_label}: {err}") from None
         for bb_label, bb_cfg in backbone_cfgs.items():
             for seed in _seeds(suite, seeds):
                 jobs.append(Job(name, m_label, m_name, m_cfg, b_label, b_name, b_cfg, bb_label, bb_cfg, seed,
@@ -212,6 +209,4 @@ def validate_paths(jobs: list[Job]) -> None:
             key = (type(cfg).__name__, repr(cfg))
             if key not in seen:
                 seen.add(key)
-                validate = getattr(cfg, "validate_paths", None)
-                if validate is not None:
-                    validate()
+                cfg.validate_paths()

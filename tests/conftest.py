@@ -32,6 +32,7 @@ def synthetic_bench(seed: int = 0, **overrides):
 
 def make_strategy(method: str, seed: int = 0, plugins=None, evaluator=None, **cfg_overrides):
     """Build a registered method on the tiny ViT with small, fast settings."""
+    from runner.env import seed_everything
     from methods import METHODS
     from runner.run_job import seed_everything
     from runner.suite import suite_defaults_for
@@ -46,11 +47,9 @@ def make_strategy(method: str, seed: int = 0, plugins=None, evaluator=None, **cf
 
 
 def quiet_evaluator():
-    from avalanche.training.plugins import EvaluationPlugin
+    from runner.metrics import silent_evaluator
 
-    from runner.metrics import MemoryLogger
-
-    return EvaluationPlugin(loggers=[MemoryLogger()])
+    return silent_evaluator()
 
 
 def train_tasks(strategy, bench, n_tasks: int | None = None):

@@ -246,8 +246,11 @@ def test_status_tells_done_failed_running_pending_and_stale(tmp_path, capsys):
     suite = suite_file(tmp_path, methods, seeds=(0, 1))
     out = tmp_path / "res"
     assert main("--suite", suite, "--results-dir", out, "--no-report", "--import", NOOP, "--methods", "ok,bad") == 1
-    # a job that is running: its log has a start line and no end line yet (written just now)
-    (out / "logs" / "later__synthetic__s0.log").write_text("2026-01-01 00:00:00 start later__synthetic__s0\n")
+    # a job that is running: its running marker names a live process of this host (this one), written just now
+    from runner.status import mark_running
+    from runner.store import ResultStore
+
+    mark_running(ResultStore(out), "later__synthetic__s0")
     methods["ok"]["lr"] = 0.02  # an edited hyperparameter: the ok records are now stale
     suite = suite_file(tmp_path, methods, seeds=(0, 1))
     status = ["status", "--suite", suite, "--results-dir", out, "--import", NOOP]

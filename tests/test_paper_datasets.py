@@ -19,7 +19,8 @@ from torchvision import transforms
 
 from benchmarks import paper_datasets as pd
 from benchmarks.base import BENCHMARKS, class_order
-from benchmarks.fixtures import REAL_CLASS_COUNTS, write_fixture
+from benchmarks import BENCHMARKS
+from benchmarks.fixtures import write_fixture
 from benchmarks.transforms import ImagePathDataset, build_transforms
 from core.errors import UserError
 
@@ -88,7 +89,7 @@ def test_verified_class_orders():
 def test_counts_order_and_tasks(data_root, name, extra):
     root = data_root(name)
     bench = build(name, root, **extra)
-    n, n_tasks = REAL_CLASS_COUNTS[name], DEFAULT_TASKS[name]
+    n, n_tasks = BENCHMARKS.get(name).info.n_classes, DEFAULT_TASKS[name]
     np.random.seed(SEED)
     assert bench.class_order == np.random.permutation(n).tolist()
     assert bench.classes_per_task == [n // n_tasks] * n_tasks

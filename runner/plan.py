@@ -1,0 +1,189 @@
+"""From a command line's choices to the jobs to run: everything that can fail on bad input, before anything runs.
+
+:func:`select` expands a suite into jobs (shared by a run and by ``status``); :func:`plan` adds what only a run
+needs (data checks, the executor, runtime settings); :func:`select_todo` drops the jobs already done;
+:func:`run_all` runs the rest through the chosen executor and reports each finished job.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+import benchmarks  # noqa: F401  (registers the built-in benchmarks)
+import methods  # noqa: F401  (registers the built-in methods)
+from benchmarks.prepare import prepare_jobs
+from core.errors import UserError
+from runner.executors import absolute_imports, import_plugins, parse_gpus, run_local
+from runner.jobs import Job
+from runner.record import Record
+from runner.slurm import SlurmSettings, available, run_slurm
+from runner.smoke import smoke_jobs
+from runner.store import ResultStore
+from runner.suite import expand_jobs, load_suite, validate_paths
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A suite's jobs, where their results go and how they run (``execution`` is empty for ``status``)."""
+
+    suite: dict[str, Any]
+    name: str  # the suite's name, ``<name>_smoke`` for ``--smoke``: the default results folder's name
+    jobs: list[Job]
+    results_dir: Path
+    execution: dict[str, Any]
+
+
+def csv_list(value: str | None, cast=str) -> list | None:
+    """``"a,b"`` -> ``["a", "b"]`` (None stays None); a bad item exits 2 naming the list."""
+    if value is None:
+        return None
+    try:
+        return [cast(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"cannot read {value!r} as a comma-separated list of {cast.__name__}") from None
+
+
+def select(args, smoke: bool) -> tuple[dict[str, Any], str, list[Job], Path]:
+    """(suite, name, jobs, results folder) of ``args.suite`` narrowed by --methods/--benchmarks/--seeds, with --weights.
+
+    ``smoke``: rewrite the jobs onto their ``--smoke`` stand-ins (their config hashes change, so ``status`` of a
+    smoke suite needs it too); this writes the stand-in data under ``<results>/smoke_data``.
+    """
+    import_plugins(args.imports)
+    suite = load_suite(args.suite)
+    jobs = expand_jobs(suite, methods=csv_list(args.methods), benchmarks=csv_list(args.benchmarks),
+                       seeds=csv_list(args.seeds, int))
+    jobs = apply_weights(jobs, args.weights)
+    name = suite["name"] + ("_smoke" if args.smoke else "")
+    results_dir = Path(args.results_dir) if args.results_dir else REPO / "results" / name
+    if args.smoke and smoke:
+        jobs = smoke_jobs(jobs, results_dir / "smoke_data")
+    return suite, name, jobs, results_dir
+
+
+def plan(args) -> Plan:
+    """A run's plan; every check on bad input (exit 2) happens here, before anything is written."""
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        raise UserError("--jobs and --threads must be >= 1")
+    if args.data_root:
+        if not Path(args.data_root).is_dir() and not args.prepare:  # --prepare creates it
+            raise UserError(f"--data-root {args.data_root}: not a folder; give the folder that holds the datasets")
+        os.environ["SDLB_DATA_ROOT"] = str(Path(args.data_root).resolve())
+    suite, name, jobs, results_dir = select(args, smoke=not args.dry_run)
+    execution = plan_execution(args, suite)
+    if args.prepare and not args.smoke:  # fetch, verify and lay out what the jobs need (a dry run lists it)
+        prepare_jobs([(j.benchmark_name, j.benchmark_cfg) for j in jobs], [j.backbone_cfg for j in jobs],
+                     results_dir, dry_run=args.dry_run)
+    if args.dry_run and not args.smoke:
+        try:
+            validate_paths(jobs)
+        except UserError as err:  # planning a suite does not need the data yet
+            print(f"note: a real run would stop here: {err}")
+    elif not args.smoke:
+        validate_paths(jobs)
+    runtime = {"device": args.device, "checkpoints": args.checkpoints}
+    return Plan(suite, name, [replace(job, runtime=runtime) for job in jobs], results_dir, execution)
+
+
+def plan_status(args) -> Plan:
+    """The jobs ``status`` reports on: the same selection as a run, without run settings or data checks."""
+    suite, name, jobs, results_dir = select(args, smoke=True)
+    return Plan(suite, name, jobs, results_dir, {})
+
+
+def plan_execution(args, suite: dict) -> dict[str, Any]:
+    """The executor and its settings, from flags over the suite file; bad values exit 2 before anything runs."""
+    executor = args.executor or suite.get("executor") or "local"
+    if executor not in ("local", "slurm"):
+        raise UserError(f"suite {suite['name']}: executor {executor!r} is not one of: local, slurm")
+    gpus = parse_gpus(args.gpus)
+    if gpus and executor == "slurm":
+        raise UserError("--gpus is for the local executor; with slurm give --slurm-gpus (GPUs per job)")
+    if gpus and args.jobs > 1:
+        raise UserError("give either --gpus (one worker per GPU slot) or --jobs (CPU workers), not both")
+    slurm = SlurmSettings.build(suite.get("slurm"), args.slurm)
+    if executor == "slurm" and not args.dry_run:
+        reason = available()
+        if reason:
+            raise UserError(f"executor slurm: {reason}")
+    return {"executor": executor, "gpus": gpus, "slurm": slurm}
+
+
+def apply_weights(jobs: list[Job], specs: list[str]) -> list[Job]:
+    """``--weights PATH`` or ``--weights LABEL=PATH``: point backbones at local files."""
+    labels = sorted({job.backbone for job in jobs})
+    chosen: dict[str, str] = {}
+    for spec in specs:
+        label, sep, path = spec.rpartition("=")
+        if not sep:
+            if len(labels) > 1:
+                raise UserError(f"--weights {spec}: the suite has several backbones ({', '.join(labels)}); use LABEL=PATH")
+            label, path = labels[0], spec
+        if label not in labels:
+            raise UserError(f"--weights {spec}: no backbone {label!r}; the suite's backbones are: {', '.join(labels)}")
+        chosen[label] = path
+    return [replace(job, backbone_cfg=replace(job.backbone_cfg, weights=chosen[job.backbone]))
+            if job.backbone in chosen else job for job in jobs]
+
+
+def select_todo(jobs: list[Job], store: ResultStore, force: bool = False, retry_failed: bool = False,
+                rerun_stale: bool = False) -> tuple[list[Job], int, list[Job]]:
+    """(jobs to run, number already done, done jobs whose record was made by other code).
+
+    Not done (or all, with ``force``); only failed ones with ``retry_failed``. A record made by other code (its
+    ``code_hash`` differs) still counts as done; ``rerun_stale`` reruns those jobs too.
+    """
+    records = {job.job_id: store.load(job.job_id) for job in jobs}
+    done = [j for j in jobs if _is_done(records[j.job_id], j)]
+    stale = [j for j in done if records[j.job_id].code_hash != j.code_hash()]
+    if retry_failed:
+        todo = [j for j in jobs if (rec := records[j.job_id]) is not None and rec.status == "failed"
+                and rec.config_hash == j.config_hash()]
+        return todo, len(done), stale
+    if force:
+        return list(jobs), len(done), stale
+    skip = {j.job_id for j in done} - ({j.job_id for j in stale} if rerun_stale else set())
+    return [j for j in jobs if j.job_id not in skip], len(done), stale
+
+
+def _is_done(record: Record | None, job: Job) -> bool:
+    return record is not None and record.status == "done" and record.config_hash == job.config_hash()
+
+
+def execute(todo: list[Job], results_dir: Path, args, execution: dict[str, Any]) -> Iterator[Record]:
+    """The jobs' records as they finish, from the executor of ``execution``."""
+    imports = absolute_imports(args.imports)
+    if execution["executor"] == "slurm":
+        return run_slurm(todo, str(results_dir), execution["slurm"], imports)
+    return run_local(todo, str(results_dir), args.jobs, args.threads, gpus=execution["gpus"], imports=imports)
+
+
+def run_all(records: Iterable[Record], n: int, results_dir: Path) -> list[Record]:
+    """Consume the executor's records: a progress bar (on a terminal) and one line per finished job."""
+    failed: list[Record] = []
+    t0 = time.time()
+    with tqdm(total=n, unit="job", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
+        for i, record in enumerate(records, 1):
+            eta = (time.time() - t0) / i * (n - i)
+            if record.status == "done":
+                m = record.metrics
+                status = f"Acc {m.acc:6.2f}  AAA {m.aaa:6.2f}  ({record.timings.total_s:.0f}s)"
+            else:
+                failed.append(record)
+                status = f"FAILED (see {results_dir / record.log_path})"
+            bar.set_postfix_str(f"{i - len(failed)} done, {len(failed)} failed", refresh=False)
+            bar.update()
+            tqdm.write(f"[{i}/{n} done, {len(failed)} failed, ETA {eta:.0f}s] {record.job_id}: {status}",
+                       file=sys.stdout)
+            sys.stdout.flush()
+    return failed

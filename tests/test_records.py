@@ -1,0 +1,78 @@
+"""The typed record (runner/record.py): its documentation, version-1 files, and code-aware staleness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+import run_suite
+from runner.record import SCHEMA_VERSION, Record, from_dict, schema_table
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN = '''
+from dataclasses import dataclass
+
+from methods.base import METHODS, CILStrategy, MethodConfig
+
+
+@dataclass(frozen=True)
+class StaleProbeConfig(MethodConfig):
+    epochs: int = 0
+
+
+class StaleProbe(CILStrategy):
+    """Trains nothing: a frozen tiny ViT and a growing head."""
+
+
+if "stale_probe" not in METHODS:
+    METHODS.register("stale_probe", StaleProbeConfig)(StaleProbe)
+'''
+
+
+def test_record_schema_doc_is_generated_from_the_dataclasses():
+    doc = (REPO / "docs" / "record_schema.md").read_text()
+    assert schema_table() in doc, "docs/record_schema.md is stale: paste runner.record.schema_table() into it"
+    assert f"Schema version {SCHEMA_VERSION}" in doc
+
+
+def test_committed_version_1_records_still_load():
+    paths = sorted((REPO / "docs" / "results").glob("*/records/*.json"))
+    assert paths
+    for path in paths:
+        raw = json.loads(path.read_text())
+        rec = from_dict(raw, str(path))
+        assert isinstance(rec, Record) and rec.schema == raw["schema"] == 1 and rec.code_hash is None
+        assert rec.metrics.acc == raw["metrics"]["acc"] and rec.pooled_acc == raw["pooled_acc"]
+
+
+def test_editing_a_methods_source_marks_its_records_stale(tmp_path, capsys):
+    plugin = tmp_path / "stale_probe_plugin.py"
+    plugin.write_text(PLUGIN)
+    suite = tmp_path / "stale.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "stale", "seeds": [0], "backbones": {"tiny": {"tag": "vit_test_tiny", "pretrained": False}},
+        "benchmarks": {"synthetic": {"n_tasks": 2, "n_classes": 4, "train_per_class": 2, "test_per_class": 2}},
+        "defaults": {"batch_size": 8, "eval_batch_size": 16}, "methods": {"probe": {"method": "stale_probe"}}}))
+    out = tmp_path / "res"
+    common = ["--suite", str(suite), "--results-dir", str(out), "--import", str(plugin)]
+    assert run_suite.main([*common, "--no-report", "--threads", "1"]) == 0
+    record = json.loads((out / "records" / "probe__synthetic__s0.json").read_text())
+    assert record["schema"] == SCHEMA_VERSION and record["code_hash"]
+    status = ["status", "--suite", str(suite), "--results-dir", str(out), "--import", str(plugin)]
+    capsys.readouterr()
+    assert run_suite.main(status) == 0
+    text = capsys.readouterr().out
+    assert "1 done" in text and "CODE" not in text and "other code" not in text
+    plugin.write_text(PLUGIN.replace("Trains nothing", "Still trains nothing"))  # an edit of the method's source
+    assert run_suite.main(status) == 0
+    text = capsys.readouterr().out
+    assert "1 done, 0 running, 0 failed, 0 pending (1 done by other code)" in text and "CODE" in text and "--rerun-stale" in text
+    # the edit does not make the job "not done": a plain rerun skips it, --rerun-stale reruns it
+    assert run_suite.main([*common, "--no-report", "--threads", "1"]) == 0
+    assert "1 already done, 0 to run" in capsys.readouterr().out
+    assert run_suite.main([*common, "--no-report", "--threads", "1", "--rerun-stale"]) == 0
+    assert "1 already done, 1 to run" in capsys.readouterr().out
+    assert run_suite.main(status) == 0
+    assert "CODE" not in capsys.readouterr().out
