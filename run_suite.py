@@ -134,7 +134,7 @@ def plan(args: argparse.Namespace, for_status: bool = False):
     """
     import benchmarks  # noqa: F401  (registers built-ins)
     import methods  # noqa: F401
-    from runner.suite import expand_jobs, load_suite, validate_paths
+    from runner.suite import expand_jobs, load_suite
 
     import_plugins(args.imports)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
@@ -154,18 +154,25 @@ def plan(args: argparse.Namespace, for_status: bool = False):
         from runner.smoke import smoke_jobs
 
         jobs = smoke_jobs(jobs, results_dir / "smoke_data")
-    if for_status:
-        pass  # the status of a suite needs no data
-    elif args.dry_run and not args.smoke:
-        try:
-            validate_paths(jobs)
-        except UserError as err:  # planning a suite does not need the data yet
-            print(f"note: a real run would stop here: {err}")
-    elif not args.smoke:
-        validate_paths(jobs)
-    runtime = {"device": args.device, "checkpoints": args.checkpoints}
+    if not for_status:  # the status of a suite needs no data; a dry run lists what a real run would stop on
+        report_problems(args, jobs, execution, results_dir)
+    runtime = {"device": args.device, "checkpoints": args.checkpoints,
+               "force": getattr(args, "force", False)}  # reruns a job another runner finished meanwhile
     jobs = [replace(job, runtime=runtime) for job in jobs]
     return suite, jobs, results_dir, execution
+
+
+def report_problems(args: argparse.Namespace, jobs, execution: dict, results_dir: Path) -> None:
+    """A real run stops on the first problem (exit 2, nothing written); a dry run prints them all."""
+    from runner.checks import device_problems, folder_problems, path_problems
+
+    problems = device_problems(args.device, execution) + ([] if args.smoke else path_problems(jobs))
+    if not args.dry_run:
+        if problems:
+            raise UserError(problems[0])
+        return
+    for problem in problems + folder_problems(results_dir):
+        print(f"note: a real run would stop here: {problem}")
 
 
 def plan_execution(args: argparse.Namespace, suite: dict) -> dict:
@@ -246,6 +253,8 @@ def run_all(records, n: int, results_dir: Path) -> list[dict]:
             if record["status"] == "done":
                 m = record["metrics"]
                 status = f"Acc {m['acc']:6.2f}  AAA {m['aaa']:6.2f}  ({record['timings']['total_s']:.0f}s)"
+            elif record["status"] == "skipped":  # one job, one runner (runner/locks.py)
+                status = f"skipped: {record['reason']}"
             else:
                 failed.append(record)
                 status = f"FAILED (see {results_dir / record['log_path']})"
@@ -258,6 +267,7 @@ def run_all(records, n: int, results_dir: Path) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from runner.checks import probe_writable, storage_error
     from runner.store import ResultStore
 
     suite, jobs, results_dir, execution = plan(args)
@@ -267,17 +277,25 @@ def run(args: argparse.Namespace) -> int:
     store = ResultStore(results_dir)
     todo, n_done = select_todo(jobs, store, args)
     selected = " (failed ones only: --retry-failed)" if args.retry_failed else ""
-    print(f"suite {suite['name']}: {len(jobs)} jobs, {n_done} already done, {len(todo)} to run{selected} "
-          f"-> {results_dir}", flush=True)
-    failed = run_all(records_of(todo, results_dir, args, execution), len(todo), results_dir) if todo else []
-    if not args.no_report:
-        from analysis.report import make_report
+    try:
+        if todo or not args.no_report:
+            probe_writable(results_dir)
+        print(f"suite {suite['name']}: {len(jobs)} jobs, {n_done} already done, {len(todo)} to run{selected} "
+              f"-> {results_dir}", flush=True)
+        failed = run_all(records_of(todo, results_dir, args, execution), len(todo), results_dir) if todo else []
+        if not args.no_report:
+            from analysis.report import make_report
 
-        reference = REPO / "results" / "reference" / "paper_results.csv"
-        paths = make_report(results_dir, reference if reference.exists() else None)
-        print("tables and figures:")
-        for path in paths:
-            print(f"  {path}")
+            reference = REPO / "results" / "reference" / "paper_results.csv"
+            paths = make_report(results_dir, reference if reference.exists() else None)
+            print("tables and figures:")
+            for path in paths:
+                print(f"  {path}")
+    except OSError as err:  # disk full, read-only folder: one line; records are replaced atomically, none is torn
+        refused = storage_error(results_dir, err)
+        if refused is None:
+            raise
+        raise refused from None
     if failed:
         print(f"{len(failed)} job(s) failed: " + ", ".join(r["job_id"] for r in failed))
         for record in failed:

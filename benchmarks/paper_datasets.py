@@ -243,7 +243,7 @@ class RefusedGlobal(pickle.UnpicklingError):
 class CifarUnpickler(pickle.Unpickler):
     """Unpickles only what the CIFAR-100 python pickles hold: builtins containers and numpy arrays.
 
-    A plain ``pickle.load`` calls whatever global a file names (``os.system`` included), so a dataset folder
+    An unrestricted unpickler calls whatever global a file names (``os.system`` included), so a dataset folder
     received from someone else could run code; this one refuses every global outside :attr:`ALLOWED`. Scalars,
     strings, lists, tuples and dicts need no global at all; a numpy array needs ``_reconstruct`` (under numpy 1's
     and numpy 2's module names), ``ndarray`` and ``dtype``, and its raw bytes ``_codecs.encode`` when written with

@@ -30,8 +30,8 @@ def load_strategy(record: dict[str, Any], results_dir: str | Path, task: int | N
     """(strategy restored after ``task`` (default: the last), benchmark) for a record with checkpoints."""
     from benchmarks import BENCHMARKS
     from benchmarks.backbones import BackboneConfig, build_backbone
-    from runner.run_job import seed_everything
     from methods import METHODS
+    from runner.run_job import seed_everything
 
     cfg = record["config"]
     task = record["n_tasks"] - 1 if task is None else task

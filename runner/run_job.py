@@ -29,6 +29,7 @@ import torch
 
 from runner import resume
 from runner.jobs import Job
+from runner.locks import run_once
 from runner.store import ResultStore, atomic_torch_save
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,7 +106,12 @@ def run_job(job: Job, results_dir: str | Path) -> dict[str, Any]:
     A job that finds a resume state for its config (:mod:`runner.resume`) continues after the last experience it
     finished. Any exception, CUDA out-of-memory included, becomes a ``failed`` record with its traceback; the
     resume state is then kept (``--retry-failed`` continues from it) and removed once the job is ``done``.
+    The job runs under its lock (:mod:`runner.locks`): one that another runner holds is returned ``skipped``.
     """
+    return run_once(job, results_dir, _run_job)
+
+
+def _run_job(job: Job, results_dir: str | Path) -> dict[str, Any]:
     store = ResultStore(results_dir)
     record = base_record(job, store)
     log = job_logger(store.log_path(job.job_id))

@@ -107,18 +107,19 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 def check_plain(obj: Any, where: str) -> None:
     """Raise a TypeError naming the first value in ``obj`` that ``weights_only=True`` would refuse to load.
 
-    Nothing is converted: a numpy float32 turned into a python float would continue a resumed run in double
-    precision, so the method that stores it must convert it itself (to a tensor or a plain number).
+    Types are matched exactly: subclasses (``numpy.float64`` is a float, a namedtuple a tuple) pickle under their
+    own names, which the safe loader refuses. Nothing is converted: a numpy float32 turned into a python float
+    would continue a resumed run in double precision, so the method that stores it must convert it itself.
     """
-    if isinstance(obj, torch.Tensor) or isinstance(obj, PLAIN_TYPES):
+    if isinstance(obj, torch.Tensor) or type(obj) in PLAIN_TYPES:  # Tensor: nn.Parameter loads too
         return
-    if isinstance(obj, (dict, OrderedDict)):
+    if type(obj) in (dict, OrderedDict):  # a state_dict is an OrderedDict
         for key, value in obj.items():
-            if not isinstance(key, (str, int, float, bool, type(None))):
+            if type(key) not in (str, int, float, bool, type(None)):
                 raise TypeError(f"{where}: key {key!r} is a {type(key).__qualname__}; {_PLAIN_HINT}")
             check_plain(value, f"{where}[{key!r}]")
         return
-    if isinstance(obj, (list, tuple)):
+    if type(obj) in (list, tuple):
         for i, value in enumerate(obj):
             check_plain(value, f"{where}[{i}]")
         return

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from core.errors import UserError
+from runner.checks import check_suite_shape
 from runner.jobs import Job
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -96,9 +97,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise UserError(f"suite file {path} is not valid YAML{where}; fix the syntax") from None
     if not isinstance(data, dict):
         raise UserError(f"suite file {path} must be a mapping with keys benchmarks, methods, seeds")
-    unknown = sorted(set(data) - TOP_KEYS)
+    unknown = sorted(str(k) for k in set(data) - TOP_KEYS)
     if unknown:
         raise UserError(f"suite {path.name}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(sorted(TOP_KEYS))}")
+    check_suite_shape(data, f"suite {path.name}")
     return data
 
 
