@@ -13,8 +13,8 @@ Executors (``--executor`` or the suite's ``executor:`` key): ``local`` (joblib: 
 workers, or one worker per ``--gpus`` slot) and ``slurm`` (submitit array jobs; see runner/slurm.py). Every job
 resumes after its last finished experience when it is started again (runner/resume.py).
 
-Exit codes: 0 all jobs done, 1 some job failed (the others still ran and were recorded), 2 bad input
-(nothing written).
+Exit codes: 0 all jobs done (or skipped: another runner holds them, runner/locks.py), 1 some job failed (the
+others still ran and were recorded), 2 bad input (nothing written) or a results folder that cannot be written.
 """
 
 from __future__ import annotations
