@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from core.errors import UserError
-from runner.checks import check_suite_shape
+from runner.checks import check_suite_shape, path_problems
 from runner.jobs import Job
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -185,12 +185,6 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
 
 def validate_paths(jobs: list[Job]) -> None:
     """Datasets and weights must exist before anything runs (each config knows what it needs)."""
-    seen = set()
-    for job in jobs:
-        for cfg in (job.benchmark_cfg, job.backbone_cfg):
-            key = (type(cfg).__name__, repr(cfg))
-            if key not in seen:
-                seen.add(key)
-                validate = getattr(cfg, "validate_paths", None)
-                if validate is not None:
-                    validate()
+    problems = path_problems(jobs)
+    if problems:
+        raise UserError(problems[0])
