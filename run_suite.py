@@ -13,8 +13,8 @@ Executors (``--executor`` or the suite's ``executor:`` key): ``local`` (joblib: 
 workers, or one worker per ``--gpus`` slot) and ``slurm`` (submitit array jobs; see runner/slurm.py). Every job
 resumes after its last finished experience when it is started again (runner/resume.py).
 
-Exit codes: 0 all jobs done, 1 some job failed (the others still ran and were recorded), 2 bad input
-(nothing written).
+Exit codes: 0 all jobs done (or skipped: another runner holds them, runner/locks.py), 1 some job failed (the
+others still ran and were recorded), 2 bad input (nothing written) or a results folder that cannot be written.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from benchmarks import BENCHMARKS
 from core.errors import UserError  # re-exported: callers catch run_suite.UserError
 from methods import METHODS
 from runner.cost import suite_gpu_hours
+from runner.checks import probe_writable, storage_error
 from runner.executors import import_plugins
 from runner.plan import REPO, Plan, execute, plan, plan_status, run_all, select_todo
 from runner.status import format_status, suite_status
@@ -120,18 +121,26 @@ def run(args: argparse.Namespace) -> int:
     todo, n_done, stale = select_todo(p.jobs, store, force=args.force, retry_failed=args.retry_failed,
                                       rerun_stale=args.rerun_stale)
     selected = " (failed ones only: --retry-failed)" if args.retry_failed else ""
-    print(f"suite {p.suite['name']}: {len(p.jobs)} jobs, {n_done} already done, {len(todo)} to run{selected} "
-          f"-> {p.results_dir}", flush=True)
-    if stale and not args.rerun_stale:
-        print(f"note: {len(stale)} done record(s) were made by other code and are kept (status flags them CODE; "
-              f"--rerun-stale reruns them): {', '.join(j.job_id for j in stale[:5])}{' ...' * (len(stale) > 5)}")
-    failed = run_all(execute(todo, p.results_dir, args, p.execution), len(todo), p.results_dir) if todo else []
-    if not args.no_report:
-        reference = REPO / "results" / "reference" / "paper_results.csv"
-        paths = make_report(p.results_dir, reference if reference.exists() else None)
-        print("tables and figures:")
-        for path in paths:
-            print(f"  {path}")
+    try:
+        if todo or not args.no_report:
+            probe_writable(p.results_dir)
+        print(f"suite {p.suite['name']}: {len(p.jobs)} jobs, {n_done} already done, {len(todo)} to run{selected} "
+              f"-> {p.results_dir}", flush=True)
+        if stale and not args.rerun_stale:
+            print(f"note: {len(stale)} done record(s) were made by other code and are kept (status flags them CODE; "
+                  f"--rerun-stale reruns them): {', '.join(j.job_id for j in stale[:5])}{' ...' * (len(stale) > 5)}")
+        failed = run_all(execute(todo, p.results_dir, args, p.execution), len(todo), p.results_dir) if todo else []
+        if not args.no_report:
+            reference = REPO / "results" / "reference" / "paper_results.csv"
+            paths = make_report(p.results_dir, reference if reference.exists() else None)
+            print("tables and figures:")
+            for path in paths:
+                print(f"  {path}")
+    except OSError as err:  # disk full, read-only folder: one line; records are replaced atomically, none is torn
+        refused = storage_error(p.results_dir, err)
+        if refused is None:
+            raise
+        raise refused from None
     if failed:
         print(f"{len(failed)} job(s) failed: " + ", ".join(r.job_id for r in failed))
         for record in failed:

@@ -250,11 +250,43 @@ def build_benchmark(cfg: PaperDataConfig, seed: int, data: SplitData) -> CILBenc
 CIFAR_FILES = ("train", "test", "meta")
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a global that a CIFAR-100 file never holds."""
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what the CIFAR-100 python pickles hold: builtins containers and numpy arrays.
+
+    An unrestricted unpickler calls whatever global a file names (``os.system`` included), so a dataset folder
+    received from someone else could run code; this one refuses every global outside :attr:`ALLOWED`. Scalars,
+    strings, lists, tuples and dicts need no global at all; a numpy array needs ``_reconstruct`` (under numpy 1's
+    and numpy 2's module names), ``ndarray`` and ``dtype``, and its raw bytes ``_codecs.encode`` when written with
+    protocol 2 by python 3.
+    """
+
+    ALLOWED = frozenset({
+        ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "bytearray"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise RefusedGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def read_cifar_pickle(path: Path, keys: Sequence[str]) -> dict:
     """Load one CIFAR-100 python pickle (latin1 gives str keys, DS 1) and check it has ``keys``."""
     try:
         with open(path, "rb") as f:
-            blob = pickle.load(f, encoding="latin1")
+            blob = CifarUnpickler(f, encoding="latin1").load()
+    except RefusedGlobal as err:
+        raise UserError(
+            f"CIFAR-100: {path} names {err}, which a CIFAR-100 pickle never holds: refused (unpickling it could run "
+            "code); re-extract cifar-100-python.tar.gz"
+        ) from None
     except Exception as err:  # noqa: BLE001 - any unpickling failure means one thing to the user: a bad file
         raise UserError(
             f"CIFAR-100: {path} is not a python pickle ({_one_line(err)}); re-extract cifar-100-python.tar.gz"

@@ -37,12 +37,12 @@ class Config:
         data = dict(data or {})
         label = where or cls.__name__
         valid = cls.field_names()
-        unknown = sorted(k for k in data if k not in valid)
+        unknown = sorted(str(k) for k in data if k not in valid)  # YAML keys may be numbers
         if unknown:
             raise UserError(f"{label}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(valid)}")
         preset = data.get("preset")
         if preset is not None:
-            if preset not in cls.PRESETS:
+            if not isinstance(preset, str) or preset not in cls.PRESETS:
                 raise UserError(
                     f"{label}: unknown preset {preset!r}; valid presets are: {', '.join(sorted(cls.PRESETS)) or 'none'}"
                 )

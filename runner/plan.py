@@ -21,8 +21,10 @@ import benchmarks  # noqa: F401  (registers the built-in benchmarks)
 import methods  # noqa: F401  (registers the built-in methods)
 from benchmarks.prepare import prepare_jobs
 from core.errors import UserError
+from runner.checks import device_problems, folder_problems, path_problems
 from runner.executors import absolute_imports, import_plugins, parse_gpus, run_local
 from runner.jobs import Job
+from runner.locks import Skipped
 from runner.record import Record
 from runner.slurm import SlurmSettings, available, run_slurm
 from runner.smoke import smoke_jobs
@@ -84,15 +86,21 @@ def plan(args) -> Plan:
     if args.prepare and not args.smoke:  # fetch, verify and lay out what the jobs need (a dry run lists it)
         prepare_jobs([(j.benchmark_name, j.benchmark_cfg) for j in jobs], [j.backbone_cfg for j in jobs],
                      results_dir, dry_run=args.dry_run)
-    if args.dry_run and not args.smoke:
-        try:
-            validate_paths(jobs)
-        except UserError as err:  # planning a suite does not need the data yet
-            print(f"note: a real run would stop here: {err}")
-    elif not args.smoke:
-        validate_paths(jobs)
-    runtime = {"device": args.device, "checkpoints": args.checkpoints}
+    report_problems(args, jobs, execution, results_dir)
+    runtime = {"device": args.device, "checkpoints": args.checkpoints,
+               "force": args.force}  # reruns a job another runner finished meanwhile
     return Plan(suite, name, [replace(job, runtime=runtime) for job in jobs], results_dir, execution)
+
+
+def report_problems(args, jobs: list[Job], execution: dict[str, Any], results_dir: Path) -> None:
+    """A real run stops on the first problem (exit 2, nothing written); a dry run prints them all."""
+    problems = device_problems(args.device, execution) + ([] if args.smoke else path_problems(jobs))
+    if not args.dry_run:
+        if problems:
+            raise UserError(problems[0])
+        return
+    for problem in problems + folder_problems(results_dir):
+        print(f"note: a real run would stop here: {problem}")
 
 
 def plan_status(args) -> Plan:
@@ -168,7 +176,7 @@ def execute(todo: list[Job], results_dir: Path, args, execution: dict[str, Any])
     return run_local(todo, str(results_dir), args.jobs, args.threads, gpus=execution["gpus"], imports=imports)
 
 
-def run_all(records: Iterable[Record], n: int, results_dir: Path) -> list[Record]:
+def run_all(records: Iterable[Record | Skipped], n: int, results_dir: Path) -> list[Record]:
     """Consume the executor's records: a progress bar (on a terminal) and one line per finished job."""
     failed: list[Record] = []
     t0 = time.time()
@@ -178,6 +186,8 @@ def run_all(records: Iterable[Record], n: int, results_dir: Path) -> list[Record
             if record.status == "done":
                 m = record.metrics
                 status = f"Acc {m.acc:6.2f}  AAA {m.aaa:6.2f}  ({record.timings.total_s:.0f}s)"
+            elif record.status == "skipped":  # one job, one runner (runner/locks.py)
+                status = f"skipped: {record.reason}"
             else:
                 failed.append(record)
                 status = f"FAILED (see {results_dir / record.log_path})"

@@ -12,7 +12,7 @@ from benchmarks.backbones import BackboneConfig, build_backbone
 from core.errors import UserError
 from methods import METHODS
 from runner.env import seed_everything
-from runner.store import ResultStore
+from runner.store import ResultStore, load_tensors
 
 
 def load_record(results_dir: str | Path, job_id: str) -> dict[str, Any]:
@@ -42,7 +42,8 @@ def load_strategy(record: dict[str, Any], results_dir: str | Path, task: int | N
     backbone, _ = build_backbone(BackboneConfig.from_dict(cfg["backbone"]))
     method_cfg = METHODS.make_config(cfg["method_name"], cfg["method"])
     strategy = METHODS.get(cfg["method_name"]).obj(cfg=method_cfg, backbone=backbone, device=device)
-    state = torch.load(checkpoint_path(results_dir, record["job_id"], task), map_location=device, weights_only=False)
+    # weights_only=True: a results folder from someone else must not run code here (refused with one line)
+    state = load_tensors(checkpoint_path(results_dir, record["job_id"], task), map_location=device)
     strategy.restore(state)
     strategy.model.eval()
     return strategy, bench

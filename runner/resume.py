@@ -10,7 +10,8 @@ uninterrupted run number for number, because the state saved at an experience bo
   the next experience's data-loader shuffling and head initialisation draw from the torch global RNG, so
   restoring it at the same point makes the continued run draw exactly what the uninterrupted one drew.
 
-Files: ``<results>/checkpoints/<job_id>/resume.pt`` (written atomically) and ``resume.json`` beside it (a small
+Files: ``<results>/checkpoints/<job_id>/resume.pt`` (written atomically; tensors and plain data only, loaded
+with ``weights_only=True`` and anything else refused: :func:`runner.store.load_tensors`) and ``resume.json`` beside it (a small
 summary that ``run_suite.py status`` reads without loading tensors). Both are removed when the job finishes
 ``done``; a failed job keeps them, so ``--retry-failed`` continues where it stopped. A resume state whose
 config hash differs from the job's is ignored (and replaced by the next save).
@@ -21,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from runner.store import ResultStore, atomic_torch_save, atomic_write_text
+from core.errors import UserError
+from runner.store import ResultStore, atomic_torch_save, atomic_write_text, load_tensors
 
 FORMAT = 1
 CLOCK_FIELDS = ("train_iterations", "train_exp_counter", "train_exp_epochs", "train_exp_iterations",
@@ -107,12 +108,13 @@ def load(store: ResultStore, job_id: str, config_hash: str, log: logging.Logger)
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # a method whose extra state holds non-tensor objects: the file is our own, written by this job
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as err:  # a damaged file cannot resume anything: start over
-        log.warning("resume state %s unreadable (%s): starting from the first experience", path, err)
+        state = load_tensors(path)  # weights_only=True, always: a results folder may come from someone else
+    except (OSError, UserError) as err:  # damaged or refused: it cannot resume anything, start over
+        log.warning("resume state unusable, starting from the first experience: %s", err)
+        return None
+    if not isinstance(state, dict):
+        log.warning("resume state %s is not a resume state (a %s): starting from the first experience", path,
+                    type(state).__name__)
         return None
     if state.get("format") != FORMAT or state.get("config_hash") != config_hash:
         log.info("resume state %s is for config %s, not %s: ignored", path, state.get("config_hash"), config_hash)

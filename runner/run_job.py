@@ -37,6 +37,7 @@ from runner.env import configure_threads, resolve_device, seed_everything
 from runner.jobs import Job
 from runner.metrics import AccuracyCollector, stream_accuracy, stream_accuracy_evaluator, summary
 from runner.profile import efficiency
+from runner.locks import Skipped, run_once
 from runner.progress import EpochLogger
 from runner.record import Efficiency, Metrics, Provenance, Record, Timings, portable_path
 from runner.status import clear_running, mark_running
@@ -87,14 +88,19 @@ def base_record(job: Job, store: ResultStore) -> Record:
                   log_path=str(store.log_path(job.job_id).relative_to(store.root)))
 
 
-def run_job(job: Job, results_dir: str | Path) -> Record:
+def run_job(job: Job, results_dir: str | Path) -> Record | Skipped:
     """Run ``job``, write its record (done or failed) and return it.
 
     A job that finds a resume state for its config (:mod:`runner.resume`) continues after the last experience it
     finished. Any exception, CUDA out-of-memory included, becomes a ``failed`` record with its traceback; the
     resume state is then kept (``--retry-failed`` continues from it) and removed once the job is ``done``.
     While it runs, ``<results>/running/<job_id>.json`` names its host and pid (:mod:`runner.status`).
+    The job runs under its lock (:mod:`runner.locks`): one that another runner holds is returned ``skipped``.
     """
+    return run_once(job, results_dir, _run_job)
+
+
+def _run_job(job: Job, results_dir: str | Path) -> Record:
     store = ResultStore(results_dir)
     record = base_record(job, store)
     log = job_logger(store.log_path(job.job_id))

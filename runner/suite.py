@@ -35,6 +35,7 @@ from benchmarks import BENCHMARKS
 from benchmarks.backbones import BackboneConfig
 from core.errors import UserError
 from methods import METHODS
+from runner.checks import check_suite_shape, path_problems
 from runner.jobs import Job
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -104,9 +105,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise UserError(f"suite file {path} is not valid YAML{where}; fix the syntax") from None
     if not isinstance(data, dict):
         raise UserError(f"suite file {path} must be a mapping with keys benchmarks, methods, seeds")
-    unknown = sorted(set(data) - TOP_KEYS)
+    unknown = sorted(str(k) for k in set(data) - TOP_KEYS)
     if unknown:
         raise UserError(f"suite {path.name}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(sorted(TOP_KEYS))}")
+    check_suite_shape(data, f"suite {path.name}")
     return data
 
 
@@ -203,10 +205,6 @@ def suite_defaults_for(config_cls: type, defaults: dict[str, Any]) -> dict[str, 
 
 def validate_paths(jobs: list[Job]) -> None:
     """Datasets and weights must exist before anything runs (each config knows what it needs)."""
-    seen = set()
-    for job in jobs:
-        for cfg in (job.benchmark_cfg, job.backbone_cfg):
-            key = (type(cfg).__name__, repr(cfg))
-            if key not in seen:
-                seen.add(key)
-                cfg.validate_paths()
+    problems = path_problems(jobs)
+    if problems:
+        raise UserError(problems[0])
