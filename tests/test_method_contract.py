@@ -275,7 +275,7 @@ def resume_mismatches(method: str, out: Path, stop_after: int = 1) -> list[str]:
              "methods": {label: {"method": method, **overrides(method)}}}
     (job,) = expand_jobs(suite)
     job = dataclasses.replace(job, runtime={"device": "cpu", "threads": 1})
-    reference = run_job(job, out / "reference")
+    reference = run_job(job, out / "reference").to_dict()
     assert reference["status"] == "done", reference["error"]
     save = resume.save
 
@@ -288,7 +288,7 @@ def resume_mismatches(method: str, out: Path, stop_after: int = 1) -> list[str]:
         patch.setattr(resume, "save", save_then_stop)
         with pytest.raises(Stopped):
             run_job(job, out / "resumed")
-    resumed = run_job(job, out / "resumed")
+    resumed = run_job(job, out / "resumed").to_dict()
     assert resumed["status"] == "done", resumed["error"]
     log = (out / "resumed" / resumed["log_path"]).read_text()
     assert f"resumed: experiences 1-{stop_after + 1} of 3 already finished" in log, "the job did not resume"
