@@ -1,5 +1,10 @@
-"""``python -m analysis --results-dir results/quick [--reference results/reference/paper_results.csv]``: tables and
-figures from the records.
+"""``python -m analysis --results-dir results/quick [--reference results/reference/paper_results.csv]``: tables,
+figures and report.html from the records. ``--results-dir`` may be repeated (a new method's records beside committed
+ones, one table); then ``--out DIR`` names where the outputs go. ``--stat sd|se`` (default sd) beside each mean.
+
+Two runs of one suite (e.g. before and after a change to a method)::
+
+    python -m analysis compare DIR_A DIR_B [--metric acc]
 
 Weight-space analyses of jobs with per-task checkpoints (docs/analysis.md)::
 
@@ -17,21 +22,32 @@ import sys
 import time
 from pathlib import Path
 
+from analysis.records import METRICS, STATISTICS
 from analysis.report import make_report
+from core.errors import UserError
 
 SUBCOMMANDS = ("landscape", "interpolate", "proximity")
+COMPARE = "compare"
 
 
 def report_main(argv: list[str]) -> int:
     """The report: parse arguments, write tables and figures, print the written paths."""
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results-dir", type=Path, required=True, help="results directory holding records/")
+    parser.add_argument("--results-dir", type=Path, required=True, action="append",
+                        help="results directory holding records/ (repeat to put several folders in one table)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder for tables/, figures/, report.html (default: the single --results-dir)")
     parser.add_argument("--reference", type=Path, default=None, help="CSV of the paper's numbers (reference.tex)")
+    parser.add_argument("--stat", choices=STATISTICS, default="sd",
+                        help="statistic beside each mean: sd (standard deviation over seeds, default) or se")
+    parser.add_argument("--reference-method", default="sd_lora",
+                        help="method every other is compared with in report.html, besides the best")
     args = parser.parse_args(argv)
     try:
-        paths = make_report(args.results_dir, args.reference)
-    except (FileNotFoundError, ValueError) as exc:
+        paths = make_report(args.results_dir, args.reference, stat=args.stat, out_dir=args.out,
+                            reference=args.reference_method)
+    except (FileNotFoundError, ValueError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path in paths:
@@ -181,9 +197,31 @@ def subcommand_main(argv: list[str]) -> int:
     return 0
 
 
+def compare_main(argv: list[str]) -> int:
+    """``compare DIR_A DIR_B``: print the per-cell differences; exit 2 with one line on bad input."""
+    from analysis.compare import compare_dirs
+
+    parser = argparse.ArgumentParser(prog="python -m analysis compare",
+                                     description="Differences B - A per method and benchmark, with 95% intervals; "
+                                                 "flags changes larger than seed noise.")
+    parser.add_argument("dir_a", type=Path, help="results folder of the first run (A)")
+    parser.add_argument("dir_b", type=Path, help="results folder of the second run (B)")
+    parser.add_argument("--metric", choices=METRICS, default="acc", help="record metric compared (default acc)")
+    args = parser.parse_args(argv)
+    try:
+        _, text = compare_dirs(args.dir_a, args.dir_b, args.metric)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m analysis <subcommand> ...`` or, without a subcommand, the report."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == COMPARE:
+        return compare_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         return subcommand_main(argv)
     return report_main(argv)
