@@ -360,6 +360,7 @@ def critical_difference_plot(
 
     def draw():
         fig, (ax,) = _new_figure(1, width=7.0, height=0.9 + 0.22 * len(ranks))
+        ax.grid(False)  # the style's grid would read as more crossbars
         sp.critical_difference_diagram(ranks, result["pvalues"], ax=ax, color_palette=colors,
                                        label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}")
         ax.set_title(
