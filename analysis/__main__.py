@@ -44,14 +44,19 @@ def report_main(argv: list[str]) -> int:
     parser.add_argument("--reference-method", default="sd_lora",
                         help="method every other is compared with in report.html, besides the best")
     args = parser.parse_args(argv)
+    return _run(lambda: make_report(args.results_dir, args.reference, stat=args.stat, out_dir=args.out,
+                                    reference=args.reference_method))
+
+
+def _run(work) -> int:
+    """Call ``work`` and print each line it returns (paths or text); bad input: one line on stderr, exit 2."""
     try:
-        paths = make_report(args.results_dir, args.reference, stat=args.stat, out_dir=args.out,
-                            reference=args.reference_method)
-    except (FileNotFoundError, ValueError, UserError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        lines = work()
+    except (UserError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
-    for path in paths:
-        print(path)
+    for line in lines:
+        print(line)
     return 0
 
 
@@ -63,8 +68,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _ints(text: str) -> list[int]:
-    from core.errors import UserError
-
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -98,7 +101,6 @@ def landscape_main(args: argparse.Namespace) -> list[Path]:
 def interpolate_main(args: argparse.Namespace) -> list[Path]:
     from analysis.figures import interpolation_plot
     from analysis.solutions import interpolate
-    from core.errors import UserError
     from runner.reload import load_record
     from runner.run_job import resolve_device
 
@@ -179,22 +181,13 @@ def _subcommand_parser() -> argparse.ArgumentParser:
 
 def subcommand_main(argv: list[str]) -> int:
     """Run one weight-space analysis; errors (missing record or checkpoint, bad value) exit 2 with one line."""
-    from core.errors import UserError
-
     args = _subcommand_parser().parse_args(argv)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     run = {"landscape": landscape_main, "interpolate": interpolate_main, "proximity": proximity_main}[args.command]
-    try:
-        paths = run(args)
-    except (UserError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(path)
-    return 0
+    return _run(lambda: run(args))
 
 
 def compare_main(argv: list[str]) -> int:
@@ -208,13 +201,7 @@ def compare_main(argv: list[str]) -> int:
     parser.add_argument("dir_b", type=Path, help="results folder of the second run (B)")
     parser.add_argument("--metric", choices=METRICS, default="acc", help="record metric compared (default acc)")
     args = parser.parse_args(argv)
-    try:
-        _, text = compare_dirs(args.dir_a, args.dir_b, args.metric)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(text)
-    return 0
+    return _run(lambda: [compare_dirs(args.dir_a, args.dir_b, args.metric)[1]])
 
 
 def main(argv: list[str] | None = None) -> int:

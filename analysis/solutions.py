@@ -380,9 +380,9 @@ def separate_task_solutions(source: Any, method: str = "full_ft", epochs: int | 
     """
     from avalanche.training.plugins import EvaluationPlugin
 
+    from methods import METHODS
     from runner.metrics import MemoryLogger
     from runner.run_job import seed_everything
-    from methods import METHODS
 
     cfg = _config(source)
     method_cfg = _separate_config(source, method, epochs, overrides)

@@ -42,7 +42,8 @@ class Browser:
 
         self.proc = subprocess.Popen(
             [executable, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-            preexec_fn=fds, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # preexec_fn: pass_fds cannot renumber descriptors to 3 and 4; pytest runs this single-threaded.
+            preexec_fn=fds, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: PLW1509
         os.close(to_child)
         os.close(from_child)
         self._buffer, self._next_id, self.events = b"", 0, []

@@ -279,6 +279,9 @@ def test_make_report_writes_tables_and_figures(results_dir, tmp_path, capsys):
         "tables/reference.tex",
         "tables/summary.csv",
         *(f"figures/{n}.{e}" for n in ("accuracy", "magnitudes", "residuals") for e in ("png", "pdf")),
+        # One accuracy-matrix heatmap per benchmark (the reference method's lowest seed) and the one-page report.
+        *(f"figures/acc_matrix__sd_lora__{b}__s1993.{e}" for b in ("cifar100_10", "imagenet_r_5") for e in ("png", "pdf")),
+        "report.html",
     }
     assert not (tmp_path / "tables" / "table3.tex").exists()
     summary = pd.read_csv(tmp_path / "tables" / "summary.csv")
