@@ -239,3 +239,12 @@ def test_browser_check_catches_console_errors(browser, tmp_path):
                    "<script>console.error('boom'); undefined_function();</script></body></html>", encoding="utf-8")
     page = cdp.load_page(browser, bad, tmp_path / "profile")
     assert len(page["errors"]) >= 2 and any("boom" in e for e in page["errors"])
+
+
+def test_report_lists_failed_jobs_with_error_and_rerun_command(tmp_path):
+    make_report(make.write_records(tmp_path))  # the fixture: one failed sd_lora record among done ones
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    problems = page.split('id="problems"')[1]
+    assert "sd_lora__cifar100_10__s1996" in problems and "RuntimeError: fixture failure" in problems
+    assert "--methods sd_lora --benchmarks cifar100_10 --seeds 1996 --retry-failed" in problems
+    assert "99.99" not in page  # its numbers are in no table
