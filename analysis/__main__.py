@@ -43,9 +43,11 @@ def report_main(argv: list[str]) -> int:
                         help="statistic beside each mean: sd (standard deviation over seeds, default) or se")
     parser.add_argument("--reference-method", default="sd_lora",
                         help="method every other is compared with in report.html, besides the best")
+    parser.add_argument("--matrix-job", action="append", default=[],
+                        help="job whose accuracy matrix report.html shows for its benchmark (repeatable)")
     args = parser.parse_args(argv)
     return _run(lambda: make_report(args.results_dir, args.reference, stat=args.stat, out_dir=args.out,
-                                    reference=args.reference_method))
+                                    reference=args.reference_method, matrix_jobs=tuple(args.matrix_job)))
 
 
 def _run(work) -> int:

@@ -71,17 +71,20 @@ def write_figures(df, figures_dir: Path) -> list[Path]:
     return written
 
 
-def matrix_job(sub, reference: str) -> dict:
-    """The run whose accuracy matrix a benchmark shows: the reference method's lowest seed, else the first run."""
-    pick = sub[sub["method"] == reference]
-    return (pick if len(pick) else sub).sort_values(["seed", "job_id"]).iloc[0]["record"]
+def matrix_job(sub, reference: str, chosen: tuple[str, ...] = ()) -> dict:
+    """The run whose accuracy matrix a benchmark shows: a chosen job of it, else the reference method's lowest seed,
+    else its first run."""
+    for pick in (sub[sub["job_id"].isin(chosen)], sub[sub["method"] == reference], sub):
+        if len(pick):
+            return pick.sort_values(["seed", "job_id"]).iloc[0]["record"]
+    raise ValueError("no run to show")
 
 
-def write_matrices(df, figures_dir: Path, reference: str) -> dict[str, tuple[str, Path]]:
+def write_matrices(df, figures_dir: Path, reference: str, chosen: tuple[str, ...] = ()) -> dict[str, tuple[str, Path]]:
     """One accuracy-matrix heatmap per benchmark; benchmark -> (job id, PNG path)."""
     d, out = done(df), {}
     for bench in benchmark_order(d):
-        rec = matrix_job(d[d["benchmark"] == bench], reference)
+        rec = matrix_job(d[d["benchmark"] == bench], reference, chosen)
         paths = figures.accuracy_matrix_plot(rec, figures_dir, f"{MATRIX_PREFIX}{rec['job_id']}")
         if paths:
             out[bench] = (rec["job_id"], paths[0])
@@ -120,7 +123,8 @@ def _remove_stale(folder: Path, patterns: tuple[str, ...], keep: list[Path]) -> 
 
 
 def make_report(results_dirs, reference_csv: Path | None = None, stat: str = "sd", out_dir: Path | None = None,
-                reference: str = "sd_lora", stale: dict[str, str] | None = None) -> list[Path]:
+                reference: str = "sd_lora", stale: dict[str, str] | None = None,
+                matrix_jobs: tuple[str, ...] = ()) -> list[Path]:
     """Turn ``<results_dir>/records/*.json`` of one or several folders into tables, figures and ``report.html``.
 
     Args:
@@ -130,6 +134,7 @@ def make_report(results_dirs, reference_csv: Path | None = None, stat: str = "sd
         out_dir: Where ``tables/``, ``figures/`` and ``report.html`` go; default the (single) results folder.
         reference: Method every other one is compared with in the report, besides the best.
         stale: Job id -> why its record is stale, from the runner's status (listed in the report).
+        matrix_jobs: Jobs whose accuracy matrix the report shows (per benchmark; default the reference's lowest seed).
 
     Returns:
         The written paths, sorted.
@@ -151,9 +156,12 @@ def make_report(results_dirs, reference_csv: Path | None = None, stat: str = "sd
     if done(df).empty:
         raise ValueError(f"no record with status 'done' under {', '.join(str(d / 'records') for d in dirs)}; "
                          "nothing to report")
+    unknown = sorted(set(matrix_jobs) - set(done(df)["job_id"]))
+    if unknown:  # checked before anything is written
+        raise UserError(f"--matrix-job {unknown[0]} has no done record; pick a job id from records/*.json")
     written = write_tables(df, out / "tables", reference_csv, stat)
     written += write_figures(df, out / "figures")
-    matrices = write_matrices(df, out / "figures", reference)
+    matrices = write_matrices(df, out / "figures", reference, tuple(matrix_jobs))
     written += [p.with_suffix(s) for _, p in matrices.values() for s in (".png", ".pdf")]
     _remove_stale(out / "tables", ("table[0-9].tex", "reference.tex"), written)
     _remove_stale(out / "figures", tuple(f"{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf"))

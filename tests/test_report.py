@@ -156,9 +156,15 @@ def test_critical_difference_diagram_and_report_are_byte_identical(tmp_path):
 
 def test_no_critical_difference_below_three_benchmarks(tmp_path):
     assert stats.friedman_nemenyi(stats.rank_table(_frame(_known()))) is None
-    paths = make_report(_write(tmp_path, _known()))
-    assert not any(p.stem == "critical_difference" for p in paths)
-    assert "No critical-difference diagram" in (tmp_path / "report.html").read_text(encoding="utf-8")
+    _write(tmp_path, _known())
+    assert cli_main(["--results-dir", str(tmp_path), "--matrix-job", "far__imagenet_r_5__s1995"]) == 0
+    assert not (tmp_path / "figures" / "critical_difference.png").exists()
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "No critical-difference diagram" in page and "Accuracy matrix of far__imagenet_r_5__s1995" in page
+    assert (tmp_path / "figures" / "acc_matrix__far__imagenet_r_5__s1995.png").is_file()
+    bad = _write(tmp_path / "bad", _known())
+    assert cli_main(["--results-dir", str(bad), "--matrix-job", "nope"]) == 2
+    assert sorted(p.name for p in bad.iterdir()) == ["records"]  # nothing written
 
 
 # --- compare ------------------------------------------------------------------------------------------------------
