@@ -1,5 +1,10 @@
-"""``python -m analysis --results-dir results/quick [--reference results/reference/paper_results.csv]``: tables and
-figures from the records.
+"""``python -m analysis --results-dir results/quick [--reference results/reference/paper_results.csv]``: tables,
+figures and report.html from the records. ``--results-dir`` may be repeated (a new method's records beside committed
+ones, one table); then ``--out DIR`` names where the outputs go. ``--stat sd|se`` (default sd) beside each mean.
+
+Two runs of one suite (e.g. before and after a change to a method)::
+
+    python -m analysis compare DIR_A DIR_B [--metric acc]
 
 Weight-space analyses of jobs with per-task checkpoints (docs/analysis.md)::
 
@@ -17,25 +22,43 @@ import sys
 import time
 from pathlib import Path
 
+from analysis.records import METRICS, STATISTICS
 from analysis.report import make_report
+from core.errors import UserError
 
 SUBCOMMANDS = ("landscape", "interpolate", "proximity")
+COMPARE = "compare"
 
 
 def report_main(argv: list[str]) -> int:
     """The report: parse arguments, write tables and figures, print the written paths."""
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results-dir", type=Path, required=True, help="results directory holding records/")
+    parser.add_argument("--results-dir", type=Path, required=True, action="append",
+                        help="results directory holding records/ (repeat to put several folders in one table)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder for tables/, figures/, report.html (default: the single --results-dir)")
     parser.add_argument("--reference", type=Path, default=None, help="CSV of the paper's numbers (reference.tex)")
+    parser.add_argument("--stat", choices=STATISTICS, default="sd",
+                        help="statistic beside each mean: sd (standard deviation over seeds, default) or se")
+    parser.add_argument("--reference-method", default="sd_lora",
+                        help="method every other is compared with in report.html, besides the best")
+    parser.add_argument("--matrix-job", action="append", default=[],
+                        help="job whose accuracy matrix report.html shows for its benchmark (repeatable)")
     args = parser.parse_args(argv)
+    return _run(lambda: make_report(args.results_dir, args.reference, stat=args.stat, out_dir=args.out,
+                                    reference=args.reference_method, matrix_jobs=tuple(args.matrix_job)))
+
+
+def _run(work) -> int:
+    """Call ``work`` and print each line it returns (paths or text); bad input: one line on stderr, exit 2."""
     try:
-        paths = make_report(args.results_dir, args.reference)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        lines = work()
+    except (UserError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
-    for path in paths:
-        print(path)
+    for line in lines:
+        print(line)
     return 0
 
 
@@ -47,8 +70,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _ints(text: str) -> list[int]:
-    from core.errors import UserError
-
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -82,9 +103,8 @@ def landscape_main(args: argparse.Namespace) -> list[Path]:
 def interpolate_main(args: argparse.Namespace) -> list[Path]:
     from analysis.figures import interpolation_plot
     from analysis.solutions import interpolate
-    from core.errors import UserError
-    from runner.reload import load_record
     from runner.env import resolve_device
+    from runner.reload import load_record
 
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
     tasks = _ints(args.tasks)
@@ -106,8 +126,8 @@ def interpolate_main(args: argparse.Namespace) -> list[Path]:
 def proximity_main(args: argparse.Namespace) -> list[Path]:
     from analysis.figures import proximity_heatmap
     from analysis.solutions import job_solutions, pretrained_state, proximity, separate_task_solutions
-    from runner.reload import load_record
     from runner.env import resolve_device
+    from runner.reload import load_record
 
     record = load_record(args.results_dir, args.job)
     w0 = pretrained_state(record)
@@ -163,27 +183,34 @@ def _subcommand_parser() -> argparse.ArgumentParser:
 
 def subcommand_main(argv: list[str]) -> int:
     """Run one weight-space analysis; errors (missing record or checkpoint, bad value) exit 2 with one line."""
-    from core.errors import UserError
-
     args = _subcommand_parser().parse_args(argv)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     run = {"landscape": landscape_main, "interpolate": interpolate_main, "proximity": proximity_main}[args.command]
-    try:
-        paths = run(args)
-    except (UserError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(path)
-    return 0
+    return _run(lambda: run(args))
+
+
+def compare_main(argv: list[str]) -> int:
+    """``compare DIR_A DIR_B``: print the per-cell differences; exit 2 with one line on bad input."""
+    from analysis.compare import compare_dirs
+
+    parser = argparse.ArgumentParser(prog="python -m analysis compare",
+                                     description="Differences B - A per method and benchmark, with 95% intervals; "
+                                                 "flags changes larger than seed noise.")
+    parser.add_argument("dir_a", type=Path, help="results folder of the first run (A)")
+    parser.add_argument("dir_b", type=Path, help="results folder of the second run (B)")
+    parser.add_argument("--metric", choices=METRICS, default="acc", help="record metric compared (default acc)")
+    args = parser.parse_args(argv)
+    return _run(lambda: [compare_dirs(args.dir_a, args.dir_b, args.metric)[1]])
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m analysis <subcommand> ...`` or, without a subcommand, the report."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == COMPARE:
+        return compare_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         return subcommand_main(argv)
     return report_main(argv)

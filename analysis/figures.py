@@ -1,6 +1,6 @@
 """Figures from the records frame (and two generic plots of quantities computed elsewhere).
 
-Paper figures (SDLORA_SPEC section 9): accuracy after each task with standard-error bands (Fig. 2b/c), SD-LoRA's
+Paper figures (SD-LoRA paper, Figs. 2-4, 6, 7): accuracy after each task with standard-error bands (Fig. 2b/c), SD-LoRA's
 learned magnitudes (Fig. 3b/c, Fig. 6), the residual of the new direction on the old ones (Fig. 3a), 1-D
 interpolation between consecutive solutions (Fig. 4) and the weight-proximity heatmap (Fig. 2a, Fig. 7).
 
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from analysis.records import (
     benchmark_order,
@@ -85,21 +86,19 @@ def _styled(draw):
         return draw()
 
 
-def _mean_se(frame: pd.DataFrame, by: str, value: str) -> pd.DataFrame:
-    """Mean and standard error (std ddof=1 / sqrt(n); 0 for one seed, i.e. no band) of ``value`` per ``by``."""
-    g = frame.groupby(by, sort=True)[value]
-    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()})
-    out["se"] = (out["std"] / np.sqrt(out["n"])).fillna(0.0)
-    return out
+def accuracy_curves(
+    df: pd.DataFrame, out_dir: Path | str, name: str = "accuracy", stat: str = "se"
+) -> list[Path] | None:
+    """Pooled accuracy after each task, one panel per benchmark, mean over seeds with a +-1 ``stat`` band.
 
-
-def accuracy_curves(df: pd.DataFrame, out_dir: Path | str, name: str = "accuracy") -> list[Path] | None:
-    """Pooled accuracy after each task, one panel per benchmark, mean over seeds with standard-error bands.
+    The band is seaborn's ``errorbar=(stat, 1)`` (``se`` = ``Series.sem()``, std ddof=1 / sqrt(n); ``sd`` = std
+    ddof=1); one seed draws no band (the rule of :func:`analysis.records.aggregate`).
 
     Args:
         df: Frame from :func:`analysis.records.load_records`.
         out_dir: Folder of the figure files.
         name: File stem.
+        stat: ``se`` (the paper's figures) or ``sd``.
 
     Returns:
         ``[png, pdf]``, or None when no done record has ``pooled_acc``.
@@ -108,28 +107,24 @@ def accuracy_curves(df: pd.DataFrame, out_dir: Path | str, name: str = "accuracy
     if long.empty:
         return None
     benches = [b for b in benchmark_order(done(df)) if b in set(long["benchmark"])]
-    colors = method_colors(ordered_labels(long))
+    order = ordered_labels(long)
+    colors = method_colors(order)
     dashed = set(long.loc[long["method"].isin(reference_methods()), "label"])  # upper bounds, not competitors
 
     def draw():
         fig, axes = _new_figure(len(benches))
         for ax, bench in zip(axes, benches):
             sub = long[long["benchmark"] == bench]
-            for lab in ordered_labels(sub):
-                stats = _mean_se(sub[sub["label"] == lab], "task", "pooled_acc")
-                x, m, se = stats.index.to_numpy(), stats["mean"].to_numpy(), stats["se"].to_numpy()
-                ax.plot(x, m, marker="o", markersize=3, color=colors[lab], label=lab,
-                        linestyle="--" if lab in dashed else "-")
-                ax.fill_between(x, m - se, m + se, color=colors[lab], alpha=0.2, linewidth=0)
-            ax.set(title=bench, xlabel="task", ylabel="pooled accuracy (%)")
+            sns.lineplot(data=sub, x="task", y="pooled_acc", hue="label", hue_order=ordered_labels(sub),
+                         style="label", style_order=ordered_labels(sub),
+                         dashes={lab: (4, 2) if lab in dashed else "" for lab in ordered_labels(sub)},
+                         palette=colors, errorbar=(stat, 1), marker="o", markersize=3, markeredgewidth=0,
+                         err_kws={"alpha": 0.2, "linewidth": 0}, legend=False, ax=ax)
+            ax.set(title=f"{bench} (band: $\\pm$1 {stat})", xlabel="task", ylabel="pooled accuracy (%)")
             ax.xaxis.get_major_locator().set_params(integer=True)
         # One legend for all panels: a method keeps its colour everywhere, so it needs naming once.
-        handles = {}
-        for ax in axes:
-            for handle, lab in zip(*ax.get_legend_handles_labels()):
-                handles.setdefault(lab, handle)
-        order = [lab for lab in ordered_labels(long) if lab in handles]
-        fig.legend([handles[lab] for lab in order], order, loc="outside right upper")
+        handles = [Line2D([], [], color=colors[lab], marker="o", markersize=3) for lab in order]
+        fig.legend(handles, order, loc="outside right upper")
         return save_figure(fig, out_dir, name)
 
     return _styled(draw)
@@ -169,6 +164,50 @@ def _magnitude_frame(series: list) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["seed", "task", "k", "alpha"])
 
 
+def _residual_frame(series: list) -> pd.DataFrame:
+    rows = [
+        (i, t + 1, float(pair[0]), _scalar(pair[1]))
+        for i, per_task in enumerate(series)
+        for t, trace in enumerate(per_task)
+        for pair in trace or []
+    ]
+    return pd.DataFrame(rows, columns=["seed", "task", "iteration", "residual"])
+
+
+def _series_panels(panels: list, out_dir, name: str, x: str, y: str, hue: str, legend: str, ylabel: str,
+                   marker: str | None) -> list[Path]:
+    """One panel per ``(label, benchmark, frame)``: the mean of ``y`` over seeds against ``x``, one line per ``hue``.
+
+    Lines run from dark to light (viridis) in ``hue`` order; ``legend`` formats a hue value for the legend.
+    """
+
+    def draw():
+        fig, axes = _new_figure(len(panels))
+        cmap = matplotlib.colormaps["viridis"]
+        for ax, (lab, bench, frame) in zip(axes, panels):
+            values = sorted(frame[hue].unique())
+            names = [legend.format(v) for v in values]
+            palette = {n: cmap(0.0 if len(values) == 1 else i / (len(values) - 1)) for i, n in enumerate(names)}
+            data = frame.assign(_series=frame[hue].map(dict(zip(values, names))))
+            sns.lineplot(data=data, x=x, y=y, hue="_series", hue_order=names, palette=palette, errorbar=None,
+                         marker=marker, markersize=3, markeredgewidth=0, ax=ax)
+            ax.set(title=f"{lab}, {bench}", xlabel=x, ylabel=ylabel)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), ncols=max(1, math.ceil(len(values) / 10)))
+        return save_figure(fig, out_dir, name)
+
+    return _styled(draw)
+
+
+def _mechanism_figure(df, key: str, to_frame, out_dir, name: str, **panel_args) -> list[Path] | None:
+    """Draw ``mechanism[key]`` of every label x benchmark as :func:`_series_panels`; None without data."""
+    panels = [(lab, bench, to_frame(s)) for lab, bench, s in _mechanism_panels(df, key)]
+    panels = [p for p in panels if not p[2].empty]
+    if not panels:
+        return None
+    return _series_panels(panels, out_dir, name, **panel_args)
+
+
 def magnitude_plot(df: pd.DataFrame, out_dir: Path | str, name: str = "magnitudes") -> list[Path] | None:
     """SD-LoRA's learned magnitudes alpha_k after each task (``mechanism.magnitudes``), mean over seeds.
 
@@ -178,36 +217,8 @@ def magnitude_plot(df: pd.DataFrame, out_dir: Path | str, name: str = "magnitude
     Returns:
         ``[png, pdf]``, or None when no done record has magnitudes.
     """
-    panels = [(lab, bench, _magnitude_frame(s)) for lab, bench, s in _mechanism_panels(df, "magnitudes")]
-    panels = [p for p in panels if not p[2].empty]
-    if not panels:
-        return None
-
-    def draw():
-        fig, axes = _new_figure(len(panels))
-        for ax, (lab, bench, frame) in zip(axes, panels):
-            ks = sorted(frame["k"].unique())
-            cmap = matplotlib.colormaps["viridis"]
-            for k in ks:
-                stats = _mean_se(frame[frame["k"] == k], "task", "alpha")
-                color = cmap(0.0 if len(ks) == 1 else (k - 1) / (len(ks) - 1))
-                ax.plot(stats.index, stats["mean"], marker="o", markersize=3, color=color, label=rf"$\alpha_{{{k}}}$")
-            ax.set(title=f"{lab}, {bench}", xlabel="task", ylabel=r"magnitude $\alpha_k$")
-            ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), ncols=max(1, math.ceil(len(ks) / 10)))
-        return save_figure(fig, out_dir, name)
-
-    return _styled(draw)
-
-
-def _residual_frame(series: list) -> pd.DataFrame:
-    rows = [
-        (i, t + 1, float(pair[0]), _scalar(pair[1]))
-        for i, per_task in enumerate(series)
-        for t, trace in enumerate(per_task)
-        for pair in trace or []
-    ]
-    return pd.DataFrame(rows, columns=["seed", "task", "iteration", "residual"])
+    return _mechanism_figure(df, "magnitudes", _magnitude_frame, out_dir, name, x="task", y="alpha", hue="k",
+                             legend="$\\alpha_{{{}}}$", ylabel=r"magnitude $\alpha_k$", marker="o")
 
 
 def residual_plot(df: pd.DataFrame, out_dir: Path | str, name: str = "residuals") -> list[Path] | None:
@@ -219,25 +230,8 @@ def residual_plot(df: pd.DataFrame, out_dir: Path | str, name: str = "residuals"
     Returns:
         ``[png, pdf]``, or None when no done record has a non-empty trace.
     """
-    panels = [(lab, bench, _residual_frame(s)) for lab, bench, s in _mechanism_panels(df, "residual_trace")]
-    panels = [p for p in panels if not p[2].empty]
-    if not panels:
-        return None
-
-    def draw():
-        fig, axes = _new_figure(len(panels))
-        for ax, (lab, bench, frame) in zip(axes, panels):
-            tasks = sorted(frame["task"].unique())
-            cmap = matplotlib.colormaps["viridis"]
-            for i, task in enumerate(tasks):
-                stats = _mean_se(frame[frame["task"] == task], "iteration", "residual")
-                color = cmap(0.0 if len(tasks) == 1 else i / (len(tasks) - 1))
-                ax.plot(stats.index, stats["mean"], color=color, label=f"task {task}")
-            ax.set(title=f"{lab}, {bench}", xlabel="iteration", ylabel="residual")
-            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), ncols=max(1, math.ceil(len(tasks) / 10)))
-        return save_figure(fig, out_dir, name)
-
-    return _styled(draw)
+    return _mechanism_figure(df, "residual_trace", _residual_frame, out_dir, name, x="iteration", y="residual",
+                             hue="task", legend="task {}", ylabel="residual", marker=None)
 
 
 def interpolation_plot(
@@ -323,6 +317,63 @@ def proximity_heatmap(matrix, labels: Sequence[str], out_dir: Path | str, name: 
             r"relative distance $\|W_i - W_j\|_F \,/\, \|W_i - W_0\|_F$" + "\n(assumed formula; row i, column j)"
         )
         ax.set(xlabel="j", ylabel="i")
+        return save_figure(fig, out_dir, name)
+
+    return _styled(draw)
+
+
+def critical_difference_plot(
+    result: dict, out_dir: Path | str, name: str = "critical_difference", metric: str = "acc"
+) -> list[Path] | None:
+    """Critical-difference diagram (Demsar 2006) of :func:`analysis.stats.friedman_nemenyi`'s result.
+
+    Average ranks on the axis (1 = best); methods joined by a bar are not told apart by the Nemenyi test at
+    alpha 0.05. Drawn by ``scikit_posthocs.critical_difference_diagram``.
+
+    Returns:
+        ``[png, pdf]``, or None when ``result`` is None (too few benchmarks or methods).
+    """
+    import scikit_posthocs as sp
+
+    if result is None:
+        return None
+    ranks = result["ranks"]
+    colors = method_colors(list(ranks.index))
+
+    def draw():
+        fig, (ax,) = _new_figure(1, width=7.0, height=0.9 + 0.22 * len(ranks))
+        ax.grid(False)  # the style's grid would read as more crossbars
+        sp.critical_difference_diagram(ranks, result["pvalues"], ax=ax, color_palette=colors,
+                                       label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}")
+        ax.set_title(
+            f"average rank by {metric} over {result['n_benchmarks']} benchmarks (1 = best); Friedman "
+            f"p = {result['p']:.3g}; bars join methods Nemenyi cannot tell apart (alpha 0.05)",
+            fontsize=7, pad=22,
+        )
+        return save_figure(fig, out_dir, name)
+
+    return _styled(draw)
+
+
+def accuracy_matrix_plot(record: dict, out_dir: Path | str, name: str) -> list[Path] | None:
+    """Heatmap of one run's accuracy matrix: row = after training task i, column = accuracy on task j (%)."""
+    rows = record.get("acc_matrix") or []
+    if not rows:
+        return None
+    n = max(len(r) for r in rows)
+    mat = np.full((len(rows), n), np.nan)
+    for i, row in enumerate(rows):
+        mat[i, : len(row)] = [math.nan if v is None else float(v) for v in row]
+
+    def draw():
+        size = 1.0 + 0.35 * n
+        fig, (ax,) = _new_figure(1, width=size + 1.2, height=size)
+        ticks = [f"T{t + 1}" for t in range(n)]
+        sns.heatmap(mat, ax=ax, annot=n <= 12, fmt=".0f", cmap="viridis", vmin=0, vmax=100, square=True,
+                    xticklabels=ticks, yticklabels=ticks[: len(rows)], cbar_kws={"shrink": 0.8})
+        ax.grid(False)
+        ax.set(title=f"{record.get('job_id', '')}: accuracy (%)", xlabel="evaluated on task",
+               ylabel="after training task")
         return save_figure(fig, out_dir, name)
 
     return _styled(draw)

@@ -42,7 +42,7 @@ def update_readme(results_dir: Path, readme: Path) -> None:
     name = results_dir.name
     start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
     text = readme.read_text()
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(text):
         raise SystemExit(f"error: {readme} has no {start} ... {end} block; add the two markers where the table goes")
     block = f"{start}\n{results_markdown(results_dir)}\n{end}"

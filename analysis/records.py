@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from methods import METHODS
@@ -198,11 +199,43 @@ def pooled_long(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["method", "label", "benchmark", "seed", "task"], kind="mergesort").reset_index(drop=True)
 
 
-def mean_se(values) -> tuple[float, float, int]:
-    """Mean, standard error and count of the non-NaN values.
+# The statistics a table may show beside a mean (``--stat``): ``sd`` = std(ddof=1) over seeds, ``se`` = sd / sqrt(n).
+STATISTICS = ("sd", "se")
 
-    The standard error is ``std(ddof=1) / sqrt(n)`` (the paper's "standard error over runs"); it is NaN for
-    ``n < 2`` because one run gives no spread.
+
+def aggregate(frame: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
+    """Mean, standard deviation, standard error and count of each ``values`` column per ``keys`` group.
+
+    The one implementation of the seed statistics (tables, summary, figures read it). NaN entries are ignored.
+    Single-seed rule: ``sd`` and ``se`` are NaN when a group has fewer than two values, because one run gives no
+    spread (a table then prints the mean alone; a figure draws no band).
+
+    Args:
+        frame: Tidy frame, one row per run.
+        keys: Grouping columns (empty: one group of all rows).
+        values: Numeric columns to aggregate.
+
+    Returns:
+        One row per group (keys as columns, sorted), columns ``<v>_mean``, ``<v>_sd``, ``<v>_se``, ``<v>_n``.
+    """
+    data = frame.assign(_all=0) if not keys else frame
+    grouped = data.groupby(keys or ["_all"], sort=True)[list(values)]
+    agg = grouped.agg(["mean", "std", "count"])
+    out = pd.DataFrame(index=agg.index)
+    for name in values:
+        n = agg[(name, "count")].astype("int64")
+        sd = agg[(name, "std")].where(n > 1)
+        out[f"{name}_mean"] = agg[(name, "mean")]
+        out[f"{name}_sd"] = sd
+        out[f"{name}_se"] = sd / np.sqrt(n)
+        out[f"{name}_n"] = n
+    return out.reset_index(drop=not keys)
+
+
+def mean_se(values) -> tuple[float, float, int]:
+    """Mean, standard error and count of the non-NaN values (:func:`aggregate` on one group).
+
+    The standard error is ``std(ddof=1) / sqrt(n)``; it is NaN for ``n < 2`` because one run gives no spread.
 
     Args:
         values: Iterable of numbers (NaN entries are ignored).
@@ -210,35 +243,27 @@ def mean_se(values) -> tuple[float, float, int]:
     Returns:
         ``(mean, se, n)``; ``mean`` is NaN when ``n == 0``.
     """
-    vals = pd.Series(list(values), dtype="float64").dropna()
-    n = len(vals)
-    if n == 0:
+    frame = pd.DataFrame({"v": pd.Series(list(values), dtype="float64")})
+    if frame["v"].count() == 0:
         return math.nan, math.nan, 0
-    mean = float(vals.mean())
-    se = float(vals.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    return mean, se, n
+    row = aggregate(frame, [], ["v"]).iloc[0]
+    return float(row["v_mean"]), float(row["v_se"]), int(row["v_n"])
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard error and seed count of every metric per label x benchmark (done records only).
+    """Mean, standard deviation, standard error and seed count of every metric per label x benchmark (done only).
 
     Returns:
-        One row per (label, benchmark) in preferred method order, columns ``<metric>_mean``, ``<metric>_se``,
-        ``n_seeds`` plus the identifying columns.
+        One row per (label, benchmark) in preferred method order, columns ``<metric>_mean``, ``<metric>_sd``,
+        ``<metric>_se``, ``n_seeds`` plus the identifying columns.
     """
     keys = ["label", "method", "benchmark", "benchmark_name", "n_tasks", "backbone"]
-    rows = []
-    for key, group in done(df).groupby(keys, sort=True):
-        row = dict(zip(keys, key))
-        row["n_seeds"] = len(group)
-        for name in METRICS:
-            mean, se, _ = mean_se(group[name])
-            row[f"{name}_mean"], row[f"{name}_se"] = mean, se
-        rows.append(row)
+    d = done(df)
     cols = keys + ["n_seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "se")]
-    out = pd.DataFrame(rows, columns=cols)
-    if out.empty:
-        return out
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    out = aggregate(d.assign(_one=1.0), keys, [*METRICS, "_one"]).rename(columns={"_one_n": "n_seeds"})
+    out = out[cols + [f"{m}_sd" for m in METRICS]]
     out["_order"] = out["method"].map(method_sort_key)
     out = out.sort_values(["_order", "label", "benchmark_name", "n_tasks", "benchmark"], kind="mergesort")
     return out.drop(columns="_order").reset_index(drop=True)

@@ -1,9 +1,12 @@
 """LaTeX tables from the records frame (pandas ``Styler.to_latex`` with booktabs rules).
 
-Every cell is ``mean (se)`` over seeds with se = std(ddof=1) / sqrt(n) (se left out when n = 1), two decimals; the
-best mean of a column is bold (ties at the printed precision are all bold); the upper bound ``joint`` sits below a
-midrule and is never ranked; a cell without done records is ``--``, never a number from elsewhere. Same records ->
-same bytes: rows, columns and numbers are all in a fixed order and precision.
+Every cell is ``mean (s)`` over seeds, s the chosen statistic (``sd`` = std(ddof=1), the default, or
+``se`` = sd / sqrt(n); left out when n = 1), two decimals, and every caption names it; the best mean of a column is
+bold (ties at the printed precision are all bold), and a method the seeds cannot tell from the best (the 95% paired
+t-interval of its difference to the best contains 0, :mod:`analysis.stats`) is underlined; the upper bound ``joint``
+sits below a midrule and is never ranked; a cell without done records is ``--``, never a number from elsewhere.
+Same records -> same bytes: rows, columns and numbers are all in a fixed order and precision. Labels are escaped by
+pandas (``Styler.format_index(escape="latex")``).
 
 Layouts: :func:`main_table` (every method x benchmark), :func:`paper_table` (the paper's Tables 2-6) and
 :func:`reference_table` (ours beside the paper's numbers). Only ``booktabs`` is needed to compile them.
@@ -18,42 +21,41 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.records import (
+    STATISTICS,
     ablation_methods,
+    aggregate,
     benchmark_order,
     done,
-    mean_se,
     ordered_labels,
     paper_names,
     reference_methods,
 )
+from analysis.stats import indistinguishable
 
 DECIMALS = 2
 MISSING = "--"
-_LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
+STAT_TEXT = {"sd": "standard deviation", "se": "standard error, sd/$\\sqrt{n}$"}
+MARKS_TEXT = (
+    "Bold: best mean; underlined: not distinguishable from the best (the 95\\% paired t-interval of the difference "
+    "over shared seeds contains 0)."
+)
 
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean, standard error and number of seeds of one cell."""
+    """Mean, standard deviation and number of seeds of one cell (from :func:`analysis.records.aggregate`)."""
 
     mean: float
-    se: float
+    sd: float
     n: int
 
-    @classmethod
-    def of(cls, values) -> Stat:
-        return cls(*mean_se(values))
+    @property
+    def se(self) -> float:
+        return self.sd / math.sqrt(self.n) if self.n > 1 else math.nan
+
+    def spread(self, stat: str) -> float:
+        """The statistic printed beside the mean: ``sd`` or ``se``."""
+        return self.se if stat == "se" else self.sd
 
     @property
     def rounded(self) -> float:
@@ -61,19 +63,47 @@ class Stat:
         return round(self.mean, DECIMALS) if self.n else math.nan
 
 
-def latex_escape(text: str) -> str:
-    """Escape LaTeX special characters (method names hold underscores)."""
-    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+EMPTY = Stat(math.nan, math.nan, 0)
 
 
-def format_stat(stat: Stat, bold: bool = False, show_se: bool = True) -> str:
-    """``mean (se)`` with fixed decimals; ``mean`` alone when n = 1 or ``show_se`` is False; ``--`` when n = 0."""
+def check_stat(stat: str) -> str:
+    """``stat`` if it is a known statistic, else ValueError naming the choices."""
+    if stat not in STATISTICS:
+        raise ValueError(f"unknown statistic {stat!r}; choose one of {', '.join(STATISTICS)}")
+    return stat
+
+
+def cell_stats(frame: pd.DataFrame, value: str, by: str = "label") -> dict[str, Stat]:
+    """:class:`Stat` of ``value`` per ``by`` group of ``frame``."""
+    if frame.empty:
+        return {}
+    agg = aggregate(frame, [by], [value])
+    return {
+        row[by]: Stat(float(row[f"{value}_mean"]), float(row[f"{value}_sd"]), int(row[f"{value}_n"]))
+        for _, row in agg.iterrows()
+        if row[f"{value}_n"] > 0
+    }
+
+
+def stat_caption(stat: str) -> str:
+    """Caption words naming the statistic of the cells."""
+    return f"mean ({STAT_TEXT[check_stat(stat)]}) over seeds, omitted for one seed"
+
+
+def format_stat(stat: Stat, bold: bool = False, show_se: bool = True, kind: str = "sd", tied: bool = False) -> str:
+    """``mean (s)`` with fixed decimals, s the statistic ``kind``; ``mean`` alone when n = 1 or ``show_se`` is False.
+
+    ``--`` when n = 0; bold for a best cell, underlined for one indistinguishable from the best (``tied``).
+    """
     if stat.n == 0 or math.isnan(stat.mean):
         return MISSING
     text = f"{stat.mean:.{DECIMALS}f}"
-    if show_se and stat.n > 1 and not math.isnan(stat.se):
-        text += f" ({stat.se:.{DECIMALS}f})"
-    return rf"\textbf{{{text}}}" if bold else text
+    spread = stat.spread(kind)
+    if show_se and stat.n > 1 and not math.isnan(spread):
+        text += f" ({spread:.{DECIMALS}f})"
+    if bold:
+        return rf"\textbf{{{text}}}"
+    return rf"\underline{{{text}}}" if tied else text
 
 
 def best_rows(stats: dict[str, Stat], ranked: list[str], higher: bool = True) -> set[str]:
@@ -134,6 +164,7 @@ def render(
     n_reference: int = 0,
     show_index: bool = True,
     n_text_cols: int = 0,
+    escape_header: bool = False,
     align: str = "r",
     size: str = "small",
     colsep: str = "4pt",
@@ -141,12 +172,14 @@ def render(
     """Render a frame of LaTeX cell strings with booktabs rules.
 
     Args:
-        cells: Frame of already formatted (and escaped) strings; the index holds row labels.
+        cells: Frame of formatted cell strings (LaTeX, not escaped again); the index holds plain row labels, which
+            pandas escapes.
         caption: LaTeX caption text.
         label: LaTeX ``\\label`` key.
         n_reference: Number of final rows (reference rows such as ``joint``) to set off by a midrule.
         show_index: Whether the index is printed as the first column.
-        n_text_cols: Leading columns of ``cells`` that hold text (left-aligned).
+        n_text_cols: Leading columns of ``cells`` that hold plain text (left-aligned, escaped for LaTeX).
+        escape_header: Escape the top level of the column headers (benchmark labels) for LaTeX.
         align: Alignment of the other columns (``r`` for numbers, ``c`` for ``Acc / AAA`` pairs).
         size: LaTeX font size command (without backslash) set inside the float.
         colsep: ``\\tabcolsep`` inside the float.
@@ -154,7 +187,11 @@ def render(
     Returns:
         The LaTeX fragment (a ``table`` float), ending with a newline.
     """
-    styler = cells.style.hide(names=True, axis="index")
+    styler = cells.style.hide(names=True, axis="index").format_index(escape="latex", axis=0)
+    if escape_header:
+        styler = styler.format_index(escape="latex", axis=1, level=0)
+    if n_text_cols:
+        styler = styler.format(escape="latex", subset=list(cells.columns[:n_text_cols]))
     if not show_index:
         styler = styler.hide(axis="index")
     latex = styler.to_latex(
@@ -171,15 +208,23 @@ def render(
     return latex if latex.endswith("\n") else latex + "\n"
 
 
-def main_table(df: pd.DataFrame) -> str:
-    """Every method x benchmark: Acc and AAA as ``mean (se)`` over seeds.
+def _marks(sub: pd.DataFrame, metric: str, stats: dict[str, Stat], ranked: list[str]) -> tuple[set[str], set[str]]:
+    """Bold (best rounded mean) and underlined (indistinguishable from a best) labels of one column."""
+    best = best_rows(stats, ranked)
+    return best, indistinguishable(sub, metric, ranked, best) if best else set()
+
+
+def main_table(df: pd.DataFrame, stat: str = "sd") -> str:
+    """Every method x benchmark: Acc and AAA as ``mean (stat)`` over seeds, with the marks of the module docstring.
 
     Args:
         df: Frame from :func:`analysis.records.load_records` (failed rows are ignored).
+        stat: ``sd`` or ``se`` beside each mean.
 
     Returns:
         LaTeX ``table`` fragment; rows in preferred method order with ``joint`` below a midrule, a ``Seeds`` column.
     """
+    check_stat(stat)
     d = done(df)
     labels, benches = ordered_labels(d), benchmark_order(d)
     joint = _joint_labels(d)
@@ -189,22 +234,22 @@ def main_table(df: pd.DataFrame) -> str:
     for bench in benches:
         sub = d[d["benchmark"] == bench]
         for metric, header in (("acc", "Acc"), ("aaa", "AAA")):
-            stats = {lab: Stat.of(g[metric]) for lab, g in sub.groupby("label")}
-            best = best_rows(stats, ranked)
-            cols.append((latex_escape(bench), header))
+            stats = cell_stats(sub, metric)
+            best, tied = _marks(sub, metric, stats, ranked)
+            cols.append((bench, header))
             for lab in labels:
-                stat = stats.get(lab, Stat(math.nan, math.nan, 0))
-                data[lab].append(format_stat(stat, bold=lab in best))
-                counts[lab].append(stat.n)
+                cell = stats.get(lab, EMPTY)
+                data[lab].append(format_stat(cell, bold=lab in best, kind=stat, tied=lab in tied))
+                counts[lab].append(cell.n)
     cols.append(("Seeds", ""))
     rows = [data[lab] + [seeds_text(counts[lab])] for lab in labels]
-    cells = pd.DataFrame(rows, index=[latex_escape(lab) for lab in labels], columns=pd.MultiIndex.from_tuples(cols))
+    cells = pd.DataFrame(rows, index=labels, columns=pd.MultiIndex.from_tuples(cols))
     caption = (
-        "Final accuracy (Acc) and average anytime accuracy (AAA), \\%, mean (standard error) over seeds "
-        "(se = std/$\\sqrt{n}$; omitted for one seed). Best per column in bold; joint training is an upper "
-        "bound, not ranked. -- = no finished run."
+        f"Final accuracy (Acc) and average anytime accuracy (AAA), \\%, {stat_caption(stat)}. {MARKS_TEXT} "
+        "Joint training is an upper bound, not ranked. -- = no finished run."
     )
-    return render(cells, caption, "tab:main", n_reference=len([lab for lab in labels if lab in joint]))
+    n_ref = len([lab for lab in labels if lab in joint])
+    return render(cells, caption, "tab:main", n_reference=n_ref, escape_header=True)
 
 
 def _read_reference(reference_csv: Path | str) -> pd.DataFrame:
@@ -215,7 +260,7 @@ def _read_reference(reference_csv: Path | str) -> pd.DataFrame:
     return ref
 
 
-def _diff_cells(paper: float, paper_se: float, ours: Stat) -> list[str]:
+def _diff_cells(paper: float, paper_se: float, ours: Stat, stat: str = "sd") -> list[str]:
     """Paper, ours, signed difference and whether |diff| <= paper se + 1 point (at printed precision)."""
     paper_txt = MISSING if math.isnan(paper) else f"{paper:.{DECIMALS}f}"
     if math.isnan(paper_se) or math.isnan(paper):
@@ -223,13 +268,13 @@ def _diff_cells(paper: float, paper_se: float, ours: Stat) -> list[str]:
     else:
         paper_cell = f"{paper_txt} ({paper_se:.{DECIMALS}f})"
     if ours.n == 0 or math.isnan(paper):
-        return [paper_cell, format_stat(ours), MISSING, MISSING]
+        return [paper_cell, format_stat(ours, kind=stat), MISSING, MISSING]
     diff = round(ours.rounded - paper, DECIMALS)
     within = MISSING if math.isnan(paper_se) else ("yes" if abs(diff) <= round(paper_se + 1.0, DECIMALS) else "no")
-    return [paper_cell, format_stat(ours), f"{diff:+.{DECIMALS}f}", within]
+    return [paper_cell, format_stat(ours, kind=stat), f"{diff:+.{DECIMALS}f}", within]
 
 
-def reference_table(df: pd.DataFrame, reference_csv: Path | str) -> str | None:
+def reference_table(df: pd.DataFrame, reference_csv: Path | str, stat: str = "sd") -> str | None:
     """Ours beside the paper's numbers for every paper cell that has at least one finished run of ours.
 
     A paper row (table, benchmark, n_tasks, method) matches done records with that ``benchmark_name``,
@@ -238,29 +283,33 @@ def reference_table(df: pd.DataFrame, reference_csv: Path | str) -> str | None:
 
     Args:
         df: Frame from :func:`analysis.records.load_records`.
-        reference_csv: CSV with columns table,benchmark,n_tasks,method,acc,acc_se,aaa,aaa_se (``#`` comments).
+        reference_csv: CSV with columns table,benchmark,n_tasks,method,acc,acc_se,aaa,aaa_se (``#`` comments; the
+            ``_se`` columns hold the paper's +-, which its first author gives as standard deviations over 5 seeds).
+        stat: ``sd`` or ``se`` beside our means.
 
     Returns:
         LaTeX fragment, or None when no paper row matches.
     """
     ref, d, ours = _read_reference(reference_csv), done(df), paper_names()
+    check_stat(stat)
     rows = []
     for r in ref.itertuples(index=False):
         method = ours.get(r.method, r.method)
         sub = d[(d["benchmark_name"] == r.benchmark) & (d["n_tasks"] == int(r.n_tasks)) & (d["method"] == method)]
         for lab in ordered_labels(sub):
             g = sub[sub["label"] == lab]
-            acc, aaa = Stat.of(g["acc"]), Stat.of(g["aaa"])
-            head = [f"T{int(r.table)} {latex_escape(r.benchmark)} N={int(r.n_tasks)}", latex_escape(lab)]
-            rows.append(head + ["Acc"] + _diff_cells(float(r.acc), float(r.acc_se), acc) + [seeds_text([acc.n])])
-            rows.append(["", "", "AAA"] + _diff_cells(float(r.aaa), float(r.aaa_se), aaa) + [seeds_text([aaa.n])])
+            acc, aaa = cell_stats(g, "acc")[lab], cell_stats(g, "aaa")[lab]
+            head = [f"T{int(r.table)} {r.benchmark} N={int(r.n_tasks)}", lab]
+            rows.append(head + ["Acc"] + _diff_cells(r.acc, r.acc_se, acc, stat) + [seeds_text([acc.n])])
+            rows.append(["", "", "AAA"] + _diff_cells(r.aaa, r.aaa_se, aaa, stat) + [seeds_text([aaa.n])])
     if not rows:
         return None
     cols = ["Paper table, setting", "Method", "Metric", "Paper", "Ours", r"$\Delta$", "Within", "Seeds"]
     cells = pd.DataFrame(rows, columns=cols)
     caption = (
-        "Ours beside the paper (\\%), mean (standard error) over seeds; $\\Delta$ = ours $-$ paper; Within = "
-        "$|\\Delta| \\le$ paper se + 1 point. -- = not reported or not run."
+        f"Ours beside the paper (\\%). Paper: mean (its $\\pm$, standard deviation over 5 seeds); ours: "
+        f"{stat_caption(stat)}. $\\Delta$ = ours $-$ paper; Within = $|\\Delta| \\le$ the paper's standard "
+        "deviation + 1 point. -- = not reported or not run."
     )
     return render(cells, caption, "tab:reference", show_index=False, n_text_cols=3, size="footnotesize", colsep="3pt")
 
@@ -285,7 +334,11 @@ class PaperLayout:
     requires: tuple[str, ...] = ()
 
 
-_CELL = "Each cell is Acc / AAA (\\%), mean (standard error) over seeds; best per column in bold; -- = no finished run."
+_CELL = "{cell}"  # filled per table by :func:`_cell_text` (the statistic and the marks)
+
+
+def _cell_text(stat: str) -> str:
+    return f"Each cell is Acc / AAA (\\%), {stat_caption(stat)}. {MARKS_TEXT} -- = no finished run."
 PAPER_TABLES = {
     2: PaperLayout(
         "ImageNet-R (paper Table 2). " + _CELL,
@@ -329,7 +382,7 @@ def _layout_labels(d: pd.DataFrame, layout: PaperLayout) -> list[str]:
     return labels
 
 
-def _acc_aaa_table(df: pd.DataFrame, table_id: int, layout: PaperLayout) -> str | None:
+def _acc_aaa_table(df: pd.DataFrame, table_id: int, layout: PaperLayout, stat: str) -> str | None:
     d = done(df)
     subs = [d[(d["benchmark_name"] == c.benchmark_name) & (d["n_tasks"] == c.n_tasks)] for c in layout.columns]
     if all(s.empty for s in subs):
@@ -341,21 +394,25 @@ def _acc_aaa_table(df: pd.DataFrame, table_id: int, layout: PaperLayout) -> str 
     ranked = [lab for lab in labels if lab not in joint]
     data, counts = {lab: [] for lab in labels}, {lab: [] for lab in labels}
     for sub in subs:
-        acc = {lab: Stat.of(g["acc"]) for lab, g in sub.groupby("label")}
-        aaa = {lab: Stat.of(g["aaa"]) for lab, g in sub.groupby("label")}
-        best_acc, best_aaa = best_rows(acc, ranked), best_rows(aaa, ranked)
+        parts = []
+        for metric in ("acc", "aaa"):
+            stats = cell_stats(sub, metric)
+            parts.append((stats, *_marks(sub, metric, stats, ranked)))
         for lab in labels:
-            a, b = acc.get(lab, Stat(math.nan, math.nan, 0)), aaa.get(lab, Stat(math.nan, math.nan, 0))
-            cell = f"{format_stat(a, lab in best_acc)} / {format_stat(b, lab in best_aaa)}"
+            a, b = (p[0].get(lab, EMPTY) for p in parts)
+            cell = " / ".join(
+                format_stat(p[0].get(lab, EMPTY), lab in p[1], kind=stat, tied=lab in p[2]) for p in parts
+            )
             data[lab].append(MISSING if a.n == 0 and b.n == 0 else cell)
             counts[lab] += [a.n, b.n]
     headers = [c.header for c in layout.columns] + ["Seeds"]
     rows = [data[lab] + [seeds_text(counts[lab])] for lab in labels]
-    cells = pd.DataFrame(rows, index=[latex_escape(lab) for lab in labels], columns=headers)
-    return render(cells, layout.caption, f"tab:paper{table_id}", n_reference=len(joint), align="c")
+    cells = pd.DataFrame(rows, index=labels, columns=headers)
+    caption = layout.caption.replace(_CELL, _cell_text(stat))
+    return render(cells, caption, f"tab:paper{table_id}", n_reference=len(joint), align="c")
 
 
-def _efficiency_table(df: pd.DataFrame) -> str | None:
+def _efficiency_table(df: pd.DataFrame, stat: str) -> str | None:
     d = done(df)
     d = d[(d["benchmark_name"] == "imagenet_r") & (d["n_tasks"] == 20) & ~d["method"].isin(ablation_methods())]
     if d.empty:
@@ -365,25 +422,24 @@ def _efficiency_table(df: pd.DataFrame) -> str | None:
     ranked = [lab for lab in labels if lab not in joint]
     data, counts = {lab: [] for lab in labels}, {lab: [] for lab in labels}
     for _, key, scale in EFFICIENCY_COLUMNS:
-        stats = {}
-        for lab, g in d.groupby("label"):
-            values = [_efficiency_value(rec, key) / scale for rec in g["record"]]
-            stats[lab] = Stat.of(values)
+        values = d.assign(_v=[_efficiency_value(rec, key) / scale for rec in d["record"]])
+        stats = cell_stats(values, "_v")
         best = best_rows(stats, ranked, higher=False)
         for lab in labels:
-            stat = stats[lab]
-            # These are properties of the configuration, identical across seeds; an se of 0.00 would be noise.
-            show_se = stat.n > 1 and not math.isnan(stat.se) and stat.se > 0
-            data[lab].append(format_stat(stat, lab in best, show_se=show_se))
-            counts[lab].append(stat.n)
+            cell = stats.get(lab, EMPTY)
+            # These are properties of the configuration, identical across seeds; a spread of 0.00 would be noise.
+            show_se = cell.n > 1 and not math.isnan(cell.sd) and cell.sd > 0
+            data[lab].append(format_stat(cell, lab in best, show_se=show_se, kind=stat))
+            counts[lab].append(cell.n)
     if all(v == MISSING for row in data.values() for v in row):
         return None
     headers = [h for h, _, _ in EFFICIENCY_COLUMNS] + ["Seeds"]
     rows = [data[lab] + [seeds_text(counts[lab])] for lab in labels]
-    cells = pd.DataFrame(rows, index=[latex_escape(lab) for lab in labels], columns=headers)
+    cells = pd.DataFrame(rows, index=labels, columns=headers)
     caption = (
         "Efficiency on ImageNet-R, N=20 (paper Table 5): inference GFLOPs per image, learnable parameters in the "
-        "last task (millions, head included) and stored features (millions), mean over seeds; lowest in bold."
+        f"last task (millions, head included) and stored features (millions), mean ({STAT_TEXT[stat]} where seeds "
+        "differ) over seeds; lowest in bold."
     )
     return render(cells, caption, f"tab:paper{EFFICIENCY_TABLE}", n_reference=len(joint & set(labels)))
 
@@ -395,13 +451,14 @@ def _efficiency_value(rec: dict, key: str) -> float:
     return float(value)
 
 
-def paper_table(df: pd.DataFrame, table_id: int) -> str | None:
+def paper_table(df: pd.DataFrame, table_id: int, stat: str = "sd") -> str | None:
     """One of the paper's table layouts filled with our runs.
 
     Args:
         df: Frame from :func:`analysis.records.load_records`.
         table_id: 2 (ImageNet-R N=5/10/20), 3 (ImageNet-A N=10, DomainNet N=5), 4 (ablations on ImageNet-R
             N=5/10), 5 (efficiency on ImageNet-R N=20) or 6 (CIFAR-100 N=10, CUB-200 N=10).
+        stat: ``sd`` or ``se`` beside each mean.
 
     Returns:
         LaTeX fragment, or None when no cell of the table has a finished run.
@@ -409,8 +466,9 @@ def paper_table(df: pd.DataFrame, table_id: int) -> str | None:
     Raises:
         ValueError: For an unknown ``table_id``.
     """
+    check_stat(stat)
     if table_id == EFFICIENCY_TABLE:
-        return _efficiency_table(df)
+        return _efficiency_table(df, stat)
     if table_id not in PAPER_TABLES:
         raise ValueError(f"unknown paper table {table_id!r}; valid ids are {list(PAPER_TABLE_IDS)}")
-    return _acc_aaa_table(df, table_id, PAPER_TABLES[table_id])
+    return _acc_aaa_table(df, table_id, PAPER_TABLES[table_id], stat)

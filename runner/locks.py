@@ -65,8 +65,10 @@ def run_once(job, results_dir: str | Path, run: Callable[[Any, str | Path], Any]
     with job_lock(results_dir, job.job_id) as holder:
         if holder is not None:
             return skipped(job, f"another runner is running it: {holder}")
-        if not job.runtime.get("force") and ResultStore(results_dir).is_done(job.job_id, job.config_hash()):
-            return skipped(job, "another runner finished it meanwhile")
+        record = ResultStore(results_dir).load(job.job_id)
+        if (not job.runtime.get("force") and record is not None and record.status == "done"
+                and (record.config_hash, record.code_hash) == (job.config_hash(), job.code_hash())):
+            return skipped(job, "another runner finished it meanwhile")  # a stale record (other code) is not
         return run(job, results_dir)
 
 

@@ -53,7 +53,7 @@ def _frame(records: list[dict]) -> pd.DataFrame:
 
 
 def _row_line(latex: str, label: str) -> str:
-    lines = [ln for ln in latex.splitlines() if ln.startswith(tables.latex_escape(label) + " &")]
+    lines = [ln for ln in latex.splitlines() if ln.startswith(label.replace("_", r"\_") + " &")]
     assert len(lines) == 1, latex
     return lines[0]
 
@@ -118,7 +118,7 @@ def test_mean_se_formula_by_hand():
 
 
 def test_main_table_matches_golden(df):
-    latex = tables.main_table(df)
+    latex = tables.main_table(df, stat="se")
     golden = GOLDEN / "main_table.tex"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ def test_main_table_matches_golden(df):
 
 
 def test_main_table_cell_math_best_bold_joint_missing(df):
-    latex = tables.main_table(df)
+    latex = tables.main_table(df, stat="se")
     # sd_lora on imagenet_r_5: acc 78.5, 79.0, 80.0 -> mean 79.17, se 0.44; it beats inflora, so it is bold.
     sd = _row_line(latex, "sd_lora")
     assert r"\textbf{79.17 (0.44)}" in sd and sd.endswith("& 3 \\\\")
@@ -145,39 +145,40 @@ def test_main_table_cell_math_best_bold_joint_missing(df):
 
 def test_main_table_single_seed_omits_se_and_escapes():
     d = _frame([make.make_record("my_method", "imagenet_r_5", 1994), make.make_record("sd_lora", "imagenet_r_5", 1994)])
-    latex = tables.main_table(d)
+    latex = tables.main_table(d, stat="se")
     assert _row_line(latex, "my_method") == r"my\_method & 70.00 & 72.00 & 1 \\"
     assert r"\textbf{79.00}" in latex
-    assert tables.latex_escape("a_b&c%") == r"a\_b\&c\%"
+    escaped = tables.render(pd.DataFrame([["1"]], index=["a_b&c%"], columns=["x_y"]), "c", "l", escape_header=True)
+    assert r"a\_b\&c\% & 1" in escaped and r"x\_y" in escaped
 
 
 def test_tables_are_deterministic(df, results_dir, tmp_path):
     shutil.copytree(results_dir / "records", tmp_path / "records")
     again = load_records(tmp_path)
-    assert tables.main_table(again) == tables.main_table(df)
-    assert tables.paper_table(again, 2) == tables.paper_table(df, 2)
+    assert tables.main_table(again, stat="se") == tables.main_table(df, stat="se")
+    assert tables.paper_table(again, 2, stat="se") == tables.paper_table(df, 2, stat="se")
 
 
 # --- paper tables ----------------------------------------------------------------------------------------------
 
 
 def test_paper_table_2_and_6_layouts(df):
-    t2 = tables.paper_table(df, 2)
+    t2 = tables.paper_table(df, 2, stat="se")
     assert "N=5 & N=10 & N=20 & Seeds" in t2
     assert _row_line(t2, "sd_lora") == r"sd\_lora & \textbf{79.17 (0.44)} / \textbf{85.17 (0.44)} & -- & -- & 3 \\"
     assert r"\textbf" not in _row_line(t2, "joint")
-    t6 = tables.paper_table(df, 6)
+    t6 = tables.paper_table(df, 6, stat="se")
     assert _row_line(t6, "sd_lora").startswith(r"sd\_lora & 87.67 (0.44) / 92.17 (0.44) & -- &")
-    assert tables.paper_table(df, 3) is None  # no imagenet_a or domainnet run
+    assert tables.paper_table(df, 3, stat="se") is None  # no imagenet_a or domainnet run
     with pytest.raises(ValueError, match="valid ids"):
-        tables.paper_table(df, 7)
+        tables.paper_table(df, 7, stat="se")
 
 
 def test_paper_table_4_needs_an_ablation_and_keeps_paper_rows(df):
-    assert tables.paper_table(df, 4) is None  # sd_lora alone is not an ablation table
+    assert tables.paper_table(df, 4, stat="se") is None  # sd_lora alone is not an ablation table
     recs = [make.make_record("sd_lora_single", "imagenet_r_5", s) for s in (1993, 1994)]
     recs += [make.make_record("sd_lora", "imagenet_r_5", s) for s in (1993, 1994)]
-    t4 = tables.paper_table(_frame(recs), 4)
+    t4 = tables.paper_table(_frame(recs), 4, stat="se")
     body = [ln.split(" &")[0] for ln in t4.splitlines() if ln.startswith("sd")]
     assert body == [r"sd\_lora\_fixed\_first", r"sd\_lora\_single", r"sd\_lora\_no\_rescale", r"sd\_lora"]
     assert _row_line(t4, "sd_lora_fixed_first") == r"sd\_lora\_fixed\_first & -- & -- & -- \\"
@@ -188,7 +189,7 @@ def test_paper_table_5_efficiency():
     recs = [make.make_record(m, "imagenet_r_20", s, n_tasks=20) for m in ("inflora", "sd_lora") for s in (1993, 1994)]
     for rec in recs:
         rec["benchmark_name"] = "imagenet_r"
-    t5 = tables.paper_table(_frame(recs), 5)
+    t5 = tables.paper_table(_frame(recs), 5, stat="se")
     assert "GFLOPs & Learnable (M) & Stored features (M) & Seeds" in t5
     assert _row_line(t5, "inflora") == r"inflora & 35.12 & 0.37 & 0.10 & 2 \\"
     assert _row_line(t5, "sd_lora") == r"sd\_lora & 35.12 & 0.37 & \textbf{0.00} & 2 \\"
@@ -198,7 +199,7 @@ def test_paper_table_5_efficiency():
 
 
 def test_reference_table_compares_with_paper(df):
-    lines = tables.reference_table(df, REFERENCE_CSV).splitlines()
+    lines = tables.reference_table(df, REFERENCE_CSV, stat="se").splitlines()
     rows = [ln for ln in lines if ln.startswith("T") and "&" in ln]
     assert len(rows) == 3  # inflora and sd_lora on ImageNet-R N=5, sd_lora on CIFAR-100; joint has no paper row
     i = lines.index(next(r for r in rows if r.startswith(r"T2 imagenet\_r N=5 & sd\_lora")))
@@ -209,7 +210,7 @@ def test_reference_table_compares_with_paper(df):
 
 def test_reference_table_maps_ablation_names_and_none_without_match(tmp_path):
     recs = [make.make_record("sd_lora_no_rescale", "imagenet_r_5", 1994)]
-    latex = tables.reference_table(_frame(recs), REFERENCE_CSV)
+    latex = tables.reference_table(_frame(recs), REFERENCE_CSV, stat="se")
     # Paper: ablation_fixed_old_magnitudes, 78.28 (0.59); ours is one seed of 70.00 (no se).
     assert r"T4 imagenet\_r N=5 & sd\_lora\_no\_rescale & Acc & 78.28 (0.59) & 70.00 & -8.28 & no & 1" in latex
     none = tables.reference_table(_frame([make.make_record("sd_lora", "other_bench", 1994)]), REFERENCE_CSV)
@@ -278,6 +279,9 @@ def test_make_report_writes_tables_and_figures(results_dir, tmp_path, capsys):
         "tables/reference.tex",
         "tables/summary.csv",
         *(f"figures/{n}.{e}" for n in ("accuracy", "magnitudes", "residuals") for e in ("png", "pdf")),
+        # One accuracy-matrix heatmap per benchmark (the reference method's lowest seed) and the one-page report.
+        *(f"figures/acc_matrix__sd_lora__{b}__s1993.{e}" for b in ("cifar100_10", "imagenet_r_5") for e in ("png", "pdf")),
+        "report.html",
     }
     assert not (tmp_path / "tables" / "table3.tex").exists()
     summary = pd.read_csv(tmp_path / "tables" / "summary.csv")
