@@ -41,7 +41,8 @@ def write_digits(root: Path, n_classes: int, per_class_train: int, per_class_tes
             folder = root / "digits" / split / str(label)
             folder.mkdir(parents=True, exist_ok=True)
             for i in chosen:  # grey levels 0..16 -> 0..255, ink bright on black as in Fashion-MNIST
-                Image.fromarray((digits.images[i] * 255 / 16).round().astype(np.uint8), "L").save(folder / f"{i:04d}.png")
+                pixels = (digits.images[i] * 255 / 16).round().astype(np.uint8)
+                Image.fromarray(pixels, "L").save(folder / f"{i:04d}.png")
 
 
 @dataclass(frozen=True)
