@@ -226,15 +226,16 @@ def write_fixture(
     info.fixture(Path(root), n, per_class_train, per_class_test)
 
 
-def fixture_smoke(name: str) -> Callable:
+def fixture_smoke(name: str, channels: int = 3) -> Callable:
     """``BenchmarkInfo.smoke`` of dataset ``name`` on disk: its fixture under the smoke data root (written once per
-    process and folder), read at the smoke image size in RGB."""
+    process and folder), read at the smoke image size with ``channels`` image channels (its config's ``root`` and
+    ``img_size`` fields are set)."""
 
     def smoke(cfg, data_root: Path, img_size: int):
         if (name, str(data_root)) not in _WRITTEN:
             write_fixture(name, data_root)
             _WRITTEN.add((name, str(data_root)))
-        return dataclasses.replace(cfg, root=str(data_root), img_size=img_size), 3, img_size
+        return dataclasses.replace(cfg, root=str(data_root), img_size=img_size), channels, img_size
 
     return smoke
 

@@ -18,10 +18,10 @@ DOC = REPO / "docs" / "adding_a_method.md"
 EXAMPLE = "examples/last_blocks.py"
 
 
-def example_block(marker: str) -> str:
-    """The fenced code block that follows ``<!-- example: marker -->`` in the doc."""
-    match = re.search(rf"<!-- example: {re.escape(marker)} -->\n```\w+\n(.*?)\n```", DOC.read_text(), re.DOTALL)
-    assert match, f"no example block {marker!r} in {DOC.name}"
+def example_block(marker: str, doc: Path = DOC) -> str:
+    """The fenced code block that follows ``<!-- example: marker -->`` in ``doc``."""
+    match = re.search(rf"<!-- example: {re.escape(marker)} -->\n```\w+\n(.*?)\n```", doc.read_text(), re.DOTALL)
+    assert match, f"no example block {marker!r} in {doc.name}"
     return match.group(1) + "\n"
 
 
