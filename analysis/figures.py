@@ -1,6 +1,6 @@
 """Figures from the records frame (and two generic plots of quantities computed elsewhere).
 
-Paper figures (SDLORA_SPEC section 9): accuracy after each task with standard-error bands (Fig. 2b/c), SD-LoRA's
+Paper figures (docs/sdlora.md section 9): accuracy after each task with standard-error bands (Fig. 2b/c), SD-LoRA's
 learned magnitudes (Fig. 3b/c, Fig. 6), the residual of the new direction on the old ones (Fig. 3a), 1-D
 interpolation between consecutive solutions (Fig. 4) and the weight-proximity heatmap (Fig. 2a, Fig. 7).
 

@@ -35,7 +35,7 @@ PREFERRED_ORDER = (
     "sd_lora_kd",
 )
 JOINT = "joint"
-# Table 4 ablations of SD-LoRA (SDLORA_SPEC section 8), in the paper's row order.
+# Table 4 ablations of SD-LoRA (docs/sdlora.md section 8), in the paper's row order.
 ABLATIONS = ("sd_lora_fixed_first", "sd_lora_single", "sd_lora_no_rescale")
 
 METRICS = ("acc", "aaa", "task_mean_acc", "forgetting", "til_acc", "til_aaa")

@@ -15,9 +15,9 @@ loop over tasks. Two exact evaluation paths are chosen per call by a flop count 
   then one linear; cost flat in the number of tasks.
 
 ``merge()`` caches ``W_eff`` for inference: evaluation costs exactly one plain ViT pass (SD-LoRA's "no
-inference overhead" claim, SDLORA_SPEC.md section 2).
+inference overhead" claim, docs/sdlora.md section 2).
 
-Magnitudes are shared by every layer and projection (SDLORA_SPEC.md section 2) and live in one
+Magnitudes are shared by every layer and projection (docs/sdlora.md section 2) and live in one
 :class:`Magnitudes` module referenced (not owned) by the layers, so they appear once in ``state_dict``.
 """
 

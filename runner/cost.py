@@ -1,9 +1,9 @@
 """A per-image cost model for ``--dry-run``: how many GPU-hours a suite needs, before running it.
 
-Calibration: the SD-LoRA logs show about 8-11 minutes per ImageNet-R task on one A100 (SDLORA_SPEC.md section 6:
+Calibration: the SD-LoRA logs show about 8-11 minutes per ImageNet-R task on one A100 (docs/sdlora.md section 6:
 2,400 training images x 20 epochs per task), i.e. about 12 ms per training image for ViT-B/16 at 224 px with a
 frozen backbone; inference is taken as a third of that. Methods that run two ViT passes at inference (the prompt
-methods, BASELINES_SPEC.md section 0) and methods that back-propagate into every weight cost more, by the
+methods, docs/baselines.md section 0) and methods that back-propagate into every weight cost more, by the
 factors below. Costs scale with the number of tokens, i.e. (img_size / 224)^2. An estimate, not a promise.
 """
 
@@ -18,7 +18,7 @@ FACTORS = {
     "full_ft": (1.5, 1.0), "joint": (1.5, 1.0), "l2p": (1.4, 2.0), "dualprompt": (1.4, 2.0),
     "coda_prompt": (1.4, 2.0), "hide_prompt": (2.5, 2.0), "simple_cil": (0.33, 1.0),
 }
-# (training images, test images); sources: DATASETS_SPEC.md (counts reported by the split's authors);
+# (training images, test images); sources: docs/datasets.md (counts reported by the split's authors);
 # DomainNet: the CODA-Prompt lists' size is unverified, the official 5-domain lists without quickdraw give these.
 DATASET_SIZES = {
     "imagenet_r": (24000, 6000), "imagenet_a": (5981, 1519), "cifar100": (50000, 10000),
