@@ -13,6 +13,7 @@ The committed example records are checked apart (``test_example_records_hold_no_
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import subprocess
 from pathlib import Path
@@ -58,12 +59,13 @@ MD_CITATION = re.compile(r"(?<![\w./:-])(?P<path>(?:\.{1,2}/)?\w[\w./-]*\.md)(?!
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.MULTILINE)
 
 
-def tracked_files() -> list[str]:
+@functools.cache
+def tracked_files() -> tuple[str, ...]:
     try:
         out = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
-    return [p for p in out.splitlines() if (REPO / p).is_file()]
+    return tuple(p for p in out.splitlines() if (REPO / p).is_file())
 
 
 def text_of(rel: str) -> str | None:
