@@ -1,4 +1,4 @@
-"""2-D loss landscapes around a saved task solution (beyond the paper, which shows 1-D paths only: SDLORA_SPEC.md
+"""2-D loss landscapes around a saved task solution (beyond the paper, which shows 1-D paths only: docs/sdlora.md
 section 9, Fig. 4).
 
 The origin is always the job's solution after task T (``analysis.solutions``: LoRA updates merged, one plain ViT).

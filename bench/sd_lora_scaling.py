@@ -61,7 +61,7 @@ def build(args, n_tasks: int, official: bool = False):
 
 
 class OfficialStyleQKV(nn.Module):
-    """The reference code's formulation (SDLORA_SPEC.md section 6 "Cost"): each forward rebuilds one
+    """The reference code's formulation (docs/sdlora.md section 6 "Cost"): each forward rebuilds one
     ``nn.Linear`` pair per old task and loops over them. Used only to put our numbers in context."""
 
     def __init__(self, ours: DecoupledQKV):

@@ -134,7 +134,8 @@ def build_backbone(cfg: BackboneConfig) -> tuple[torch.nn.Module, dict]:
     if cfg.pretrained and path is None:
         path = _hf_cached_file(cfg.tag)
     if cfg.pretrained:
-        # custom_load=False keeps the _in21k aliases from routing a local file to the .npz loader (STYLE.md).
+        # custom_load=False keeps the _in21k aliases from routing a local file to the .npz loader (timm
+        # ``models/_builder.py`` ``load_pretrained``).
         overlay = dict(file=str(path), custom_load=path.suffix == ".npz")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         model = timm.create_model(cfg.tag, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **kwargs)

@@ -1,6 +1,6 @@
 """From a (train, test) dataset pair to an Avalanche class-incremental benchmark.
 
-Class order follows the SD-LoRA/PILOT convention (SDLORA_SPEC.md section 6): ``np.random.seed(order_seed);
+Class order follows the SD-LoRA/PILOT convention (docs/sdlora.md section 6): ``np.random.seed(order_seed);
 order = np.random.permutation(n_classes)``, labels are remapped to their position in that order, and task k
 takes the next ``increment`` classes. The order seed is a field of its own; the training seed is the job's.
 """
@@ -162,7 +162,7 @@ def make_benchmark(
     mapping = np.empty(n_classes, dtype=np.int64)
     mapping[order] = np.arange(n_classes)
     sizes = split_sizes(n_classes, cfg.n_tasks, cfg.init_classes)
-    # A fixed class_order avoids Avalanche's torch.manual_seed side effect (AVALANCHE_NOTES trap 2), and
+    # A fixed class_order avoids Avalanche's torch.manual_seed side effect (docs/baselines.md section 12.2), and
     # explicit sizes stop it from dropping leftover classes.
     scenario = class_incremental_benchmark(
         {"train": RelabeledDataset(train, mapping), "test": RelabeledDataset(test, mapping)},

@@ -1,16 +1,21 @@
-"""Tiny stand-ins for the paper's datasets, written in each real on-disk format (DATASETS_SPEC section 6).
+"""Tiny stand-ins for the paper's datasets, written in each real on-disk format (docs/datasets.md, "Fixtures and smoke
+runs").
 
 For tests and smoke runs (``BenchmarkInfo.fixture`` and ``.smoke`` of each dataset): ``write_fixture("imagenet_r", root)`` lays out under ``root`` exactly what the loaders
 of :mod:`benchmarks.paper_datasets` expect from the real data, with the real class counts by default (so class
 orders and task splits are the paper's) but a few images of 8-20 px per class. Each class has its own colour, so a
 model can learn something in a smoke run. The pitfalls the real data hold are reproduced on purpose:
 
-* non-square images of several sizes, some grayscale JPEGs and palette PNGs (``.convert('RGB')``, DS 6);
-* wnid folder names that ImageFolder sorts (DS 0.1), an upper-case ``.JPEG`` suffix, names with spaces and a
-  stray non-image file that ImageFolder skips;
-* CODA lists whose labels are not in sorted-path order and whose entries are shuffled (DS 2.3, 6);
-* DomainNet names with capitals and hyphens, ``<domain>_<label+1:03d>_<n:06d>.jpg`` files, no quickdraw (DS 4);
-* CIFAR pickles with the real keys and R, G, B planes (DS 1), which torchvision's MD5 check would reject.
+* non-square images of several sizes, some grayscale JPEGs and palette PNGs (``.convert('RGB')``, docs/datasets.md,
+  "Fixtures and smoke runs");
+* wnid folder names that ImageFolder sorts (SDL utils/data_manager.py), an upper-case ``.JPEG`` suffix, names with
+  spaces and a stray non-image file that ImageFolder skips;
+* CODA lists whose labels are not in sorted-path order and whose entries are shuffled (CODA dataloaders/splits;
+  docs/datasets.md, "Fixtures and smoke runs");
+* DomainNet names with capitals and hyphens, ``<domain>_<label+1:03d>_<n:06d>.jpg`` files, no quickdraw (CODA
+  dataloaders/splits);
+* CIFAR pickles with the real keys and R, G, B planes (torchvision datasets/cifar.py), which torchvision's MD5 check
+  would reject.
 """
 
 from __future__ import annotations
@@ -29,14 +34,15 @@ from core.errors import UserError
 
 # (width, height): non-square, both orientations, all tiny so that 345 x 3 images take a fraction of a second.
 SIZES = ((12, 9), (9, 14), (16, 10), (10, 8), (20, 13), (8, 18))
-# The 15 rendition prefixes of ImageNet-R file names (DS 2.1).
+# The 15 rendition prefixes of ImageNet-R file names (hendrycks/imagenet-r).
 RENDITIONS = (
     "art", "cartoon", "deviantart", "embroidery", "graffiti", "graphic", "misc", "origami", "painting",
     "sculpture", "sketch", "sticker", "tattoo", "toy", "videogame",
 )  # fmt: skip
-# CODA's DomainNet lists hold five domains: quickdraw is missing (DS 4.2, CODA issue #19).
+# CODA's DomainNet lists hold five domains: quickdraw is missing (CODA dataloaders/splits, CODA issue #19).
 DOMAINS = ("clipart", "infograph", "painting", "real", "sketch")
-# Names that trip naive sorting (DS 4.1): "cello" before "cell_phone", a capitalised and two hyphenated classes.
+# Names that trip naive sorting (the official DomainNet lists): "cello" before "cell_phone", a capitalised and two
+# hyphenated classes.
 DOMAINNET_NAMES = ("aircraft_carrier", "cello", "cell_phone", "The_Great_Wall_of_China", "t-shirt", "teddy-bear")
 CUB_NAMES = (
     "Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross", "Groove_billed_Ani", "Crested_Auklet",
@@ -98,7 +104,8 @@ def suffix(label: int, k: int, upper_jpeg: bool = False) -> str:
 
 
 def write_pilot_folders(base: Path, classes: list[str], n_train: int, n_test: int, file_name: Callable) -> None:
-    """PILOT/APER layout ``base/{train,test}/<class>/<file>`` with the same class folders in both (DS 0.1)."""
+    """PILOT/APER layout ``base/{train,test}/<class>/<file>`` with the same class folders in both (SDL
+    utils/data_manager.py)."""
     writer = ImageWriter(len(classes))
     for label, cls in enumerate(classes):
         for split, count, start in (("train", n_train, 0), ("test", n_test, n_train)):
@@ -108,7 +115,8 @@ def write_pilot_folders(base: Path, classes: list[str], n_train: int, n_test: in
 
 
 def write_split_lists(lists: Path, stem: str, entries: dict[str, list[tuple[str, int]]], seed: int) -> None:
-    """CODA-Prompt's ``<stem>_{train,test}.yaml``: keys ``data`` and ``targets``, entries shuffled (DS 2.3)."""
+    """CODA-Prompt's ``<stem>_{train,test}.yaml``: keys ``data`` and ``targets``, entries shuffled (CODA
+    dataloaders/splits)."""
     lists.mkdir(parents=True, exist_ok=True)
     rng = np.random.RandomState(seed)
     for split, items in entries.items():
@@ -125,7 +133,8 @@ def not_sorted_labels(n: int, seed: int) -> np.ndarray:
 
 
 def write_imagenet_r(root: Path, n: int, n_train: int, n_test: int) -> None:
-    """Both ImageNet-R layouts: PILOT folders (DS 2.2) and the raw release with CODA lists (DS 2.1, 2.3)."""
+    """Both ImageNet-R layouts: PILOT folders (SDL issue #7) and the raw release with CODA lists (hendrycks/imagenet-r;
+    CODA dataloaders/splits)."""
     classes = wnids(n, seed=1)
 
     def file_name(label: int, cls: str, k: int) -> str:
@@ -145,7 +154,7 @@ def write_imagenet_r(root: Path, n: int, n_train: int, n_test: int) -> None:
 
 
 def write_imagenet_a(root: Path, n: int, n_train: int, n_test: int) -> None:
-    """ImageNet-A in PILOT folders; file names with spaces like the release's (DS 3)."""
+    """ImageNet-A in PILOT folders; file names with spaces like the release's (SDL issue #13)."""
 
     def file_name(label: int, cls: str, k: int) -> str:
         return f"0.{label:03d}{k:03d}_thing _ thing_0.5{suffix(label, k, upper_jpeg=True)}"
@@ -154,7 +163,8 @@ def write_imagenet_a(root: Path, n: int, n_train: int, n_test: int) -> None:
 
 
 def write_cub200(root: Path, n: int, n_train: int, n_test: int) -> None:
-    """CUB-200 in PILOT folders named like the official release (``001.Black_footed_Albatross``, DS 5)."""
+    """CUB-200 in PILOT folders named like the official release (``001.Black_footed_Albatross``, PILOT
+    utils/data.py)."""
     classes = [f"{i + 1:03d}.{CUB_NAMES[i] if i < len(CUB_NAMES) else f'Bird_{i + 1:03d}'}" for i in range(n)]
 
     def file_name(label: int, cls: str, k: int) -> str:
@@ -164,7 +174,8 @@ def write_cub200(root: Path, n: int, n_train: int, n_test: int) -> None:
 
 
 def write_domainnet(root: Path, n: int, n_train: int, n_test: int) -> None:
-    """DomainNet class folders per domain plus CODA lists whose paths start with ``data/DomainNet`` (DS 4)."""
+    """DomainNet class folders per domain plus CODA lists whose paths start with ``data/DomainNet`` (CODA
+    dataloaders/splits)."""
     names = [DOMAINNET_NAMES[i] if i < len(DOMAINNET_NAMES) else f"object_{i:03d}" for i in range(n)]
     writer = ImageWriter(n, seed=6)
     entries: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
@@ -178,7 +189,8 @@ def write_domainnet(root: Path, n: int, n_train: int, n_test: int) -> None:
 
 
 def write_cifar100(root: Path, n: int, n_train: int, n_test: int) -> None:
-    """The three python pickles of ``cifar-100-python`` with the real keys; rows are R, G, B planes (DS 1)."""
+    """The three python pickles of ``cifar-100-python`` with the real keys; rows are R, G, B planes (torchvision
+    datasets/cifar.py)."""
     base = root / "cifar-100-python"
     base.mkdir(parents=True, exist_ok=True)
     names = [CIFAR_NAMES[i] if i < len(CIFAR_NAMES) else f"class_{i}" for i in range(n)]

@@ -1,18 +1,22 @@
 """The paper's datasets read from a data root: CIFAR-100, ImageNet-R, ImageNet-A, DomainNet and CUB-200.
 
-Every fact about on-disk formats, splits and class orders comes from /work/shared/DATASETS_SPEC.md (cited as
-"DS section"); ``docs/datasets.md`` is the user-facing version. In short:
+Every fact about on-disk formats, splits and class orders is in ``docs/datasets.md``, each with its primary
+source. Sources below: SDL = WuYichen-97/SD-Lora-CL@8bacded, PILOT = sun-hailong/LAMDA-PILOT@2647455, CODA =
+GT-RIPL/CODA-Prompt@6417d4f, INF = liangyanshuo/InfLoRA@e08b00e. In short:
 
 * ``cifar100``: the python pickles ``<root>/cifar-100-python/{train,test,meta}`` read by our own reader, because
-  torchvision's MD5 check rejects any fixture and then tries to download (DS 1, "Fixture pitfall").
+  torchvision's MD5 check rejects any fixture and then tries to download (torchvision ``CIFAR100._check_integrity``).
 * ``imagenet_r``, ``imagenet_a``, ``cub200``: PILOT/APER pre-split folders ``<root>/<name>/{train,test}/<class>/*``
-  read with ImageFolder semantics (label = index in the sorted folder names, DS 0.1). ``imagenet_r`` can instead
-  read CODA-Prompt's YAML lists (``split="coda"``), whose labels are taken from the file (DS 2.3).
-* ``domainnet``: CODA/InfLoRA YAML lists (DS 4.2); SD-LoRA ships no DomainNet loader at all (DS 4.3).
+  read with ImageFolder semantics (label = index in the sorted folder names, SDL utils/data_manager.py). ``imagenet_r``
+  can instead read CODA-Prompt's YAML lists (``split="coda"``), whose labels are taken from the file (CODA
+  dataloaders/splits).
+* ``domainnet``: CODA/InfLoRA YAML lists (CODA dataloaders/splits); SD-LoRA ships no DomainNet loader at all (SDL
+  utils/data_manager.py).
 
 The class order is the SD-LoRA one (``np.random.seed(seed); np.random.permutation(n)``, applied by
-:func:`benchmarks.base.make_benchmark`); ``order_seed=-1`` gives CODA/InfLoRA's identity order (DS 0.3, 0.4).
-The data root is the ``root`` field, else ``$SDLB_DATA_ROOT``, else ``./data`` (the hard-coded root of SDL/PILOT).
+:func:`benchmarks.base.make_benchmark`); ``order_seed=-1`` gives CODA/InfLoRA's identity order (CODA trainer.py; INF
+configs/*.json). The data root is the ``root`` field, else ``$SDLB_DATA_ROOT``, else ``./data`` (the hard-coded root of
+SDL/PILOT).
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ class PaperDataConfig(BenchmarkConfig):
     Attributes:
         root: data root (None: ``$SDLB_DATA_ROOT``, else ``./data``, resolved when the data are read).
         img_size: side of the square model input (224 in the paper).
-        normalize: add mean/std normalisation; off by default because SD-LoRA feeds [0, 1] inputs (DS 0.2).
+        normalize: add mean/std normalisation; off by default because SD-LoRA feeds [0, 1] inputs (SDL utils/data.py).
         mean: normalisation mean (default: the augreg ViT's 0.5), used only with ``normalize``.
         std: normalisation std (default 0.5), used only with ``normalize``.
         train_per_class: keep only the first k training images of each class (None: all); for smoke runs.
@@ -117,7 +121,7 @@ class PaperDataConfig(BenchmarkConfig):
 
 @dataclass(frozen=True)
 class CIFAR100Config(PaperDataConfig):
-    """CIFAR-100: 10 tasks of 10 classes by default (SDL exps/sdlora_c100.json, DS 1)."""
+    """CIFAR-100: 10 tasks of 10 classes by default (SDL exps/sdlora_c100.json)."""
 
     def validate_paths(self) -> None:
         base = self.data_root / "cifar-100-python"
@@ -131,11 +135,11 @@ class CIFAR100Config(PaperDataConfig):
 
 @dataclass(frozen=True)
 class ImageNetRConfig(PaperDataConfig):
-    """ImageNet-R, 200 classes in 10 tasks by default (SDL exps/sdlora_inr.json, DS 2).
+    """ImageNet-R, 200 classes in 10 tasks by default (SDL exps/sdlora_inr.json).
 
     Attributes:
-        split: ``pilot`` (APER/PILOT pre-split folders, what SD-LoRA used, DS 2.2) or ``coda`` (CODA-Prompt's
-            YAML lists, DS 2.3). The two splits differ in membership and label ids (DS 7).
+        split: ``pilot`` (APER/PILOT pre-split folders, what SD-LoRA used, SDL issue #7) or ``coda`` (CODA-Prompt's
+            YAML lists, CODA dataloaders/splits). The two splits differ in membership and label ids (docs/datasets.md).
         split_dir: folder holding ``imagenet-r_{train,test}.yaml`` for ``split="coda"`` (None: ``<root>/splits``).
     """
 
@@ -155,7 +159,7 @@ class ImageNetRConfig(PaperDataConfig):
 
 @dataclass(frozen=True)
 class ImageNetAConfig(PaperDataConfig):
-    """ImageNet-A, 200 classes in 10 tasks by default (SDL exps/sdlora_ina.json, DS 3)."""
+    """ImageNet-A, 200 classes in 10 tasks by default (SDL exps/sdlora_ina.json)."""
 
     def validate_paths(self) -> None:
         IMAGENET_A.validate(self.data_root)
@@ -163,7 +167,7 @@ class ImageNetAConfig(PaperDataConfig):
 
 @dataclass(frozen=True)
 class DomainNetConfig(PaperDataConfig):
-    """DomainNet from the CODA/InfLoRA lists, 345 classes in 5 tasks of 69 (DS 4.2).
+    """DomainNet from the CODA/InfLoRA lists, 345 classes in 5 tasks of 69 (CODA dataloaders/splits).
 
     Attributes:
         split_dir: folder holding ``domainnet_{train,test}.yaml`` (None: ``<root>/splits``).
@@ -178,7 +182,7 @@ class DomainNetConfig(PaperDataConfig):
 
 @dataclass(frozen=True)
 class CUB200Config(PaperDataConfig):
-    """CUB-200-2011 in the PILOT 80/20 re-split, 200 classes in 10 tasks by default (DS 5)."""
+    """CUB-200-2011 in the PILOT 80/20 re-split, 200 classes in 10 tasks by default (PILOT utils/data.py)."""
 
     def validate_paths(self) -> None:
         CUB.validate(self.data_root)
@@ -245,7 +249,7 @@ def build_benchmark(cfg: PaperDataConfig, seed: int, data: SplitData) -> CILBenc
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# CIFAR-100 (DS 1)
+# CIFAR-100 (torchvision datasets/cifar.py)
 
 CIFAR_FILES = ("train", "test", "meta")
 
@@ -278,7 +282,8 @@ class CifarUnpickler(pickle.Unpickler):
 
 
 def read_cifar_pickle(path: Path, keys: Sequence[str]) -> dict:
-    """Load one CIFAR-100 python pickle (latin1 gives str keys, DS 1) and check it has ``keys``."""
+    """Load one CIFAR-100 python pickle (latin1 gives str keys, torchvision datasets/cifar.py) and check it has
+    ``keys``."""
     try:
         with open(path, "rb") as f:
             blob = CifarUnpickler(f, encoding="latin1").load()
@@ -312,7 +317,7 @@ def read_cifar_split(path: Path, n_classes: int) -> tuple[np.ndarray, list[int]]
         )
     if labels and not 0 <= min(labels) <= max(labels) < n_classes:
         raise UserError(f"CIFAR-100: {path} has fine_labels outside 0..{n_classes - 1}; re-extract the archive")
-    # Each row is three 32x32 planes R, G, B (DS 1); PIL wants HWC.
+    # Each row is three 32x32 planes R, G, B (torchvision datasets/cifar.py); PIL wants HWC.
     return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)), labels
 
 
@@ -333,7 +338,7 @@ def load_cifar100(cfg: CIFAR100Config) -> SplitData:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# PILOT/APER pre-split folders (DS 0.1, 2.2, 3, 5)
+# PILOT/APER pre-split folders (SDL utils/data_manager.py; SDL issue #7; SDL issue #13; PILOT utils/data.py)
 
 
 @dataclass(frozen=True)
@@ -372,7 +377,8 @@ def images_under(folder: Path) -> list[str]:
 
 
 def scan_image_folder(folder: Path, title: str) -> tuple[list[str], list[str], list[int]]:
-    """``(classes, paths, targets)`` with ImageFolder semantics: label = index in the sorted folder names (DS 0.1)."""
+    """``(classes, paths, targets)`` with ImageFolder semantics: label = index in the sorted folder names (SDL
+    utils/data_manager.py)."""
     classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
     if not classes:
         raise UserError(f"{title}: {folder} holds no class folders; re-extract the pre-split archive")
@@ -380,7 +386,8 @@ def scan_image_folder(folder: Path, title: str) -> tuple[list[str], list[str], l
     targets: list[int] = []
     for label, name in enumerate(classes):
         found = images_under(folder / name)
-        if not found:  # ImageFolder raises here too (DS 3 pitfalls): every class needs a train and a test image
+        if not found:  # ImageFolder raises here too (torchvision ``make_dataset``): every class needs a train and a
+        # test image
             raise UserError(
                 f"{title}: class folder {folder / name} holds no image ({'/'.join(IMG_EXTENSIONS)}); "
                 "remove it from both train/ and test/ or restore its images"
@@ -396,7 +403,8 @@ def load_pilot_folders(layout: FolderLayout, root: Path) -> SplitData:
     base = root / layout.subdir
     train_classes, train_paths, train_targets = scan_image_folder(base / "train", layout.title)
     test_classes, test_paths, test_targets = scan_image_folder(base / "test", layout.title)
-    if train_classes != test_classes:  # labels are positions in each split's own sorted list (DS 0.1)
+    if train_classes != test_classes:  # labels are positions in each split's own sorted list (SDL
+    # utils/data_manager.py)
         only_train = sorted(set(train_classes) - set(test_classes))
         only_test = sorted(set(test_classes) - set(train_classes))
         raise UserError(
@@ -409,7 +417,7 @@ def load_pilot_folders(layout: FolderLayout, root: Path) -> SplitData:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# CODA-Prompt / InfLoRA YAML lists (DS 2.3, 4.2)
+# CODA-Prompt / InfLoRA YAML lists (CODA dataloaders/splits)
 
 
 @dataclass(frozen=True)
@@ -478,7 +486,8 @@ def _parse_split_list(path: str, mtime_ns: int, size: int, title: str) -> tuple[
 
 
 def _listed_candidates(entry: str, root: Path) -> list[Path]:
-    """Where a listed path may live: relative to the root as written, or without the ``data/`` prefix (DS 2.3)."""
+    """Where a listed path may live: relative to the root as written, or without the ``data/`` prefix (CODA
+    dataloaders/splits)."""
     rel = entry.removeprefix("./")
     candidates = [root / rel]  # an absolute entry stays absolute under pathlib's "/"
     if rel.startswith("data/"):
@@ -533,7 +542,8 @@ def names_from_paths(entries: Sequence[str], targets: Sequence[int], n_classes: 
 
 
 def load_split_lists(layout: ListLayout, root: Path, lists: Path) -> SplitData:
-    """Read a pair of CODA lists; labels come from ``targets``, never from sorted paths (DS 2.3, 4.1)."""
+    """Read a pair of CODA lists; labels come from ``targets``, never from sorted paths (CODA dataloaders/splits; the
+    official DomainNet lists)."""
     layout.validate(root, lists)
     train_list, test_list = layout.files(lists)
     train_entries, train_targets = read_split_list(train_list, layout.title)
@@ -562,9 +572,10 @@ def load_imagenet_r(cfg: ImageNetRConfig) -> SplitData:
 
 
 def load_domainnet(cfg: DomainNetConfig) -> SplitData:
-    """DomainNet from the CODA/InfLoRA lists; records which domains they hold (no quickdraw, DS 4.2)."""
+    """DomainNet from the CODA/InfLoRA lists; records which domains they hold (no quickdraw, CODA
+    dataloaders/splits)."""
     data = load_split_lists(DOMAINNET, cfg.data_root, split_dir(cfg))
-    # Entries are <domain>/<class>/<file> (DS 4.1), so the domain is two folders above the file.
+    # Entries are <domain>/<class>/<file> (the official DomainNet lists), so the domain is two folders above the file.
     data.info["domains"] = sorted({Path(p).parent.parent.name for p in data.train_items})
     return data
 

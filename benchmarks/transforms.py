@@ -1,10 +1,11 @@
 """From a stored image to a model tensor: the SD-LoRA/PILOT transforms and the image datasets that apply them.
 
-Transforms: SDLORA_SPEC section 6 and DATASETS_SPEC 0.2. Datasets: DATASETS_SPEC 0.1 (SDL's ``DummyDataset``).
+Transforms: docs/sdlora.md section 6 and SDL utils/data.py. Datasets: SDL utils/data_manager.py (SDL's
+``DummyDataset``).
 
 SD-LoRA uses PILOT's ``build_transform`` for every dataset it reports: a strong random crop for training, a
 bicubic resize plus centre crop for testing, and **no** mean/std normalisation, so the ViT sees inputs in [0, 1]
-although its augreg weights were trained with mean = std = 0.5 (DATASETS_SPEC section 7, last pitfalls). We keep
+although its augreg weights were trained with mean = std = 0.5 (timm's ``pretrained_cfg`` of the augreg tags). We keep
 that for fidelity; ``normalize=True`` is an opt-in deviation.
 """
 
@@ -43,7 +44,7 @@ def build_transforms(
 
     Args:
         img_size: side of the square output (224 in the paper).
-        normalize: add ``Normalize(mean, std)`` after ``ToTensor`` (off in SD-LoRA, DATASETS_SPEC 0.2).
+        normalize: add ``Normalize(mean, std)`` after ``ToTensor`` (off in SD-LoRA, SDL utils/data.py).
         mean: per-channel mean used when ``normalize`` is set.
         std: per-channel std used when ``normalize`` is set.
 
@@ -69,7 +70,7 @@ def build_transforms(
 
 
 class ImagePathDataset(Dataset):
-    """Images read lazily from files, as SDL's ``DummyDataset`` does for ``use_path=True`` (DATASETS_SPEC 0.1).
+    """Images read lazily from files, as SDL's ``DummyDataset`` does for ``use_path=True`` (SDL utils/data_manager.py).
 
     Args:
         paths: image files.

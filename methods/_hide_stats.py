@@ -1,4 +1,4 @@
-"""HiDe-Prompt's stored class statistics, Gaussian-sampled classifier alignment and TII MLP (BASELINES_SPEC.md
+"""HiDe-Prompt's stored class statistics, Gaussian-sampled classifier alignment and TII MLP (docs/baselines.md
 section 4; HIDE ``engines/hide_tii_engine.py`` and ``engines/hide_promtp_wtp_and_tap_engine.py``:
 ``_compute_mean`` and ``train_task_adaptive_prediction``; ``vits/hide_prompt_vision_transformer.py``
 ``MlpMapping``). Imported by methods/hide_prompt.py.

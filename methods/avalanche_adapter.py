@@ -83,7 +83,7 @@ UNSUPPORTED = {
     "CWRStar": "needs a named consolidated-weights layer",
     "StreamingLDA": "needs its own SLDA model",
     "ICaRL": "needs its own feature extractor and classifier",
-    "LearningToPrompt": "builds its own ViT and does not run on timm >= 0.9 (AVALANCHE_NOTES trap 4); use l2p",
+    "LearningToPrompt": "builds its own ViT and does not run on timm >= 0.9 (docs/baselines.md section 12.4); use l2p",
     "ER_AML": "needs a separate feature extractor",
     "SCR": "needs its own projection network and loss",
     "CoPE": "needs its own prototype loss on a fixed-size output",

@@ -18,7 +18,7 @@ Training loop (Avalanche's, with our hooks marked ``*``)::
     strategy.eval(test_stream[:t+1])                  * before_evaluation / after_evaluation around it
                                                       pooled over all seen classes, argmax over every head row
 
-The loss after the first task is ``CE(logits[:, K_old:], y - K_old)`` (SDLORA_SPEC.md section 5), so old head
+The loss after the first task is ``CE(logits[:, K_old:], y - K_old)`` (docs/sdlora.md section 5), so old head
 rows get no gradient; ``mask_old_logits=False`` trains on all logits instead.
 
 A method is one file: a frozen config dataclass (subclass of :class:`MethodConfig`, or of
@@ -189,7 +189,7 @@ class GrowingHead(nn.Module, abc.ABC):
 
 
 class IncrementalHead(GrowingHead):
-    """A linear head that grows to the classes seen so far (SDLORA_SPEC.md section 5: old rows copied,
+    """A linear head that grows to the classes seen so far (docs/sdlora.md section 5: old rows copied,
     new rows ``kaiming_uniform_(nonlinearity='linear')``, biases 0)."""
 
     def __init__(self, in_features: int):
@@ -249,7 +249,7 @@ class CILStrategy(SupervisedTemplate):
             raise TypeError(f"{type(self).__name__}.build_model must return a model whose .head is a "
                             "methods.base.GrowingHead (see docs/adding_a_method.md)")
         # Avalanche requires an optimizer at construction; the real one is built per experience in
-        # make_optimizer (AVALANCHE_NOTES trap 1: its default would add every model parameter).
+        # make_optimizer (docs/baselines.md section 12.1: its default would add every model parameter).
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
         kwargs = dict(evaluator=evaluator) if evaluator is not None else {}
         super().__init__(model=model, optimizer=placeholder, criterion=nn.CrossEntropyLoss(),

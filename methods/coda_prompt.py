@@ -2,7 +2,7 @@
 
 Reference implementations: GT-RIPL/CODA-Prompt (``models/zoo.py`` ``CodaPrompt``, ``utils/schedulers.py``,
 ``configs/*_prompt.yaml``, ``experiments/*.sh``) and its port in WuYichen-97/SD-Lora-CL (``backbone/prompt.py``,
-``models/coda_prompt.py``, ``exps/coda_prompt*.json``), restated in BASELINES_SPEC.md section 3.
+``models/coda_prompt.py``, ``exps/coda_prompt*.json``), restated in docs/baselines.md section 3.
 
 Mechanism, per prompted block l in ``layers`` (0-4): components ``P_l (M, length, C)``, keys ``K_l (M, C)`` and
 attention vectors ``A_l (M, C)``. With the frozen final-norm CLS query q (pass 1)::
@@ -22,8 +22,7 @@ Storage: earlier tasks' rows are buffers (``p_old``...), the current task's rows
 that exist. The forward concatenates ``[old; cur]`` exactly as the reference's ``cat(K[:s].detach(), K[s:f])``.
 
 Presets (Adam, batch 128, wd 0, CODA's custom cosine ``lr * cos(99 pi e / (200 (K - 1)))`` per epoch, which both
-SDL (``models/coda_prompt.py`` ``CosineSchedule``) and CODA use; BASELINES_SPEC.md's "torch cosine,
-eta_min 1e-5" for SDL is not what SDL's code builds):
+SDL (``models/coda_prompt.py`` ``CosineSchedule``) and CODA use; docs/baselines.md section 3):
 
 * ``sdl``: SDL ``exps/coda_prompt.json`` (CIFAR-100): 10 epochs, lr 1e-3, M 100, length 8, mu 0.
 * ``sdl_inr``: ``exps/coda_prompt_inr.json``: 50 epochs.

@@ -3,7 +3,7 @@
 Reference implementations: JH-LEE-KR/dualprompt-pytorch (``prompt.py``, ``attention.py``,
 ``vision_transformer.py``, ``engine.py``, ``configs/*``) and its port in WuYichen-97/SD-Lora-CL
 (``backbone/prompt.py`` ``EPrompt``, ``backbone/vision_transformer_dual_prompt.py``, ``models/dualprompt.py``,
-``exps/dualprompt*.json``), restated in BASELINES_SPEC.md section 2.
+``exps/dualprompt*.json``), restated in docs/baselines.md section 2.
 
 Mechanism (prefix tuning in the listed blocks, separate key and value prefixes as in the code,
 ``same_key_value=false``):
@@ -32,7 +32,7 @@ Deliberate deviations:
 
 * **Per-sample selection at test by default.** SDL and JHDP-CIFAR set ``batchwise_prompt=True`` (the batch's
   most frequent index for every sample), which leaks the task through task-ordered test batches
-  (BASELINES_SPEC.md section 7.1); JHDP-ImageNet-R is per-sample. ``batchwise_prompt: true`` restores it; no
+  (docs/baselines.md section 7.1); JHDP-ImageNet-R is per-sample. ``batchwise_prompt: true`` restores it; no
   preset sets it.
 * **Prefixes built per sample.** The reference reshapes ``(layers, 2, B, ...)`` to ``(layers, B, 2, ...)``
   without a permute, mixing samples' prefixes at test (section 2 pitfall); here the batch stays the leading

@@ -1,7 +1,7 @@
 """Full sequential fine-tuning: the whole backbone and the head are trained on each task in turn.
 
 "Sequential fine-tuning" is under-defined in the literature (LAE issue #1: 77.6 vs 33.6 for "the same"
-baseline), so exactly: the same growing linear head with old-logit masking as SD-LoRA (SDLORA_SPEC.md
+baseline), so exactly: the same growing linear head with old-logit masking as SD-LoRA (docs/sdlora.md
 section 5), one learning rate ``lr`` for backbone and head, SGD with momentum 0.9 and no weight decay (the
 SD-LoRA code's optimizer); no rehearsal, no regularisation. The suites set ``lr`` per benchmark.
 """

@@ -4,7 +4,7 @@ inference (TII), within-task prediction (WTP) and task-adaptive prediction (TAP)
 Reference implementation: thu-ml/HiDe-Prompt at 0ed4333 (``engines/hide_tii_engine.py``,
 ``engines/hide_promtp_wtp_and_tap_engine.py``, ``peft/prompt/hide_prompt.py``, ``trainers/*``,
 ``training_scripts/train_{cifar100,imr}_vit.sh``, ``configs/*_hideprompt_5e.py``), restated in
-BASELINES_SPEC.md section 4. Statistics, alignment and the TII MLP live in methods/_hide_stats.py.
+docs/baselines.md section 4. Statistics, alignment and the TII MLP live in methods/_hide_stats.py.
 
 Per task t (the reference runs all TII tasks in a first process and loads the task-t TII checkpoint while
 training WTP task t; the two stages never read each other's state, so one pass per task is equivalent):
@@ -28,9 +28,8 @@ Stored statistics (``storage``; default the reference's ``multi-centroid``, 10 k
 mean + variance each, for TII and WTP) count as ``stored_features()``.
 
 Learning rates, written out (the reference's ``unscale_lr=True`` scales by the *per-device* batch:
-``lr * 24 / 256``, whatever the number of GPUs; the 8 GPUs only make the global batch 192. BASELINES_SPEC.md
-section 4's "x global_bs/256" (0.0225, 3.75e-4) is not what ``trainers/*_trainer.py`` compute):
-WTP Adam 0.03 * 24/256 = 0.0028125; TII Adam 5e-4 * 24/256 = 4.6875e-5; TII alignment SGD
+``lr * 24 / 256``, whatever the number of GPUs; the 8 GPUs only make the global batch 192. See docs/baselines.md section
+4): WTP Adam 0.03 * 24/256 = 0.0028125; TII Adam 5e-4 * 24/256 = 4.6875e-5; TII alignment SGD
 0.005 * 24/256 = 4.6875e-4 (``tii_trainer.py`` scales ``ca_lr``); TAP SGD 0.005 (``hideprompt_trainer.py``
 does not). Alignment mini-batches per epoch: the reference runs one per class of the earlier tasks
 (``ca_iters: null``), too few for small benchmarks (2 classes per task: 2 steps per epoch after task 1);
@@ -46,7 +45,7 @@ the suite's epochs and batch size (``tii_epochs`` None = the task's ``epochs``).
 Deliberate deviations:
 
 * Prefixes are built per sample (the reference inherits the JHDP reshape bug, whose test accuracy depends on
-  the batch: BASELINES_SPEC.md section 4 pitfall a).
+  the batch: docs/baselines.md section 4 pitfall a).
 * During WTP training the reference also runs TII to compute a prompt id that the prompt mask then overrides;
   that wasted pass is skipped.
 * Per-class statistics use the eval transforms, as the reference's ``dataset_train_mean``; k-means is our own

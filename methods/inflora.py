@@ -1,7 +1,7 @@
 """InfLoRA: interference-free low-rank adaptation (Liang & Li, CVPR 2024, arXiv 2404.00228).
 
 Reference implementation: liangyanshuo/InfLoRA at e08b00e (``methods/inflora.py``, ``models/vit_inflora.py``,
-``utils/schedulers.py``, ``configs/*.json``), restated in BASELINES_SPEC.md section 5 (code names: ``A`` is the
+``utils/schedulers.py``, ``configs/*.json``), restated in docs/baselines.md section 5 (code names: ``A`` is the
 designed down-projection, ``B`` the trained up-projection). Per task t, on the **k and v** slices of every block's
 fused ``qkv`` (rank 10 each)::
 
@@ -20,15 +20,15 @@ fused ``qkv`` (rank 10 each)::
 The per-task heads concatenated at test are the base class's growing head with old-logit masking: training
 computes ``CE(logits[:, known:seen], y - known)`` exactly as InfLoRA trains its current head on shifted targets,
 and old rows get no gradient. New rows are initialised like ``nn.Linear`` (weight and bias U(+-1/sqrt(d))), as
-the reference's per-task ``nn.Linear`` heads. Inference: one pass on merged weights (SPEC section 6: 35.12 GFLOPs
-"if branches are merged").
+the reference's per-task ``nn.Linear`` heads. Inference: one pass on merged weights (docs/baselines.md section 6: 35.12
+GFLOPs "if branches are merged").
 
 Defaults = the reference configs: Adam (0.9, 0.999), lr 5e-4, wd 0, batch 128, rank 10, lamb 0.98 (0.95 on
 CIFAR-100, set in suites), lame 1.0, and CODA's custom cosine ``lr_e = lr * cos(99 pi e / (200 (K - 1)))`` stepped
 per epoch (``coda_cosine``; the base ``scheduler`` field is ignored while it is on). Epochs are set per benchmark
 in the suites (reference: 50 ImageNet-R, 20 CIFAR-100).
 
-Deliberate deviations (each a fact of the reference, BASELINES_SPEC.md section 5):
+Deliberate deviations (each a fact of the reference, docs/baselines.md section 5):
 
 * **First-task ``retain`` bug.** When more than d/2 directions are needed after the first task, the reference
   marks the layer ``retain`` but stores the old-space basis ``U[:, :k]`` instead of its complement (and its own

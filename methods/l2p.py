@@ -2,7 +2,7 @@
 
 Reference implementations: JH-LEE-KR/l2p-pytorch (``prompt.py``, ``vision_transformer.py``, ``engine.py``) and its
 port in WuYichen-97/SD-Lora-CL (``backbone/prompt.py``, ``backbone/vision_transformer_l2p.py``, ``models/l2p.py``,
-``exps/l2p*.json``), restated in BASELINES_SPEC.md section 1.
+``exps/l2p*.json``), restated in docs/baselines.md section 1.
 
 Mechanism: a pool of ``pool_size`` prompts ``(length, C)`` with keys ``(pool_size, C)``, both U(-1, 1). The query
 is the frozen ViT's final-norm CLS (pass 1); the ``top_k`` keys closest by cosine select prompts whose
@@ -23,7 +23,7 @@ Deliberate deviations:
 
 * **Per-sample prompt selection by default.** Both reference configs set ``batchwise_prompt=True``: the k most
   frequent indices of the batch are used for every sample, at test too, which leaks task identity through
-  class-ordered test batches (BASELINES_SPEC.md section 7.1). ``batchwise_prompt: true`` restores it; the
+  class-ordered test batches (docs/baselines.md section 7.1). ``batchwise_prompt: true`` restores it; the
   presets do not set it, so a recipe that reproduces the references' numbers must set it explicitly.
 * The head is the harness's growing head with old-class logits excluded from CE (equivalent to the
   references' -inf masking of classes outside the task); the references allocate all classes up front.
@@ -32,8 +32,8 @@ Deliberate deviations:
 
 Avalanche's ``LearningToPrompt`` (avalanche-lib 0.6.0) was tried as a cross-check and does not build with timm
 1.0.31, even with ``pretrained=False``: ``TypeError: 'PretrainedCfg' object is not subscriptable`` raised at
-``avalanche/models/timm_vit.py`` line 480 (``_create_vision_transformer``: ``pretrained_cfg["url"]``), as
-AVALANCHE_NOTES.md trap 4 says. No comparison was made.
+``avalanche/models/timm_vit.py`` line 480 (``_create_vision_transformer``: ``pretrained_cfg["url"]``). No comparison was
+made.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Shared machinery of the prompt-based methods (L2P, DualPrompt, CODA-Prompt, HiDe-Prompt) on timm's ViT.
 
 Everything reads dimensions from the backbone (``embed_dim``, depth, heads, head dim); nothing assumes ViT-B/16.
-Token order in a prompted pass is ``[CLS, (input prompts), patches]`` (BASELINES_SPEC.md, preamble).
+Token order in a prompted pass is ``[CLS, (input prompts), patches]`` (docs/baselines.md section 0).
 
-* **Query pass** (:func:`frozen_query`, BASELINES_SPEC.md section 0): the unprompted frozen backbone's final-norm
+* **Query pass** (:func:`frozen_query`, docs/baselines.md section 0): the unprompted frozen backbone's final-norm
   CLS token ("pre_logits"), without gradient. Every method here runs it, so inference is two ViT passes.
 * **Input prompt tuning** (L2P, section 1): prompt tokens are inserted right after the prefix tokens (CLS) once
   the position embedding has been added; each prompt token gets the CLS position embedding, as the reference's
@@ -155,7 +155,7 @@ def batch_majority(idx: torch.Tensor, k: int, pool_size: int) -> torch.Tensor:
     """The reference's ``batchwise_prompt``: the k indices chosen most often in the batch, for every sample.
 
     LEAKS across the batch: a sample's prompts depend on which other images share its batch, and with
-    class- or task-ordered test loaders this votes for the task (BASELINES_SPEC.md section 7.1).
+    class- or task-ordered test loaders this votes for the task (docs/baselines.md section 7.1).
     """
     counts = torch.bincount(idx.flatten(), minlength=pool_size)
     top = torch.sort(counts, descending=True, stable=True).indices[:k]  # ties: lower index first

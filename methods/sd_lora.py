@@ -1,7 +1,7 @@
 """SD-LoRA (Wu et al., ICLR 2025, arXiv 2501.13198) and its variants RR and KD, plus the Table 4 ablations.
 
-Reference code: WuYichen-97/SD-Lora-CL at 8bacded (SDLORA_SPEC.md). For task t and every block, on the q and v
-slices of the fused ``qkv`` (SDLORA_SPEC.md section 1)::
+Reference code: WuYichen-97/SD-Lora-CL at 8bacded (docs/sdlora.md). For task t and every block, on the q and v
+slices of the fused ``qkv`` (docs/sdlora.md section 1)::
 
     qkv(x) = W0 x + b + sum_{i<t} alpha_i * B_i A_i x / norm_i  +  alpha_t * B_t A_t x
 
@@ -12,7 +12,7 @@ The layer is :class:`DecoupledQKV`: the normalisation and the shared :class:`Mag
 LoRA layer of methods/lowrank.py (stacked frozen factors, merge, the lowrank/dense paths).
 
 Defaults follow the official code (what produced the paper's logs); each place where paper and code disagree
-is a field (SDLORA_SPEC.md section 12):
+is a field (docs/sdlora.md section 12):
 
 * ``norm_mode``: ``code`` = ``||B||_F ||A||_F`` for old directions; ``paper`` = ``||B A||_F``.
   ``none`` (a diagnostic, in neither) keeps frozen directions at their learned scale.
@@ -69,7 +69,7 @@ VARIANTS = ("full", "fixed_first", "single", "no_rescale")
 class Magnitudes(nn.Module):
     """The shared magnitudes: ``old[i]`` scales stored direction i, ``cur`` the direction being trained.
 
-    Shared by every layer and projection (SDLORA_SPEC.md section 2): one module, referenced (not owned) by the
+    Shared by every layer and projection (docs/sdlora.md section 2): one module, referenced (not owned) by the
     layers, so the magnitudes appear once in ``state_dict``."""
 
     def __init__(self, init: float = 1.0):
@@ -246,7 +246,7 @@ class SDLoRAConfig(LowRankConfig):
         check(self.residual_every >= 0, "residual_every must be >= 0")
 
     def rank_for_task(self, t: int) -> int:
-        """Rank of task t (0-based); RR: ``rank_values[#breakpoints <= t]`` (SDLORA_SPEC.md section 3)."""
+        """Rank of task t (0-based); RR: ``rank_values[#breakpoints <= t]`` (docs/sdlora.md section 3)."""
         if not self.rank_breakpoints:
             return self.rank
         return self.rank_values[sum(t >= b for b in self.rank_breakpoints)]
@@ -402,7 +402,7 @@ class SDLoRA(LowRankStrategy):
         return residual if self.config.kd_residual == "absolute" else residual**2
 
     def _distill(self, t: int) -> None:
-        """SD-LoRA-KD (SDLORA_SPEC.md section 4): fold the new direction into the old magnitudes when the
+        """SD-LoRA-KD (docs/sdlora.md section 4): fold the new direction into the old magnitudes when the
         least-squares residual is at most tau, then drop it."""
         cfg = self.config
         coef, residual, norm = self.fit_current()

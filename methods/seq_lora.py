@@ -2,14 +2,14 @@
 
 Paper: Wu et al., "SD-LoRA: Scalable Decoupled Low-Rank Adaptation for Class Incremental Learning", ICLR 2025
 (arXiv 2501.13198), the baseline of Fig. 2(b,c) and Fig. 4 ("vanilla LoRA": one LoRA trained sequentially).
-Reference implementation: none is released for this baseline (SDLORA_SPEC.md section 9: the analysis code is
+Reference implementation: none is released for this baseline (docs/sdlora.md section 9: the analysis code is
 unreleased); this file restates it on the SD-LoRA code's choices (WuYichen-97/SD-Lora-CL at 8bacded):
 
-* placement and rank as SD-LoRA (SDLORA_SPEC.md section 1): the q and v slices of every block's fused ``qkv``,
+* placement and rank as SD-LoRA (docs/sdlora.md section 1): the q and v slices of every block's fused ``qkv``,
   rank 10, ``A`` kaiming-uniform, ``B = 0``, no bias, no dropout, no alpha/r scaling;
 * one direction ``(A, B)`` created before the first task and trained, together with the head, in **every**
   task: ``qkv(x) = W0 x + b + B A x`` (no magnitudes, no normalisation; the scale is a constant 1);
-* the growing linear head with old-logit masking of the base strategy (SDLORA_SPEC.md section 5);
+* the growing linear head with old-logit masking of the base strategy (docs/sdlora.md section 5);
 * optimizer as SD-LoRA's code: SGD, momentum 0.9, no weight decay, lr 0.01 unless a suite says otherwise;
 * inference on merged weights (``W0 + B A`` folded into ``qkv``): one plain ViT pass.
 

@@ -1,9 +1,9 @@
 """A per-image cost model for ``--dry-run``: how many GPU-hours a suite needs, before running it.
 
-Calibration: the SD-LoRA logs show about 8-11 minutes per ImageNet-R task on one A100 (SDLORA_SPEC.md section 6:
+Calibration: the SD-LoRA logs show about 8-11 minutes per ImageNet-R task on one A100 (docs/sdlora.md section 6:
 2,400 training images x 20 epochs per task), i.e. about 12 ms per training image for ViT-B/16 at 224 px with a
 frozen backbone; inference is taken as a third of that. Methods that run two ViT passes at inference (the prompt
-methods, BASELINES_SPEC.md section 0) and methods that back-propagate into every weight cost more, by the
+methods, docs/baselines.md section 0) and methods that back-propagate into every weight cost more, by the
 factors each method declares (``MethodInfo.train_cost``, ``eval_cost``). Costs scale with the number of
 tokens, i.e. (img_size / 224)^2. An estimate, not a promise.
 """

@@ -1,6 +1,6 @@
 """Accuracy bookkeeping: a plugin that counts correct predictions per experience, and the summary metrics.
 
-Definitions (SDLORA_SPEC.md section 7):
+Definitions (docs/sdlora.md section 7):
 
 * ``acc_matrix[t][j]``: accuracy after task t on task j's test samples, argmax over all seen classes.
 * ``pooled_acc[t]``: accuracy after task t on the pooled test samples of all seen classes (weighted by

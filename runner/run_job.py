@@ -67,7 +67,8 @@ def versions() -> dict[str, str]:
 
 
 def job_logger(path: Path) -> logging.Logger:
-    """One job, one log file (ANCHORS.md: basicConfig per seed in one process loses logs)."""
+    """One job, one log file (LAMDA-PILOT's and InfLoRA's ``trainer.py`` call ``logging.basicConfig`` per seed in one
+    process, so later seeds' logs are lost)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(f"sdlb.job.{path.stem}")
     logger.handlers.clear()

@@ -1,4 +1,4 @@
-"""The paper's datasets on tiny fixtures written in each real on-disk format (DATASETS_SPEC, "DS" below)."""
+"""The paper's datasets on tiny fixtures written in each real on-disk format (docs/datasets.md)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def assert_one_line_error(fn, *needles: str) -> str:
 
 
 def test_verified_class_orders():
-    # DS 0.1 / SDLORA_SPEC 6: prefixes re-computed from the repositories' logs.
+    # SDL utils/data_manager.py / docs/sdlora.md section 6: prefixes re-computed from the repositories' logs.
     assert class_order(200, 1993)[:5] == [168, 136, 51, 9, 183]
     assert class_order(100, 1994)[:5] == [72, 6, 33, 96, 60]
     assert class_order(200, 1995)[:4] == [146, 198, 169, 126]
@@ -182,7 +182,8 @@ def test_domainnet_labels_names_and_domains(data_root):
     root = data_root("domainnet")
     data = pd.load_domainnet(make_cfg("domainnet", root))
     for path, label in zip(data.train_items + data.test_items, data.train_targets + data.test_targets):
-        assert int(Path(path).name.split("_")[-2]) == label + 1  # <domain>_<label+1:03d>_<n:06d>.jpg, DS 4.1
+        assert int(Path(path).name.split("_")[-2]) == label + 1  # <domain>_<label+1:03d>_<n:06d>.jpg, the official
+        # DomainNet lists
     assert {"The_Great_Wall_of_China", "t-shirt", "cell_phone"} <= set(data.class_names)
     assert data.class_names != sorted(data.class_names)
     assert data.info["domains"] == ["clipart", "infograph", "painting", "real", "sketch"]
@@ -286,7 +287,7 @@ def test_data_prefix_and_absolute_list_paths(data_root, tmp_path):
     (tmp_path / "cwd" / "data").symlink_to(root)
     data = pd.load_imagenet_r(make_cfg("imagenet_r", tmp_path / "cwd", split="coda", split_dir=str(root / "splits")))
     assert data.train_items[0].startswith(str(tmp_path / "cwd" / "data" / "imagenet-r"))
-    # Derived copies of the lists hold absolute paths (DS 4.2).
+    # Derived copies of the lists hold absolute paths (pkrukowski1/PromptInTAct dataloaders/splits).
     lists = tmp_path / "abs"
     lists.mkdir()
     for split in ("train", "test"):

@@ -263,7 +263,7 @@ def test_reference_learning_rates_are_written_out():
 
 
 def test_vit_b16_inference_gflops_match_the_spec():
-    """On ViT-B/16 at 224 px (meta tensors: shapes only, no compute) the counts are BASELINES_SPEC.md section 6's:
+    """On ViT-B/16 at 224 px (meta tensors: shapes only, no compute) the counts are docs/baselines.md section 6's:
     one plain pass 35.13 GFLOPs, L2P 74.9 (query pass + 222-token prompted pass), prefix methods ~2 x 35.13."""
     timm = pytest.importorskip("timm")
     from avalanche.training.plugins import EvaluationPlugin

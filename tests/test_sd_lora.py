@@ -1,4 +1,4 @@
-"""SD-LoRA's maths (SDLORA_SPEC.md sections 2-4), merged inference, variants and ablations."""
+"""SD-LoRA's maths (docs/sdlora.md sections 2-4), merged inference, variants and ablations."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _layer_with_history(norm_mode: str, path: str, n_old: int = 2, ranks=(3, 2, 
 
 
 def _hand_weight(layer, mags, hand, norm_mode):
-    """W_eff from the spec's formula, built slice by slice with explicit d x d products."""
+    """W_eff from the formula of docs/sdlora.md section 2, built slice by slice with explicit d x d products."""
     W = layer.base.weight.detach().clone()
     d = layer.d
     for s, k in enumerate((0, 2)):  # q and v slices of the fused output
@@ -40,7 +40,7 @@ def _hand_weight(layer, mags, hand, norm_mode):
             if i < len(hand) - 1:
                 norm = B[s].norm() * A[s].norm() if norm_mode == "code" else prod.norm()
                 delta += mags.old[i].detach() * prod / norm
-            else:  # the current direction is trained unnormalised (spec section 2)
+            else:  # the current direction is trained unnormalised (docs/sdlora.md section 2)
                 delta += mags.cur.detach() * prod
         W[k * d : (k + 1) * d] += delta
     return W

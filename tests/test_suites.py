@@ -77,5 +77,5 @@ def test_smoke_runs_a_paper_suite_to_latex_tables(tmp_path):
     assert run_suite.main(["--suite", str(path), "--smoke", "--results-dir", str(out)]) == 0
     rec = json.loads((out / "records" / "sd_lora__imagenet_r_5__s1993.json").read_text())
     assert rec["status"] == "done" and rec["n_tasks"] == 5 and rec["classes_per_task"] == [40] * 5
-    assert rec["class_order"][:5] == [168, 136, 51, 9, 183]  # seed 1993 on 200 classes (DATASETS_SPEC 0.1)
+    assert rec["class_order"][:5] == [168, 136, 51, 9, 183]  # seed 1993 on 200 classes (SDL utils/data_manager.py)
     assert (out / "tables" / "main.tex").exists() and (out / "tables" / "table2.tex").exists()
