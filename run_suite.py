@@ -29,8 +29,8 @@ from analysis.report import make_report
 from benchmarks import BENCHMARKS
 from core.errors import UserError  # re-exported: callers catch run_suite.UserError
 from methods import METHODS
-from runner.cost import suite_gpu_hours
 from runner.checks import probe_writable, storage_error
+from runner.cost import suite_gpu_hours
 from runner.executors import import_plugins
 from runner.plan import REPO, Plan, execute, plan, plan_status, run_all, select_todo
 from runner.status import format_status, suite_status

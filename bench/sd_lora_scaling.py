@@ -32,8 +32,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from methods.lowrank import wrap_qkv  # noqa: E402
-from methods.sd_lora import DecoupledQKV, Magnitudes  # noqa: E402
+from methods.lowrank import wrap_qkv
+from methods.sd_lora import DecoupledQKV, Magnitudes
 
 
 def build(args, n_tasks: int, official: bool = False):

@@ -32,7 +32,7 @@ FMNIST_TAG = "vit_fmnist_p7_28.fmnist_half"
 FMNIST_WEIGHTS = WEIGHTS_DIR / "vit_fmnist_p7_28.fmnist_half.pth"
 
 # Small ViTs registered with timm (mean/std 0/1: inputs stay in [0, 1], as in the SD-LoRA pipeline).
-_LOCAL_CFG = dict(num_classes=10, mean=(0.0,), std=(1.0,), first_conv="patch_embed.proj", classifier="head")
+_LOCAL_CFG = {"num_classes": 10, "mean": (0.0,), "std": (1.0,), "first_conv": "patch_embed.proj", "classifier": "head"}
 default_cfgs = generate_default_cfgs(
     {
         "vit_fmnist_p7_28.fmnist_half": dict(input_size=(1, 28, 28), **_LOCAL_CFG),
@@ -43,13 +43,13 @@ default_cfgs = generate_default_cfgs(
 
 @register_model
 def vit_fmnist_p7_28(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    args = dict(img_size=28, patch_size=7, in_chans=1, embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0)
+    args = {"img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 96, "depth": 4, "num_heads": 3, "mlp_ratio": 2.0}
     return _create_vision_transformer("vit_fmnist_p7_28", pretrained=pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def vit_test_tiny(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    args = dict(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
+    args = {"img_size": 16, "patch_size": 4, "in_chans": 3, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}
     return _create_vision_transformer("vit_test_tiny", pretrained=pretrained, **dict(args, **kwargs))
 
 
@@ -136,7 +136,7 @@ def build_backbone(cfg: BackboneConfig) -> tuple[torch.nn.Module, dict]:
     if cfg.pretrained:
         # custom_load=False keeps the _in21k aliases from routing a local file to the .npz loader (timm
         # ``models/_builder.py`` ``load_pretrained``).
-        overlay = dict(file=str(path), custom_load=path.suffix == ".npz")
+        overlay = {"file": str(path), "custom_load": path.suffix == ".npz"}
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         model = timm.create_model(cfg.tag, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **kwargs)
     else:

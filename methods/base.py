@@ -251,7 +251,7 @@ class CILStrategy(SupervisedTemplate):
         # Avalanche requires an optimizer at construction; the real one is built per experience in
         # make_optimizer (docs/baselines.md section 12.1: its default would add every model parameter).
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-        kwargs = dict(evaluator=evaluator) if evaluator is not None else {}
+        kwargs = {"evaluator": evaluator} if evaluator is not None else {}
         super().__init__(model=model, optimizer=placeholder, criterion=nn.CrossEntropyLoss(),
                          train_mb_size=cfg.batch_size, train_epochs=max(cfg.epochs, 1),
                          eval_mb_size=cfg.eval_batch_size, device=device, plugins=plugins or [], **kwargs)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,8 +56,8 @@ from core.errors import UserError
 from methods.base import METHODS, MethodConfig, MethodInfo, coda_cosine
 from methods.prompting import PromptModel, PromptStrategy, cls_features, prompted_tokens, usable_layers
 
-_RECIPE = dict(optimizer="adam", lr=0.001, weight_decay=0.0, betas=(0.9, 0.999), batch_size=128,
-               scheduler="constant", coda_schedule=True, pool_size=100, length=8, ortho_mu=0.0)
+_RECIPE = {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0, "betas": (0.9, 0.999), "batch_size": 128,
+               "scheduler": "constant", "coda_schedule": True, "pool_size": 100, "length": 8, "ortho_mu": 0.0}
 
 
 def gram_schmidt_rows(old: torch.Tensor, m: int) -> torch.Tensor:
@@ -133,7 +134,7 @@ class CodaLayer(nn.Module):
 class CodaPromptConfig(MethodConfig):
     """CODA-Prompt fields (module docstring). ``coda_schedule`` replaces ``scheduler`` by CODA's cosine."""
 
-    PRESETS = {
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "sdl": dict(_RECIPE, epochs=10),
         "sdl_inr": dict(_RECIPE, epochs=50),
         "original": dict(_RECIPE, epochs=20),

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -67,14 +67,14 @@ from methods.prompting import (
     usable_layers,
 )
 
-_COMMON = dict(optimizer="adam", weight_decay=0.0, scheduler="constant", pool_size=10, g_length=5)
+_COMMON = {"optimizer": "adam", "weight_decay": 0.0, "scheduler": "constant", "pool_size": 10, "g_length": 5}
 
 
 @dataclass(frozen=True)
 class DualPromptConfig(OnePromptPerTask, MethodConfig):
     """DualPrompt fields (module docstring)."""
 
-    PRESETS = {
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "sdl": dict(_COMMON, epochs=5, batch_size=24, lr=0.001, grad_clip=None, length=5, pull_coeff=0.1),
         "sdl_inr": dict(_COMMON, epochs=10, batch_size=24, lr=0.001, grad_clip=None, length=5, pull_coeff=0.1),
         "original": dict(_COMMON, epochs=5, batch_size=24, lr=0.0028125, grad_clip=1.0, length=5, pull_coeff=1.0),

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -81,17 +82,17 @@ from methods.prompting import (
     usable_layers,
 )
 
-_RECIPE = dict(optimizer="adam", lr=0.0028125, weight_decay=0.0, batch_size=24, grad_clip=1.0, pool_size=10,
-               prompt_momentum=0.01, head_lr_scale=0.1, tii_epochs=20, tii_lr=4.6875e-5, tii_ca_lr=4.6875e-4,
-               ca_lr=0.005, ca_epochs=30, ca_batch_size=24, ca_weight_decay=0.0, storage="multi-centroid",
-               n_centroids=10)
+_RECIPE = {"optimizer": "adam", "lr": 0.0028125, "weight_decay": 0.0, "batch_size": 24, "grad_clip": 1.0, "pool_size": 10,
+               "prompt_momentum": 0.01, "head_lr_scale": 0.1, "tii_epochs": 20, "tii_lr": 4.6875e-5, "tii_ca_lr": 4.6875e-4,
+               "ca_lr": 0.005, "ca_epochs": 30, "ca_batch_size": 24, "ca_weight_decay": 0.0, "storage": "multi-centroid",
+               "n_centroids": 10}
 
 
 @dataclass(frozen=True)
 class HiDePromptConfig(OnePromptPerTask, MethodConfig):
     """HiDe-Prompt fields (module docstring)."""
 
-    PRESETS = {
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "original": dict(_RECIPE, epochs=50, scheduler="multistep", milestones=(30,), lr_decay=0.1, length=5,
                          contrast_reg=0.1),
         "original_imr": dict(_RECIPE, epochs=150, scheduler="cosine", min_lr=1e-5, length=20, contrast_reg=0.5),

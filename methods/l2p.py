@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -53,14 +54,14 @@ from methods.prompting import PromptModel, PromptStrategy, cosine_similarity, pr
 class L2PConfig(MethodConfig):
     """L2P fields (see the module docstring; names follow the reference's flags)."""
 
-    PRESETS = {
-        "sdl": dict(epochs=10, batch_size=16, optimizer="adam", lr=0.001875, weight_decay=0.0, scheduler="constant",
-                    grad_clip=None, pool_size=10, length=5, top_k=5, pull_coeff=0.1),
-        "sdl_inr": dict(epochs=10, batch_size=32, optimizer="adam", lr=0.001875, weight_decay=0.0,
-                        scheduler="constant", grad_clip=None, pool_size=10, length=5, top_k=5, pull_coeff=0.1),
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "sdl": {"epochs": 10, "batch_size": 16, "optimizer": "adam", "lr": 0.001875, "weight_decay": 0.0, "scheduler": "constant",
+                    "grad_clip": None, "pool_size": 10, "length": 5, "top_k": 5, "pull_coeff": 0.1},
+        "sdl_inr": {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 0.001875, "weight_decay": 0.0,
+                        "scheduler": "constant", "grad_clip": None, "pool_size": 10, "length": 5, "top_k": 5, "pull_coeff": 0.1},
         # JHL2P: lr 0.03 scaled by batch_per_device / 256 = 16 / 256 (1 GPU in the config's recipe)
-        "original": dict(epochs=5, batch_size=16, optimizer="adam", lr=0.001875, weight_decay=0.0,
-                         scheduler="constant", grad_clip=1.0, pool_size=10, length=5, top_k=5, pull_coeff=0.1),
+        "original": {"epochs": 5, "batch_size": 16, "optimizer": "adam", "lr": 0.001875, "weight_decay": 0.0,
+                         "scheduler": "constant", "grad_clip": 1.0, "pool_size": 10, "length": 5, "top_k": 5, "pull_coeff": 0.1},
     }
 
     optimizer: str = "adam"

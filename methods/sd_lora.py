@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -208,11 +209,11 @@ class SDLoRAConfig(LowRankConfig):
     """SD-LoRA fields (see the module docstring for each choice; ``rank``, ``slices``, ``path``, ``merge_eval``
     from :class:`LowRankConfig`)."""
 
-    PRESETS = {
-        "code": dict(optimizer="sgd", momentum=0.9, weight_decay=0.0),
-        "paper_optim": dict(optimizer="adam", lr=0.008),
-        "paper": dict(optimizer="adam", lr=0.008, norm_mode="paper", alpha_init=1.0, carry_alpha=True,
-                      freeze_at="task_end"),
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "code": {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0},
+        "paper_optim": {"optimizer": "adam", "lr": 0.008},
+        "paper": {"optimizer": "adam", "lr": 0.008, "norm_mode": "paper", "alpha_init": 1.0, "carry_alpha": True,
+                      "freeze_at": "task_end"},
     }
 
     lr: float = 0.01

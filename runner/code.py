@@ -77,7 +77,7 @@ def _imports(name: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         for target in targets:
-            if target.partition(".")[0] in PROJECT_PACKAGES and target in sys.modules:
-                if getattr(sys.modules[target], "__file__", None):
-                    found.append(target)
+            if (target.partition(".")[0] in PROJECT_PACKAGES and target in sys.modules
+                    and getattr(sys.modules[target], "__file__", None)):
+                found.append(target)
     return found

@@ -29,7 +29,7 @@ from runner.record import Record
 from runner.slurm import SlurmSettings, available, run_slurm
 from runner.smoke import smoke_jobs
 from runner.store import ResultStore
-from runner.suite import expand_jobs, load_suite, validate_paths
+from runner.suite import expand_jobs, load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -162,7 +162,8 @@ def repo_path(path: str | None) -> Path | None:
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     """``cls(**data)`` with nested parts built from their dicts; unknown keys are an error (the schema is closed)."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+        # ValueError, not TypeError: every malformed record is one ValueError for the loader's callers
+        raise ValueError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")  # noqa: TRY004
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:

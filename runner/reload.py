@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from benchmarks import BENCHMARKS
 from benchmarks.backbones import BackboneConfig, build_backbone
 from core.errors import UserError

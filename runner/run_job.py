@@ -35,9 +35,9 @@ from methods import METHODS
 from runner import resume
 from runner.env import configure_threads, resolve_device, seed_everything
 from runner.jobs import Job
+from runner.locks import Skipped, run_once
 from runner.metrics import AccuracyCollector, stream_accuracy, stream_accuracy_evaluator, summary
 from runner.profile import efficiency
-from runner.locks import Skipped, run_once
 from runner.progress import EpochLogger
 from runner.record import Efficiency, Metrics, Provenance, Record, Timings, portable_path
 from runner.status import clear_running, mark_running

@@ -6,8 +6,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(1)
 
@@ -32,9 +32,8 @@ def synthetic_bench(seed: int = 0, **overrides):
 
 def make_strategy(method: str, seed: int = 0, plugins=None, evaluator=None, **cfg_overrides):
     """Build a registered method on the tiny ViT with small, fast settings."""
-    from runner.env import seed_everything
     from methods import METHODS
-    from runner.run_job import seed_everything
+    from runner.env import seed_everything
     from runner.suite import suite_defaults_for
 
     entry = METHODS.get(method)

@@ -19,7 +19,6 @@ from torchvision import transforms
 
 from benchmarks import paper_datasets as pd
 from benchmarks.base import BENCHMARKS, class_order
-from benchmarks import BENCHMARKS
 from benchmarks.fixtures import write_fixture
 from benchmarks.transforms import ImagePathDataset, build_transforms
 from core.errors import UserError

@@ -18,10 +18,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*do not exist in a 2-block back
 
 # Small settings that keep every mechanism active on the 2-block, 32-wide test ViT.
 TINY = {
-    "l2p": dict(length=1, top_k=2),  # 2 prompt tokens for 16 patches ~ ViT-B's 25 for 196
-    "dualprompt": dict(g_layers=(0,), e_layers=(1,)),
-    "coda_prompt": dict(pool_size=12),
-    "hide_prompt": dict(tii_lr=1e-3, tii_epochs=10, tii_ca_lr=0.01, ca_iters=20),
+    "l2p": {"length": 1, "top_k": 2},  # 2 prompt tokens for 16 patches ~ ViT-B's 25 for 196
+    "dualprompt": {"g_layers": (0,), "e_layers": (1,)},
+    "coda_prompt": {"pool_size": 12},
+    "hide_prompt": {"tii_lr": 1e-3, "tii_epochs": 10, "tii_ca_lr": 0.01, "ca_iters": 20},
 }
 PROMPT_METHODS = sorted(TINY)
 

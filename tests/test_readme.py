@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def readme_commands() -> list[str]:
     text = (REPO / "README.md").read_text()
-    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    block = re.search(r"```bash\n(.*?)```", text, re.DOTALL).group(1)
     return [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 

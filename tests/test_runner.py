@@ -179,7 +179,7 @@ def test_sigkill_mid_suite_loses_no_finished_record(tmp_path):
     assert 1 <= len(finished) < 4, "the kill should land mid-suite"
     for text in finished.values():
         assert json.loads(text)["status"] == "done"  # every record on disk is whole
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert f"{len(finished)} already done" in done.stdout
     records = sorted((out / "records").glob("*.json"))
