@@ -1,9 +1,11 @@
 """Write a suite's results into README.md between markers, from the records (never by hand).
 
     python -m analysis.readme --results-dir docs/results/quick --readme README.md
+    python -m analysis.readme --results-dir docs/results/quick --results-dir docs/results/last_blocks \
+        --readme docs/adding_a_method.md --name quick_and_last_blocks
 
-Replaces the text between ``<!-- results:NAME:start -->`` and ``<!-- results:NAME:end -->`` (NAME = the
-results folder's name) with a Markdown table: mean (standard error) over seeds of the class-incremental Acc and
+Replaces the text between ``<!-- results:NAME:start -->`` and ``<!-- results:NAME:end -->`` (NAME = ``--name``,
+default the first results folder's name) with a Markdown table of the pooled records of every folder: mean (standard error) over seeds of the class-incremental Acc and
 AAA, the task-incremental Acc, forgetting, and the mean time per job.
 """
 
@@ -15,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.records import done, load_records, summary
+from analysis.records import done, summary
+from analysis.report import load_folders
 
 
 def _cell(mean: float, se: float) -> str:
     return f"{mean:.2f}" if not np.isfinite(se) else f"{mean:.2f} ({se:.2f})"
 
 
-def results_markdown(results_dir: Path) -> str:
-    df = load_records(results_dir)
+def results_markdown(results_dirs: list[Path]) -> str:
+    df, _ = load_folders(results_dirs)
     table = summary(df)
     times = done(df).assign(total_s=lambda d: d["record"].map(lambda r: r["timings"]["total_s"]))
     mean_time = times.groupby(["label", "benchmark"])["total_s"].mean()
@@ -38,23 +41,25 @@ def results_markdown(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def update_readme(results_dir: Path, readme: Path) -> None:
-    name = results_dir.name
+def update_readme(results_dirs: list[Path], readme: Path, name: str | None = None) -> None:
+    name = name or results_dirs[0].name
     start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
     text = readme.read_text()
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(text):
         raise SystemExit(f"error: {readme} has no {start} ... {end} block; add the two markers where the table goes")
-    block = f"{start}\n{results_markdown(results_dir)}\n{end}"
+    block = f"{start}\n{results_markdown(results_dirs)}\n{end}"
     readme.write_text(pattern.sub(lambda _: block, text))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results-dir", type=Path, required=True)
+    ap.add_argument("--results-dir", type=Path, required=True, action="append",
+                    help="results folder holding records/ (repeat to pool several folders in one table)")
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
+    ap.add_argument("--name", help="the marker's NAME (default: the first results folder's name)")
     args = ap.parse_args(argv)
-    update_readme(args.results_dir, args.readme)
+    update_readme(args.results_dir, args.readme, args.name)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ from runner.progress import EpochLogger
 from runner.record import Efficiency, Metrics, Provenance, Record, Timings, portable_path
 from runner.status import clear_running, mark_running
 from runner.store import ResultStore, atomic_torch_save
+
+# Avalanche 0.6.0's EWC indexes a tensor with a list (avalanche/training/utils.py:451), which torch 2.14 flags as
+# deprecated on every experience. Nothing in a suite causes or can avoid it; the result is unaffected.
+warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
+                        category=UserWarning, module=r"avalanche\.")
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -60,3 +60,30 @@ def test_doc_suite_runs_the_example_and_it_passes_the_contract(tmp_path, monkeyp
     for job in jobs:
         assert {k: job.config()[k] for k in ("benchmark_name", "benchmark", "backbone")} == \
             {k: shipped["config"][k] for k in ("benchmark_name", "benchmark", "backbone")}
+
+
+def test_doc_comparison_table_is_the_one_the_committed_records_give(tmp_path):
+    """The table in section 4 is generated from docs/results/quick + docs/results/last_blocks, never typed."""
+    from analysis.readme import main as readme_main
+
+    copy = tmp_path / DOC.name
+    copy.write_text(DOC.read_text())
+    readme_main(["--results-dir", str(REPO / "docs/results/quick"), "--results-dir",
+                 str(REPO / "docs/results/last_blocks"), "--readme", str(copy), "--name", "quick_and_last_blocks"])
+    assert copy.read_text() == DOC.read_text(), "regenerate it with the command the doc gives"
+    assert "| last_blocks | split_fmnist | 3 |" in DOC.read_text()
+
+
+def test_doc_comparison_command_puts_the_new_method_beside_the_shipped_records(tmp_path):
+    """The doc's `python -m analysis` line, run on the committed records of exactly that run."""
+    from analysis.__main__ import main as analysis_main
+
+    line = next(ln for ln in DOC.read_text().splitlines() if ln.startswith("python -m analysis --results-dir"))
+    argv = line.split()[3:]
+    argv[argv.index("results/my_quick")] = str(REPO / "docs/results/last_blocks")
+    argv[argv.index("docs/results/quick")] = str(REPO / "docs/results/quick")
+    argv[argv.index("--out") + 1] = str(tmp_path / "out")
+    assert analysis_main(argv) == 0
+    table = (tmp_path / "out" / "tables" / "main.tex").read_text()
+    for label in ("last\\_blocks &", "sd\\_lora &", "full\\_ft &", "joint &"):
+        assert label in table, label
