@@ -8,7 +8,8 @@ Every method in ``METHODS`` (``avalanche:`` strategies are left out) is built on
 (only shapes matter for cost) with its ``paper_tables`` recipe for ImageNet-R in 20 tasks (prompt lengths, pool
 sizes, ranks, optimizer; batch size, workers and precision are the bench's) and trained through its real strategy
 API on a synthetic 20-task stream (200 classes, 10 per task): every task transition (head growth, new directions or
-prompts, merges, statistics) runs for real, but tasks 2 .. N-1 stop after ``--between-steps`` iterations. At task
+prompts, merges, statistics) runs for real, but tasks 2 .. N-1 train only ``--between-steps`` iterations (default
+0: shapes, not values, set the cost). At task
 1 and task N the bench times the method's own training iterations inside Avalanche's loop (callbacks included,
 data loading excluded) and, after the task, its evaluation iterations; after each timed iteration it times one
 floor step on the same batch, so method and floor alternate (A B A B) and load drift cancels in the medians.
@@ -79,6 +80,13 @@ def precisions(device: str, wanted: str) -> list[str]:
 
         raise UserError(f"--precisions {','.join(bad)} not supported on {device}; choose from {','.join(supported)}")
     return out
+
+
+def train_schedule(precs: list[str], warmup: int, reps: int) -> list[str]:
+    """Precision of each training iteration timed at a target task; 'mem' (fp32, untimed, peak memory) replaces
+    the first fp32 warm-up iteration."""
+    timed = [p for _ in range(warmup + reps) for p in precs]
+    return ["mem"] + (timed[1:] if warmup else timed)
 
 
 def train_floor_kind(trains: bool, pretrained_trained: int, pretrained_total: int) -> str | None:
@@ -205,7 +213,8 @@ class Probe(SupervisedPlugin):
     def __init__(self, args, floors: Floors, targets: tuple[int, ...], precs: list[str], passes: int):
         super().__init__()
         self.args, self.floors, self.targets, self.precs, self.passes = args, floors, targets, precs, passes
-        self.schedule = ["mem"] + [p for _ in range(args.warmup + args.reps) for p in precs]
+        self.schedule = train_schedule(precs, args.warmup, args.reps)
+        self.n_eval = (args.warmup + args.reps) * len(precs)
         self.train: dict[int, Phase] = {}
         self.eval: dict[int, Phase] = {}
         self.mem: dict[int, float] = {}
@@ -235,7 +244,8 @@ class Probe(SupervisedPlugin):
         sync(self.args.device)
         elapsed = time.perf_counter() - self._t0
         prec = self._prec()
-        warm = self.i < (1 if self.mode == "train" else 0) + self.args.warmup * len(self.precs)
+        warm = self.i < (max(1, self.args.warmup * len(self.precs)) if self.mode == "train"
+                         else self.args.warmup * len(self.precs))
         if not warm:
             phase.method.setdefault(prec, []).append(elapsed)
             phase.passes.append(self._calls)
@@ -280,6 +290,8 @@ class Probe(SupervisedPlugin):
             self.floor_kind = train_floor_kind(trains, pretrained, sum(p.numel() for p in self.pretrained))
         if self.mode == "train":
             self.train[t] = Phase()
+        elif self.args.between_steps == 0:
+            strategy.stop_training()  # the transition (setup_task, finish_task) without a training iteration
 
     def before_training_iteration(self, strategy, **kwargs):
         if self.mode == "train":
@@ -306,7 +318,7 @@ class Probe(SupervisedPlugin):
             self._enter(strategy)
 
     def after_eval_iteration(self, strategy, **kwargs):
-        if self.mode == "eval" and self.i < len(self.schedule) - 1:
+        if self.mode == "eval" and self.i < self.n_eval:
             self._record(self.eval[strategy.task_id], strategy,
                          lambda x, y, p: self.floors.eval_step(self.passes, x, p))
 
@@ -363,10 +375,10 @@ def run_method(name: str, args, floors: Floors, precs: list[str], bench) -> dict
     entry = METHODS.get(name)
     base = recipe(name, args.tasks)
     base.pop("preset", None)  # the recipe is already expanded
-    n_iters = 1 + (args.warmup + args.reps) * len(precs)
+    n_iters = len(train_schedule(precs, args.warmup, args.reps))
     per_epoch = args.train_per_class * args.classes_per_task // args.batch
     trains = base.get("epochs", entry.config_cls().epochs) > 0
-    over = dict(batch_size=args.batch, eval_batch_size=args.batch, num_workers=0, amp=False)
+    over = {"batch_size": args.batch, "eval_batch_size": args.batch, "num_workers": 0, "amp": False}
     if trains:
         over.update(epochs=math.ceil(n_iters / per_epoch) + 1, init_epochs=None)
     valid = set(entry.config_cls.field_names())
@@ -386,7 +398,7 @@ def run_method(name: str, args, floors: Floors, precs: list[str], bench) -> dict
         if t in probe.targets:
             probe.mode, probe.i = "eval", 0
             probe.eval[t] = Phase()
-            while probe.i < len(probe.schedule) - 1:
+            while probe.i < probe.n_eval:
                 strategy.eval([test[t]], num_workers=0)
             probe.mode = "between"
     set_tf32("fp32")
@@ -434,7 +446,8 @@ def parse(argv):
     ap.add_argument("--classes-per-task", type=int, default=10)
     ap.add_argument("--reps", type=int, default=3, help="timed iterations per precision and target task")
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations per precision first")
-    ap.add_argument("--between-steps", type=int, default=1, help="training iterations of tasks 2 .. N-1")
+    ap.add_argument("--between-steps", type=int, default=0,
+                    help="training iterations of tasks 2 .. N-1 (0: their transitions only)")
     ap.add_argument("--precisions", default="auto", help="comma-separated subset of fp32,tf32,bf16")
     ap.add_argument("--methods", default=None, help="comma-separated subset of the registered methods")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -467,9 +480,9 @@ def main(argv=None) -> dict:
         raise UserError("--tasks must be >= 2 (the bench measures the first and the last task)")
     precs = precisions(args.device, args.precisions)
     n_classes = args.tasks * args.classes_per_task
-    bench = BENCHMARKS.get("synthetic").obj(BENCHMARKS.make_config("synthetic", dict(
-        n_tasks=args.tasks, n_classes=n_classes, train_per_class=args.train_per_class, test_per_class=args.train_per_class,
-        img_size=args.img_size, order_seed=-1)), 0)
+    synthetic = {"n_tasks": args.tasks, "n_classes": n_classes, "train_per_class": args.train_per_class,
+                 "test_per_class": args.train_per_class, "img_size": args.img_size, "order_seed": -1}
+    bench = BENCHMARKS.get("synthetic").obj(BENCHMARKS.make_config("synthetic", synthetic), 0)
     floors = Floors.build(args.model, args.img_size, args.device, args.classes_per_task)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"# {args.model} at {args.img_size}px, batch {args.batch}, {args.tasks} tasks, device {args.device} "

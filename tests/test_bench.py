@@ -14,10 +14,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-import dataloader as dl  # noqa: E402
-import throughput as tp  # noqa: E402
+import dataloader as dl
+import throughput as tp
 
-from core.errors import UserError  # noqa: E402
+from core.errors import UserError
 
 TINY = ["--model", "vit_test_tiny", "--img-size", "16", "--batch", "2", "--classes-per-task", "4", "--tasks", "2",
         "--reps", "1", "--warmup", "0", "--precisions", "fp32"]
