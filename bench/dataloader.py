@@ -47,29 +47,39 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def resize_fixture_images(root: Path, sizes: tuple[tuple[int, int], ...]) -> int:
-    """Rewrite every image under ``root`` at the cycled ``sizes``, keeping its format and colour mode."""
+    """Rewrite every image under ``root`` at the cycled ``sizes``, keeping its format and colour mode.
+
+    One encoded file per (size, mode, format) is made and its bytes copied: decoding cost depends on size, mode
+    and format, not on content, and encoding a thousand VGA images would dominate the bench.
+    """
+    import io
+
     import numpy as np
     from PIL import Image
 
     if not sizes:
         return 0
     rng = np.random.RandomState(0)
+    encoded: dict[tuple, bytes] = {}
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     for i, path in enumerate(files):
         w, h = sizes[i % len(sizes)]
         with Image.open(path) as old:
-            mode = old.mode
-        # smooth colour fields plus noise: JPEG sizes closer to photos than flat colour or pure noise would give
-        base = rng.randint(0, 256, size=(h // 16 + 1, w // 16 + 1, 3)).astype(np.uint8)
-        img = Image.fromarray(base).resize((w, h), Image.BILINEAR)
-        noisy = np.clip(np.asarray(img, dtype=np.int16) + rng.randint(-20, 21, size=(h, w, 3)), 0, 255)
-        img = Image.fromarray(noisy.astype(np.uint8))
-        if mode == "P":
-            img = img.quantize(colors=64)
-        elif mode == "L":
-            img = img.convert("L")
-        save = {"quality": JPEG_QUALITY} if path.suffix.lower() in (".jpg", ".jpeg") else {}
-        img.save(path, format="JPEG" if "quality" in save else "PNG", **save)
+            key = (w, h, old.mode, path.suffix.lower() in (".jpg", ".jpeg"))
+        if key not in encoded:
+            # smooth colour fields plus noise: JPEG sizes closer to photos than flat colour or pure noise
+            base = rng.randint(0, 256, size=(h // 16 + 1, w // 16 + 1, 3)).astype(np.uint8)
+            img = Image.fromarray(base).resize((w, h), Image.BILINEAR)
+            noisy = np.clip(np.asarray(img, dtype=np.int16) + rng.randint(-20, 21, size=(h, w, 3)), 0, 255)
+            img = Image.fromarray(noisy.astype(np.uint8))
+            if key[2] == "P":
+                img = img.quantize(colors=64)
+            elif key[2] == "L":
+                img = img.convert("L")
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=JPEG_QUALITY) if key[3] else img.save(buf, format="PNG")
+            encoded[key] = buf.getvalue()
+        path.write_bytes(encoded[key])
     return len(files)
 
 

@@ -12,7 +12,8 @@ prompts, merges, statistics) runs for real, but tasks 2 .. N-1 train only ``--be
 0: shapes, not values, set the cost). At task
 1 and task N the bench times the method's own training iterations inside Avalanche's loop (callbacks included,
 data loading excluded) and, after the task, its evaluation iterations; after each timed iteration it times one
-floor step on the same batch, so method and floor alternate (A B A B) and load drift cancels in the medians.
+floor step on the same batch, so method and floor alternate (A B A B); each ratio is the median of the pairs' ratios,
+so load drift cancels.
 
 Floors, chosen from what the method trains and how it evaluates (never from its name):
 
@@ -117,8 +118,9 @@ def method_kind(floor: str | None, passes: int) -> str:
 
 
 def ratio(method_s: list[float], floor_s: list[float]) -> float:
-    """Median method time over median floor time (same batch: the images/s ratio, inverted)."""
-    return statistics.median(method_s) / statistics.median(floor_s)
+    """Median over the A B pairs of method time / floor time (same batch: the inverse images/s ratio). Pairs
+    are timed back to back, so a load change between pairs cancels; a median of separate medians would not."""
+    return statistics.median(m / f for m, f in zip(method_s, floor_s, strict=True))
 
 
 def check_goals(kind: str, ratios: dict[str, float | None]) -> dict[str, dict]:

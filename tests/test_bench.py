@@ -45,6 +45,17 @@ def test_method_kind_and_goals():
     assert tp.check_goals("full", {"train_first": 9.0}) == {}
 
 
+def test_train_schedule_measures_memory_in_place_of_one_warm_up_step():
+    assert tp.train_schedule(["fp32", "bf16"], 1, 2) == ["mem", "bf16", "fp32", "bf16", "fp32", "bf16"]
+    assert tp.train_schedule(["fp32"], 0, 2) == ["mem", "fp32", "fp32"]
+
+
+def test_ratio_is_the_median_of_pair_ratios():
+    # a load burst that slows one A B pair alike cancels; separate medians (2 / 1) would not
+    assert tp.ratio([1.0, 2.0, 10.0], [1.0, 1.0, 5.0]) == 2.0
+    assert tp.ratio([3.0, 3.0, 30.0], [2.0, 2.0, 20.0]) == 1.5
+
+
 def test_precisions_on_cpu():
     assert tp.precisions("cpu", "auto") == ["fp32"]
     assert tp.precisions("cpu", "fp32,bf16") == ["fp32", "bf16"]
