@@ -9,8 +9,8 @@ a size typical of that dataset (:data:`TYPICAL_SIZES`, same format and colour mo
 registered reader (:mod:`benchmarks.paper_datasets`), so the pipeline timed is the job's own: Avalanche's training
 experience dataset -> file read, PIL decode, ``convert('RGB')``, the SD-LoRA/PILOT train transform
 (RandomResizedCrop(scale 0.05-1), flip, ToTensor) -> a ``torch.utils.data.DataLoader`` batch. Images are drawn with
-replacement from the first experience, ``--images`` per measurement, timed from the first batch to the last
-(worker start-up excluded, reported apart). Worker counts beyond the machine's cores show saturation.
+replacement from the first experience; ``--images`` are timed once the batches prefetched during start-up are
+consumed (steady state; the time to the first batch is reported apart). Worker counts beyond the machine's cores show saturation.
 
 With ``--throughput`` (the JSON that ``bench/throughput.py --out`` writes) the consumption side is printed beside:
 the fastest and slowest method's training images/s there, and how many workers at the measured per-worker rate
@@ -94,24 +94,37 @@ def build_fixture(name: str, root: Path, img_size: int, per_class: int):
     return BENCHMARKS.get(name).obj(cfg, 0), n_files
 
 
+PREFETCH = 2  # DataLoader's default prefetch_factor
+
+
 def loader_rate(dataset, workers: int, batch: int, images: int) -> tuple[float, float]:
-    """(images/s from the first batch to the last, seconds to the first batch) for ``workers`` workers."""
+    """(steady images/s, seconds to the first batch) for ``workers`` workers.
+
+    The clock starts once the batches requested before the first one arrived (``workers * PREFETCH``, made
+    while the loader started) are consumed, and runs over at least 8x the batches that can be in flight, so
+    that prefetched work hardly counts as speed (at most 1/8 of the timed images were ready at the start).
+    """
     import torch
     from torch.utils.data import DataLoader, RandomSampler
 
-    sampler = RandomSampler(dataset, replacement=True, num_samples=images, generator=torch.Generator().manual_seed(0))
+    skip = 1 + workers * PREFETCH
+    # at most workers * PREFETCH batches can be ready when the clock starts: time 8x that many, bias <= 12.5%
+    images = max(images, 8 * workers * PREFETCH * batch)
+    total = images + skip * batch
+    sampler = RandomSampler(dataset, replacement=True, num_samples=total, generator=torch.Generator().manual_seed(0))
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
-                        persistent_workers=False, prefetch_factor=2 if workers else None)
+                        prefetch_factor=PREFETCH if workers else None)
     t0 = time.perf_counter()
     it = iter(loader)
     next(it)
-    first = time.perf_counter()
-    n = 0
-    for xb in it:
-        n += len(xb[0])
+    first = time.perf_counter() - t0
+    for _ in range(skip - 1):
+        next(it)
+    start = time.perf_counter()
+    n = sum(len(xb[0]) for xb in it)
     end = time.perf_counter()
     del it
-    return n / (end - first), first - t0
+    return n / (end - start), first
 
 
 def consumption(path: str | None) -> dict | None:
@@ -147,8 +160,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--benchmarks", default="imagenet_r,imagenet_a,cub200,domainnet,cifar100")
     ap.add_argument("--workers", default="1,2,4,8")
     ap.add_argument("--img-size", type=int, default=224)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--images", type=int, default=384, help="images per measurement (after the first batch)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--images", type=int, default=256, help="timed images per measurement (at least 8x in flight)")
     ap.add_argument("--per-class", type=int, default=2, help="fixture training images per class")
     ap.add_argument("--throughput", default=None, help="a bench/throughput.py JSON: the consumption side")
     ap.add_argument("--root", default=None, help="where to write the fixtures (default: a temporary folder)")
@@ -172,7 +185,7 @@ def main(argv=None) -> dict:
             dataset = bench.scenario.train_stream[0].dataset
             row = {"fixture_files": n_files, "sizes": [list(s) for s in TYPICAL_SIZES[name]], "workers": {}}
             for w in workers:
-                rate, startup = loader_rate(dataset, w, args.batch, args.images + args.batch)
+                rate, startup = loader_rate(dataset, w, args.batch, args.images)
                 row["workers"][str(w)] = {"images_per_s": round(rate, 1), "first_batch_s": round(startup, 2)}
                 print(f"{name:11s} workers {w}: {rate:8.1f} images/s (first batch after {startup:.2f} s)", flush=True)
             one = row["workers"].get("1", {}).get("images_per_s")
