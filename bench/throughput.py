@@ -509,12 +509,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as err:
-        from core.errors import UserError
+    from _cli import run  # bench/ is sys.path[0] when run as a script
 
-        if isinstance(err, UserError):
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    run(main)
