@@ -1,0 +1,134 @@
+"""bench/throughput.py and bench/dataloader.py: their pure parts, and one tiny end-to-end run of each.
+
+Behaviour only, never timings: which floor a method is measured against, that every registered method gets a
+ratio, how goals are checked, how a throughput JSON feeds the dataloader bench.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import dataloader as dl
+import throughput as tp
+
+from core.errors import UserError
+
+TINY = ["--model", "vit_test_tiny", "--img-size", "16", "--batch", "2", "--classes-per-task", "4", "--tasks", "2",
+        "--reps", "1", "--warmup", "0", "--precisions", "fp32"]
+
+
+def test_train_floor_kind_follows_what_is_trained():
+    assert tp.train_floor_kind(False, 0, 100) is None
+    assert tp.train_floor_kind(True, 0, 100) == "frozen"  # adapters / prompts only
+    assert tp.train_floor_kind(True, 100, 100) == "full"
+    assert tp.train_floor_kind(True, 40, 100) == "frozen"
+
+
+def test_method_kind_and_goals():
+    assert tp.method_kind(None, 1) == "none"
+    assert tp.method_kind("full", 1) == "full"
+    assert tp.method_kind("frozen", 2) == "prompt"
+    assert tp.method_kind("frozen", 1) == "adapter"
+    goals = tp.check_goals("adapter", {"train_first": 1.3, "train_last": 1.3, "eval_first": 0.99, "eval_last": 1.02})
+    assert goals["train_first"]["met"] is False  # 1.25 at task 1
+    assert goals["train_last"]["met"] is True  # 1.35 at the last task
+    assert goals["eval_first"]["met"] is False  # merged evaluation: 1.00-1.05
+    assert goals["eval_last"]["met"] is True
+    assert "peak_mem_last_vs_first" not in goals  # not measured: not judged
+    assert tp.check_goals("prompt", {"train_first": 2.2})["train_first"]["met"] is True
+    assert tp.check_goals("full", {"train_first": 9.0}) == {}
+
+
+def test_train_schedule_measures_memory_in_place_of_one_warm_up_step():
+    assert tp.train_schedule(["fp32", "bf16"], 1, 2) == ["mem", "bf16", "fp32", "bf16", "fp32", "bf16"]
+    assert tp.train_schedule(["fp32"], 0, 2) == ["mem", "fp32", "fp32"]
+
+
+def test_ratio_is_the_median_of_pair_ratios():
+    # a load burst that slows one A B pair alike cancels; separate medians (2 / 1) would not
+    assert tp.ratio([1.0, 2.0, 10.0], [1.0, 1.0, 5.0]) == 2.0
+    assert tp.ratio([3.0, 3.0, 30.0], [2.0, 2.0, 20.0]) == 1.5
+
+
+def test_precisions_on_cpu():
+    assert tp.precisions("cpu", "auto") == ["fp32"]
+    assert tp.precisions("cpu", "fp32,bf16") == ["fp32", "bf16"]
+    with pytest.raises(UserError, match="tf32"):
+        tp.precisions("cpu", "tf32")
+
+
+def test_design_eval_passes_from_the_class():
+    from methods import METHODS
+
+    assert tp.design_eval_passes(METHODS.get("l2p")) == 2
+    assert tp.design_eval_passes(METHODS.get("sd_lora")) == 1
+
+
+def test_throughput_json_has_a_ratio_for_every_registered_method(tmp_path, capsys):
+    from methods import METHODS
+
+    out = tp.main(TINY + ["--out", str(tmp_path / "tp.json")])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == json.loads((tmp_path / "tp.json").read_text()) == json.loads(json.dumps(out))
+    registered = {n for n in METHODS.names() if ":" not in n}
+    assert set(out["methods"]) == registered
+    for name, res in out["methods"].items():
+        r = res["ratios"]
+        assert r["eval_first"] > 0 and r["eval_last"] > 0, name
+        if res["train_floor"] is not None:
+            assert r["train_first"] > 0 and r["train_last"] > 0, name
+        else:
+            assert r["train_first"] is None, name
+        assert res["eval_passes_made"]["last"] >= res["eval_passes"], name  # the floor never overstates the design
+    methods = out["methods"]
+    assert methods["full_ft"]["train_floor"] == "full"
+    assert methods["sd_lora"]["train_floor"] == "frozen" and methods["sd_lora"]["kind"] == "adapter"
+    assert methods["l2p"]["kind"] == "prompt" and methods["l2p"]["eval_passes"] == 2
+    assert methods["simple_cil"]["train_floor"] is None
+
+
+def test_throughput_rejects_unknown_methods():
+    with pytest.raises(UserError, match="no_such_method"):
+        tp.main(TINY + ["--methods", "no_such_method"])
+
+
+def test_consumption_reads_a_throughput_json(tmp_path):
+    doc = {"device": "cpu", "img_size": 64, "methods": {
+        "a": {"images_per_s": {"train_first": {"method": 10.0, "floor": 12.0}}},
+        "b": {"images_per_s": {"train_first": {"method": 30.0, "floor": 31.0}}},
+        "c": {"images_per_s": {}}}}
+    path = tmp_path / "tp.json"
+    path.write_text("# a header line\n" + json.dumps(doc) + "\n")
+    got = dl.consumption(str(path))
+    assert got["slowest"] == {"method": "a", "images_per_s": 10.0}
+    assert got["fastest"] == {"method": "b", "images_per_s": 30.0}
+    assert dl.workers_needed(30.0, 7.0) == 5 and dl.workers_needed(1.0, 7.0) == 1
+    path.write_text("not json\n")
+    with pytest.raises(UserError, match="--throughput"):
+        dl.consumption(str(path))
+
+
+def test_resize_fixture_images_keeps_format_and_mode(tmp_path):
+    from PIL import Image
+
+    for name, mode in (("a.jpg", "RGB"), ("b.jpg", "L"), ("c.png", "P")):
+        Image.new(mode, (8, 6)).save(tmp_path / name)
+    assert dl.resize_fixture_images(tmp_path, ((40, 30), (20, 50))) == 3
+    with Image.open(tmp_path / "a.jpg") as a, Image.open(tmp_path / "b.jpg") as b, Image.open(tmp_path / "c.png") as c:
+        assert (a.size, a.mode, a.format) == ((40, 30), "RGB", "JPEG")
+        assert (b.size, b.mode, b.format) == ((20, 50), "L", "JPEG")
+        assert (c.size, c.mode, c.format) == ((40, 30), "P", "PNG")
+
+
+def test_dataloader_bench_on_the_cifar_pipeline(capsys):
+    out = dl.main(["--benchmarks", "cifar100", "--workers", "0,1", "--img-size", "16", "--batch", "4",
+                   "--images", "8", "--per-class", "1"])
+    rows = out["benchmarks"]["cifar100"]["workers"]
+    assert set(rows) == {"0", "1"} and all(r["images_per_s"] > 0 for r in rows.values())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(out))
