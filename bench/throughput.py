@@ -368,11 +368,8 @@ def recipe(name: str, n_tasks: int) -> dict:
 
 
 def run_method(name: str, args, floors: Floors, precs: list[str], bench) -> dict:
-    from avalanche.evaluation.metrics import accuracy_metrics
-    from avalanche.training.plugins import EvaluationPlugin
-
     from methods import METHODS
-    from runner.metrics import MemoryLogger
+    from runner.metrics import stream_accuracy_evaluator
 
     entry = METHODS.get(name)
     base = recipe(name, args.tasks)
@@ -390,7 +387,7 @@ def run_method(name: str, args, floors: Floors, precs: list[str], bench) -> dict
     probe = Probe(args, floors, (0, args.tasks - 1), precs, design_eval_passes(entry))
     probe.pretrained = list(backbone.parameters())  # before the method wraps or extends it
     backbone.patch_embed.register_forward_hook(probe.count_pass)
-    evaluator = EvaluationPlugin(accuracy_metrics(stream=True), loggers=[MemoryLogger()])
+    evaluator = stream_accuracy_evaluator()
     strategy = entry.obj(cfg=cfg, backbone=backbone, device=args.device, plugins=[probe], evaluator=evaluator)
     test = list(bench.scenario.test_stream)
     t_start = time.perf_counter()
