@@ -171,7 +171,6 @@ def test_no_tracked_text_file_holds_a_machine_path():
     assert absolute_paths(text_files()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="records regenerated at merge")
 def test_example_records_hold_no_machine_path():
     records = text_files(records=True)
     assert records, "no committed example records found"
