@@ -45,13 +45,15 @@ ALLOWED_ABSOLUTE: list[tuple[str, str, str]] = [
     ("docs/gpu/*.log", r"/pytorch/torch/csrc/[\w./-]*", "a torch warning names a source file of torch's own build"),
     ("README.md", r"/data|/weights/[\w./-]+", "placeholders for a user's data root and weights file in an example"),
     ("suites/*.yaml", r"/data|/weights/[\w./-]+", "placeholders for a user's data root and weights file in an example"),
-    ("docs/datasets.md", r"/datasets/cil", "placeholder for a user's data root in an example suite"),
+    ("docs/datasets.md", r"/datasets/cil|/data", "placeholders for a user's data root in examples"),
+    ("benchmarks/prepare/*.py", r"/data", "placeholder for a user's data root in the usage lines"),
+    ("tests/test_prepare.py", r"/uc|/timm/[\w./{}-]*", "URL paths the test's local HTTP server answers (Drive, HF Hub)"),
     ("benchmarks/backbones.py", r"/path/model\.safetensors", "placeholder weights file in a usage example"),
     ("tests/*", r"/nonexistent/[\w./-]*|/x", "paths a test needs absolute and never opens"),
 ]
 
 # An absolute path: a slash that starts a token (not inside a word, a relative path, a URL or a fraction).
-ABSOLUTE = re.compile(r"(?<![\w.~$})\]>|*+\\:/-])/[A-Za-z_][\w.-]*(?:/[\w.*{}-]*)*")
+ABSOLUTE = re.compile(r"(?<![\w.~$})\]<>|*+\\:/-])/[A-Za-z_][\w.-]*(?:/[\w.*{}-]*)*")
 URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+")
 # A cited markdown file; one right after ``:`` is another repository's file (``owner/repo:README.md``).
 MD_CITATION = re.compile(r"(?<![\w./:-])(?P<path>(?:\.{1,2}/)?\w[\w./-]*\.md)(?![\w/])(?P<anchor>#[\w-]+)?"
