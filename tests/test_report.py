@@ -199,13 +199,14 @@ def test_new_method_beside_the_committed_quick_records(tmp_path, capsys):
         rec["backbone"] = load_records(QUICK)["backbone"].iloc[0]  # same backbone: no "(backbone)" suffix
     mine = _write(tmp_path / "mine", new)
     out = tmp_path / "out"
+    before = {p: p.read_bytes() for p in QUICK.rglob("*") if p.is_file()}
     assert cli_main(["--results-dir", str(QUICK), "--results-dir", str(mine), "--out", str(out)]) == 0
     main = (out / "tables" / "main.tex").read_text(encoding="utf-8")
     quick_methods = set(load_records(QUICK)["method"])
     for method in quick_methods | {"my_method"}:
         assert method.replace("_", r"\_") + " &" in main, method
     assert "my_method" in (out / "report.html").read_text(encoding="utf-8")
-    assert not (QUICK / "report.html").exists()  # a source folder is never written into
+    assert {p: p.read_bytes() for p in QUICK.rglob("*") if p.is_file()} == before  # sources are only read
     capsys.readouterr()
     # Without --out, or with one job in two folders: one line naming the fix, exit 2, nothing written.
     assert cli_main(["--results-dir", str(QUICK), "--results-dir", str(mine)]) == 2
