@@ -65,6 +65,8 @@ class MethodInfo:
     eval_cost: float = 1.0  # inference cost per image, relative (2.0: two ViT passes, as the prompt methods)
     trains_on_all_seen: bool = False  # task t trains on every task's data so far (joint), for the cost model
     paper_key: str | None = None  # the method's name in results/reference/paper_results.csv (None: not reported)
+    released_of: str | None = None  # this row reproduces method ``released_of`` as its authors' code ran it
+    # (tables label it "(as released)" beside the fair-protocol row of that name; docs/baselines.md)
 
     def __post_init__(self) -> None:
         check(self.group in GROUPS, f"MethodInfo.group must be one of {', '.join(GROUPS)}, got {self.group!r}")
