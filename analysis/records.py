@@ -48,8 +48,9 @@ def _registered_info(label: str):
     return METHODS.get(label).info if label in METHODS else None
 
 
-def method_sort_key(method: str) -> tuple[int, int, str]:
-    """Sort key: ordered methods by their ``MethodInfo.order``, then the others alphabetically, then references.
+def method_sort_key(method: str) -> tuple[int, int, str, str]:
+    """Sort key: ordered methods by their ``MethodInfo.order``, then the others alphabetically, then references; an
+    "as released" twin (``MethodInfo.released_of``) right after the method it reproduces.
 
     Args:
         method: Method label (the record's ``method`` field).
@@ -58,11 +59,13 @@ def method_sort_key(method: str) -> tuple[int, int, str]:
         A tuple usable as ``sorted(..., key=method_sort_key)``.
     """
     info = _registered_info(method)
+    if info is not None and info.released_of and info.released_of != method:
+        return (*method_sort_key(info.released_of)[:3], method)
     if info is not None and info.group == "reference":
-        return (2, 0, method)
+        return (2, 0, method, "")
     if info is not None and info.group == "method" and info.order is not None:
-        return (0, info.order, method)
-    return (1, 0, method)
+        return (0, info.order, method, "")
+    return (1, 0, method, "")
 
 
 def reference_methods() -> set[str]:
@@ -76,9 +79,47 @@ def ablation_methods() -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda n: (METHODS.get(n).info.order or 0, n)))
 
 
-def paper_names() -> dict[str, str]:
-    """The reference CSV's method names -> ours (``MethodInfo.paper_key``)."""
-    return {METHODS.get(n).info.paper_key: n for n in METHODS.names() if n in METHODS and METHODS.get(n).info.paper_key}
+def released_twin(method: str) -> str | None:
+    """The method a registered "as released" row reproduces (``MethodInfo.released_of``); None for any other row."""
+    info = _registered_info(method)
+    return info.released_of if info is not None and info.released_of else None
+
+
+def paper_key(method: str) -> str | None:
+    """The reference CSV's name of a method the paper reports (``MethodInfo.paper_key``); None for every other row.
+
+    An "as released" twin is never a paper row of its own (the paper has one row per method), even with a key.
+    """
+    info = _registered_info(method)
+    if info is None or info.released_of or info.group == "reference":
+        return None
+    return info.paper_key or None
+
+
+def paper_names() -> dict[str, tuple[str, ...]]:
+    """The reference CSV's method names -> ours: the paper row (``MethodInfo.paper_key``) first, then its "as
+    released" twins (``MethodInfo.released_of``), which reproduce the same paper row as its authors' code ran it."""
+    out: dict[str, list[str]] = {}
+    for name in order_methods(n for n in METHODS.names() if n in METHODS):
+        key = paper_key(name) or paper_key(released_twin(name) or "")
+        if key:
+            out.setdefault(key, []).append(name)
+    return {key: tuple(names) for key, names in out.items()}
+
+
+def paper_rows(methods, keys=None) -> list[str]:
+    """The methods of ``methods`` that are paper rows, in the paper's order (``MethodInfo.order``; the ablations,
+    the paper's Table 4, after the compared methods).
+
+    Args:
+        methods: Method names (record ``method`` fields).
+        keys: The reference CSV's method names of one paper table, or None for every method with a paper key.
+    """
+    def key(name: str) -> tuple[int, int, str]:
+        info = _registered_info(name)
+        return (int(info.group == "ablation"), info.order or 0, name)
+
+    return sorted({m for m in methods if paper_key(m) and (keys is None or paper_key(m) in keys)}, key=key)
 
 
 def order_methods(methods) -> list[str]:

@@ -1,6 +1,7 @@
 """One call from results folders to every table, figure and the one-page report: ``make_report``.
 
-Writes ``<out>/tables/`` (``main.tex``, the paper tables that have data, ``reference.tex``, ``summary.csv``),
+Writes ``<out>/tables/`` (``main.tex``, the paper tables that have data, ``extended.tex``, ``reference.tex``,
+``summary.csv``),
 ``<out>/figures/`` (accuracy curves, SD-LoRA mechanism figures, the critical-difference diagram when at least 3
 benchmarks x 3 methods have results, one accuracy-matrix heatmap per benchmark) and ``<out>/report.html``
 (:mod:`analysis.html`). ``<out>`` is the results folder; with several folders (records of a new method beside
@@ -36,12 +37,14 @@ def _write(path: Path, text: str) -> Path:
 
 
 def write_tables(df, tables_dir: Path, reference_csv: Path | None = None, stat: str = "sd") -> list[Path]:
-    """Write ``main.tex``, ``table<N>.tex`` (only tables with data), ``reference.tex`` and ``summary.csv``.
+    """Write ``main.tex``, ``table<N>.tex`` (only tables with data), ``extended.tex``, ``reference.tex`` and
+    ``summary.csv``.
 
     Args:
         df: Frame from :func:`analysis.records.load_records`.
         tables_dir: Output folder.
-        reference_csv: The paper's numbers (``results/reference/paper_results.csv``); None skips ``reference.tex``.
+        reference_csv: The paper's numbers (``results/reference/paper_results.csv``); None skips ``reference.tex``
+            (the paper tables then take the methods the paper reports in each table from the committed CSV).
         stat: ``sd`` or ``se`` beside each mean.
 
     Returns:
@@ -49,9 +52,12 @@ def write_tables(df, tables_dir: Path, reference_csv: Path | None = None, stat: 
     """
     written = [_write(tables_dir / "main.tex", tables.main_table(df, stat))]
     for table_id in tables.PAPER_TABLE_IDS:
-        latex = tables.paper_table(df, table_id, stat)
+        latex = tables.paper_table(df, table_id, stat, reference_csv or tables.PAPER_RESULTS)
         if latex is not None:
             written.append(_write(tables_dir / f"table{table_id}.tex", latex))
+    latex = tables.extended_table(df, stat)
+    if latex is not None:
+        written.append(_write(tables_dir / "extended.tex", latex))
     if reference_csv is not None:
         latex = tables.reference_table(df, reference_csv, stat)
         if latex is not None:
@@ -163,7 +169,7 @@ def make_report(results_dirs, reference_csv: Path | None = None, stat: str = "sd
     written += write_figures(df, out / "figures")
     matrices = write_matrices(df, out / "figures", reference, tuple(matrix_jobs))
     written += [p.with_suffix(s) for _, p in matrices.values() for s in (".png", ".pdf")]
-    _remove_stale(out / "tables", ("table[0-9].tex", "reference.tex"), written)
+    _remove_stale(out / "tables", ("table[0-9].tex", "extended.tex", "reference.tex"), written)
     _remove_stale(out / "figures", tuple(f"{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf"))
                   + (f"{MATRIX_PREFIX}*.png", f"{MATRIX_PREFIX}*.pdf"), written)
     shown = {FIGURE_TITLES[p.stem]: p for p in written if p.suffix == ".png" and p.stem in FIGURE_TITLES}

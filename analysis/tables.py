@@ -1,15 +1,28 @@
 """LaTeX tables from the records frame (pandas ``Styler.to_latex`` with booktabs rules).
 
 Every cell is ``mean (s)`` over seeds, s the chosen statistic (``sd`` = std(ddof=1), the default, or
-``se`` = sd / sqrt(n); left out when n = 1), two decimals, and every caption names it; the best mean of a column is
-bold (ties at the printed precision are all bold), and a method the seeds cannot tell from the best (the 95% paired
-t-interval of its difference to the best contains 0, :mod:`analysis.stats`) is underlined; the upper bound ``joint``
-sits below a midrule and is never ranked; a cell without done records is ``--``, never a number from elsewhere.
-Same records -> same bytes: rows, columns and numbers are all in a fixed order and precision. Labels are escaped by
-pandas (``Styler.format_index(escape="latex")``).
+``se`` = sd / sqrt(n); left out when n = 1), two decimals, and every caption names it; a cell without done records
+is ``--``, never a number from elsewhere. Same records -> same bytes: rows, columns and numbers are all in a fixed
+order and precision. Labels are escaped by pandas (``Styler.format_index(escape="latex")``).
 
-Layouts: :func:`main_table` (every method x benchmark), :func:`paper_table` (the paper's Tables 2-6) and
-:func:`reference_table` (ours beside the paper's numbers). Only ``booktabs`` is needed to compile them.
+Rows come in two blocks, decided from the registry (``methods.base.MethodInfo``), never from names listed here:
+
+* **the paper's rows**, in the paper's order: methods with a ``paper_key`` that the paper reports in that table
+  (for the paper layouts, a row of that table in the reference CSV; for the main table, any paper row);
+* **Extended**, below a ``\\midrule`` and an italic header row: everything else the records hold (SimpleCIL,
+  sequential LoRA, plugins, a method the paper leaves out of that table such as HiDe-Prompt in Table 6, the
+  "as released" twins of ``MethodInfo.released_of``, labelled ``<method> (as released)``, and the upper bound
+  ``joint`` last).
+
+Marks rank the paper's rows only: the best mean of a column among them is bold (ties at the printed precision are
+all bold), and one the seeds cannot tell from the best (the 95% paired t-interval of its difference to the best
+contains 0, :mod:`analysis.stats`) is underlined. An extended row is never marked.
+
+Layouts: :func:`main_table` (every method x benchmark), :func:`paper_table` (the paper's Tables 2-6),
+:func:`extended_table` (per benchmark, both readings of Acc: pooled and the per-task mean) and
+:func:`reference_table` (ours beside the paper's numbers). Wide tabulars shrink to the line width
+(``\\resizebox``), and a main table of more than :data:`PORTRAIT_BENCHMARKS` benchmarks is a ``sidewaystable``:
+compiling needs ``booktabs``, ``graphicx`` and ``rotating``.
 """
 
 from __future__ import annotations
@@ -28,7 +41,9 @@ from analysis.records import (
     done,
     ordered_labels,
     paper_names,
+    paper_rows,
     reference_methods,
+    released_twin,
 )
 from analysis.stats import indistinguishable
 
@@ -36,9 +51,15 @@ DECIMALS = 2
 MISSING = "--"
 STAT_TEXT = {"sd": "standard deviation", "se": "standard error, sd/$\\sqrt{n}$"}
 MARKS_TEXT = (
-    "Bold: best mean; underlined: not distinguishable from the best (the 95\\% paired t-interval of the difference "
-    "over shared seeds contains 0)."
+    "Bold: best mean of the paper's methods; underlined: not distinguishable from that best (the 95\\% paired "
+    "t-interval of the difference over shared seeds contains 0)."
 )
+EXTENDED_TEXT = "Rows under Extended are not in the paper's table (joint training: an upper bound) and are never marked."
+EXTENDED_HEADER = r"\textit{Extended (not in the paper's table)}"
+# A main table of more benchmarks than this is set in landscape (sidewaystable); every table shrinks to fit.
+PORTRAIT_BENCHMARKS = 3
+# The paper's numbers (results/reference/); which methods the paper reports in each of its tables.
+PAPER_RESULTS = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper_results.csv"
 
 
 @dataclass(frozen=True)
@@ -131,8 +152,39 @@ def _joint_labels(df: pd.DataFrame) -> set[str]:
     return set(df.loc[df["method"].isin(reference_methods()), "label"])
 
 
-def _add_rules(latex: str, columns: pd.Index, n_reference: int, first_col: int) -> str:
-    """Add ``\\cmidrule`` under grouped headers and a ``\\midrule`` above the reference (``joint``) rows.
+def row_blocks(d: pd.DataFrame, labels: list[str], keys=None) -> tuple[list[str], list[str]]:
+    """Split row labels into the paper's rows (in the paper's order) and the extended rows (in ``labels``' order).
+
+    Args:
+        d: Frame whose ``label`` and ``method`` columns map each label to its method (a label absent from it is
+            its own method, e.g. a fixed row of Table 4 without runs).
+        labels: Row labels in preferred order (:func:`analysis.records.ordered_labels`).
+        keys: The reference CSV's method names of the paper table, or None (every method with a paper key).
+
+    Returns:
+        ``(paper, extended)``: a label is a paper row when its method is (:func:`analysis.records.paper_rows`).
+    """
+    method_of = dict(zip(d["label"], d["method"]))
+    methods = [method_of.get(lab, lab) for lab in labels]
+    rank = {m: i for i, m in enumerate(paper_rows(methods, keys))}
+    paper = sorted((lab for lab, m in zip(labels, methods) if m in rank), key=lambda lab: (rank[method_of.get(lab, lab)], lab))
+    return paper, [lab for lab, m in zip(labels, methods) if m not in rank]
+
+
+def row_names(d: pd.DataFrame, labels: list[str]) -> list[str]:
+    """Printed row names: the label, with an "as released" twin named ``<method it reproduces> (as released)``."""
+    method_of = dict(zip(d["label"], d["method"]))
+    out = []
+    for lab in labels:
+        method = method_of.get(lab, lab)
+        twin = released_twin(method)
+        out.append(f"{twin} (as released){lab[len(method):]}" if twin and lab.startswith(method) else lab)
+    return out
+
+
+def _add_rules(latex: str, columns: pd.Index, n_reference: int, first_col: int, extended: int = 0) -> str:
+    """Add ``\\cmidrule`` under grouped headers, a ``\\midrule`` above the last ``n_reference`` rows and the
+    Extended header row (after a ``\\midrule`` unless it opens the body) above the last ``extended`` rows.
 
     Styler has no per-row rules, so they are inserted into its output; every row is one line, so positions are exact.
     """
@@ -154,7 +206,24 @@ def _add_rules(latex: str, columns: pd.Index, n_reference: int, first_col: int) 
     if n_reference:
         bottom = lines.index(r"\bottomrule")
         lines.insert(bottom - n_reference, r"\midrule")
+    if extended:
+        at = lines.index(r"\bottomrule") - extended
+        width = first_col - 1 + len(columns)
+        lines.insert(at, rf"\multicolumn{{{width}}}{{l}}{{{EXTENDED_HEADER}}} \\")
+        if lines[at - 1] != r"\midrule":
+            lines.insert(at, r"\midrule")
     return "\n".join(lines)
+
+
+def _fit(latex: str, landscape: bool) -> str:
+    """Shrink the tabular to the line width when it is wider (never enlarge it); ``landscape``: a sidewaystable."""
+    begin = latex.index(r"\begin{tabular}")
+    end = latex.index(r"\end{tabular}") + len(r"\end{tabular}")
+    box = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"
+    latex = latex[:begin] + box + "\n" + latex[begin:end] + "%\n}" + latex[end:]
+    if landscape:
+        latex = latex.replace(r"\begin{table}", r"\begin{sidewaystable}", 1).replace(r"\end{table}", r"\end{sidewaystable}", 1)
+    return latex
 
 
 def render(
@@ -168,6 +237,9 @@ def render(
     align: str = "r",
     size: str = "small",
     colsep: str = "4pt",
+    extended: int = 0,
+    fit: bool = False,
+    landscape: bool = False,
 ) -> str:
     """Render a frame of LaTeX cell strings with booktabs rules.
 
@@ -183,6 +255,9 @@ def render(
         align: Alignment of the other columns (``r`` for numbers, ``c`` for ``Acc / AAA`` pairs).
         size: LaTeX font size command (without backslash) set inside the float.
         colsep: ``\\tabcolsep`` inside the float.
+        extended: Number of final rows under the Extended header row (not in the paper's table).
+        fit: Shrink the tabular to the line width when wider (needs ``graphicx``).
+        landscape: Set the float as a ``sidewaystable`` (needs ``rotating``).
 
     Returns:
         The LaTeX fragment (a ``table`` float), ending with a newline.
@@ -202,7 +277,9 @@ def render(
         position_float="centering",
         column_format="l" * (int(show_index) + n_text_cols) + align * (cells.shape[1] - n_text_cols),
     )
-    latex = _add_rules(latex, cells.columns, n_reference, first_col=2 if show_index else 1)
+    latex = _add_rules(latex, cells.columns, n_reference, first_col=2 if show_index else 1, extended=extended)
+    if fit or landscape:
+        latex = _fit(latex, landscape)
     # Smaller type and column gaps (plain LaTeX, scoped to the float) so a two-benchmark table fits a text width.
     latex = latex.replace("\\centering\n", f"\\centering\n\\{size}\n\\setlength{{\\tabcolsep}}{{{colsep}}}\n", 1)
     return latex if latex.endswith("\n") else latex + "\n"
@@ -214,6 +291,22 @@ def _marks(sub: pd.DataFrame, metric: str, stats: dict[str, Stat], ranked: list[
     return best, indistinguishable(sub, metric, ranked, best) if best else set()
 
 
+def _metric_columns(d: pd.DataFrame, labels: list[str], ranked: list[str], benches: list[str], metrics, stat: str):
+    """Cells and seed counts per label: for each benchmark, each ``(metric, header)`` as ``mean (stat)``, marked."""
+    cols, data, counts = [], {lab: [] for lab in labels}, {lab: [] for lab in labels}
+    for bench in benches:
+        sub = d[d["benchmark"] == bench]
+        for metric, header in metrics:
+            stats = cell_stats(sub, metric)
+            best, tied = _marks(sub, metric, stats, ranked)
+            cols.append((bench, header))
+            for lab in labels:
+                cell = stats.get(lab, EMPTY)
+                data[lab].append(format_stat(cell, bold=lab in best, kind=stat, tied=lab in tied))
+                counts[lab].append(cell.n)
+    return cols, data, counts
+
+
 def main_table(df: pd.DataFrame, stat: str = "sd") -> str:
     """Every method x benchmark: Acc and AAA as ``mean (stat)`` over seeds, with the marks of the module docstring.
 
@@ -222,34 +315,63 @@ def main_table(df: pd.DataFrame, stat: str = "sd") -> str:
         stat: ``sd`` or ``se`` beside each mean.
 
     Returns:
-        LaTeX ``table`` fragment; rows in preferred method order with ``joint`` below a midrule, a ``Seeds`` column.
+        LaTeX ``table`` fragment (a ``sidewaystable`` beyond :data:`PORTRAIT_BENCHMARKS` benchmarks): the paper's
+        rows, then the Extended block (``joint`` last), a ``Seeds`` column.
     """
     check_stat(stat)
     d = done(df)
-    labels, benches = ordered_labels(d), benchmark_order(d)
-    joint = _joint_labels(d)
-    ranked = [lab for lab in labels if lab not in joint]
-    cols, data = [], {lab: [] for lab in labels}
-    counts = {lab: [] for lab in labels}
-    for bench in benches:
-        sub = d[d["benchmark"] == bench]
-        for metric, header in (("acc", "Acc"), ("aaa", "AAA")):
-            stats = cell_stats(sub, metric)
-            best, tied = _marks(sub, metric, stats, ranked)
-            cols.append((bench, header))
-            for lab in labels:
-                cell = stats.get(lab, EMPTY)
-                data[lab].append(format_stat(cell, bold=lab in best, kind=stat, tied=lab in tied))
-                counts[lab].append(cell.n)
+    benches = benchmark_order(d)
+    paper, extended = row_blocks(d, ordered_labels(d))
+    labels = paper + extended
+    cols, data, counts = _metric_columns(d, labels, paper, benches, (("acc", "Acc"), ("aaa", "AAA")), stat)
     cols.append(("Seeds", ""))
     rows = [data[lab] + [seeds_text(counts[lab])] for lab in labels]
-    cells = pd.DataFrame(rows, index=labels, columns=pd.MultiIndex.from_tuples(cols))
+    cells = pd.DataFrame(rows, index=row_names(d, labels), columns=pd.MultiIndex.from_tuples(cols))
     caption = (
         f"Final accuracy (Acc) and average anytime accuracy (AAA), \\%, {stat_caption(stat)}. {MARKS_TEXT} "
-        "Joint training is an upper bound, not ranked. -- = no finished run."
+        f"{EXTENDED_TEXT} -- = no finished run."
     )
-    n_ref = len([lab for lab in labels if lab in joint])
-    return render(cells, caption, "tab:main", n_reference=n_ref, escape_header=True)
+    return render(cells, caption, "tab:main", escape_header=True, extended=len(extended), fit=True,
+                  landscape=len(benches) > PORTRAIT_BENCHMARKS)
+
+
+def extended_table(df: pd.DataFrame, stat: str = "sd") -> str | None:
+    """Per benchmark, every method with both readings of final accuracy and AAA (one ``table`` float each).
+
+    Acc is the pooled accuracy after the last task (the record's ``acc``: correct / samples over every seen class,
+    the code that produced the paper's numbers); Acc (task mean) is the mean over tasks of the last row of
+    ``acc_matrix`` (the record's ``task_mean_acc``: the paper's wording, "average accuracy across all N tasks").
+    They differ when the tasks' test sets differ in size (ImageNet-R, ImageNet-A). Rows and marks as in
+    :func:`main_table`.
+
+    Returns:
+        LaTeX fragment (one float per benchmark), or None without done records.
+    """
+    check_stat(stat)
+    d = done(df)
+    floats = []
+    metrics = (("acc", "Acc"), ("task_mean_acc", "Acc (task mean)"), ("aaa", "AAA"))
+    for bench in benchmark_order(d):
+        sub = d[d["benchmark"] == bench]
+        paper, extended = row_blocks(sub, ordered_labels(sub))
+        labels = paper + extended
+        cols, data, counts = _metric_columns(sub, labels, paper, [bench], metrics, stat)
+        rows = [data[lab] + [seeds_text(counts[lab])] for lab in labels]
+        cells = pd.DataFrame(rows, index=row_names(sub, labels), columns=[h for _, h in cols] + ["Seeds"])
+        caption = (
+            f"{_latex_text(bench)}: Acc = pooled accuracy after the last task (as the paper's code computes it), "
+            "Acc (task mean) = mean over tasks of the accuracy on each task's test set after the last task (the "
+            f"paper's wording), AAA; \\%, {stat_caption(stat)}. {MARKS_TEXT} {EXTENDED_TEXT} -- = no finished run."
+        )
+        floats.append(render(cells, caption, f"tab:extended:{bench}", extended=len(extended), fit=True))
+    return "\n".join(floats) if floats else None
+
+
+def _latex_text(text: str) -> str:
+    """Plain text (a benchmark label) escaped for LaTeX."""
+    for char in "_&%#$":
+        text = text.replace(char, "\\" + char)
+    return text
 
 
 def _read_reference(reference_csv: Path | str) -> pd.DataFrame:
@@ -278,8 +400,10 @@ def reference_table(df: pd.DataFrame, reference_csv: Path | str, stat: str = "sd
     """Ours beside the paper's numbers for every paper cell that has at least one finished run of ours.
 
     A paper row (table, benchmark, n_tasks, method) matches done records with that ``benchmark_name``,
-    ``n_tasks`` and method label (the paper's names map to ours via each method's ``MethodInfo.paper_key``). Each
-    match gives two lines, Acc then AAA (a long layout: side by side they would not fit a page).
+    ``n_tasks`` and method (the paper's names map to ours via each method's ``MethodInfo.paper_key``; a method's
+    "as released" twin, ``MethodInfo.released_of``, matches its paper row too, on the line after it). Each match
+    gives two lines, Acc then AAA (a long layout: side by side they would not fit a page). Nothing is marked: the
+    table compares with the paper and ranks nothing.
 
     Args:
         df: Frame from :func:`analysis.records.load_records`.
@@ -294,12 +418,13 @@ def reference_table(df: pd.DataFrame, reference_csv: Path | str, stat: str = "sd
     check_stat(stat)
     rows = []
     for r in ref.itertuples(index=False):
-        method = ours.get(r.method, r.method)
-        sub = d[(d["benchmark_name"] == r.benchmark) & (d["n_tasks"] == int(r.n_tasks)) & (d["method"] == method)]
-        for lab in ordered_labels(sub):
+        methods = ours.get(r.method, (r.method,))
+        sub = d[(d["benchmark_name"] == r.benchmark) & (d["n_tasks"] == int(r.n_tasks)) & d["method"].isin(methods)]
+        labels = ordered_labels(sub)
+        for lab, name in zip(labels, row_names(sub, labels)):
             g = sub[sub["label"] == lab]
             acc, aaa = cell_stats(g, "acc")[lab], cell_stats(g, "aaa")[lab]
-            head = [f"T{int(r.table)} {r.benchmark} N={int(r.n_tasks)}", lab]
+            head = [f"T{int(r.table)} {r.benchmark} N={int(r.n_tasks)}", name]
             rows.append(head + ["Acc"] + _diff_cells(r.acc, r.acc_se, acc, stat) + [seeds_text([acc.n])])
             rows.append(["", "", "AAA"] + _diff_cells(r.aaa, r.aaa_se, aaa, stat) + [seeds_text([aaa.n])])
     if not rows:
@@ -309,9 +434,11 @@ def reference_table(df: pd.DataFrame, reference_csv: Path | str, stat: str = "sd
     caption = (
         f"Ours beside the paper (\\%). Paper: mean (its $\\pm$, standard deviation over 5 seeds); ours: "
         f"{stat_caption(stat)}. $\\Delta$ = ours $-$ paper; Within = $|\\Delta| \\le$ the paper's standard "
-        "deviation + 1 point. -- = not reported or not run."
+        "deviation + 1 point. A method's ``as released'' row (its authors' code as it ran) follows it. No marks: "
+        "this table ranks nothing. -- = not reported or not run."
     )
-    return render(cells, caption, "tab:reference", show_index=False, n_text_cols=3, size="footnotesize", colsep="3pt")
+    return render(cells, caption, "tab:reference", show_index=False, n_text_cols=3, size="footnotesize", colsep="3pt",
+                  fit=True)
 
 
 @dataclass(frozen=True)
@@ -338,7 +465,7 @@ _CELL = "{cell}"  # filled per table by :func:`_cell_text` (the statistic and th
 
 
 def _cell_text(stat: str) -> str:
-    return f"Each cell is Acc / AAA (\\%), {stat_caption(stat)}. {MARKS_TEXT} -- = no finished run."
+    return f"Each cell is Acc / AAA (\\%), {stat_caption(stat)}. {MARKS_TEXT} {EXTENDED_TEXT} -- = no finished run."
 PAPER_TABLES = {
     2: PaperLayout(
         "ImageNet-R (paper Table 2). " + _CELL,
@@ -371,33 +498,42 @@ EFFICIENCY_COLUMNS = (
 PAPER_TABLE_IDS = tuple(sorted([*PAPER_TABLES, EFFICIENCY_TABLE]))
 
 
-def _layout_labels(d: pd.DataFrame, layout: PaperLayout) -> list[str]:
-    """Row labels: the fixed rows (absent ones kept, shown as --) or every non-ablation method with data."""
+def paper_table_keys(reference_csv: Path | str | None, table_id: int) -> set[str] | None:
+    """The reference CSV's method names of one paper table (the methods the paper reports there); None without a
+    CSV (then every method with a ``paper_key`` counts as reported)."""
+    if reference_csv is None:
+        return None
+    ref = _read_reference(reference_csv)
+    return set(ref.loc[ref["table"] == table_id, "method"])
+
+
+def _layout_labels(d: pd.DataFrame, layout: PaperLayout, keys: set[str] | None) -> tuple[list[str], list[str]]:
+    """Paper rows and extended rows: the fixed rows (absent ones kept, shown as --) of a fixed layout, all paper
+    rows; else every non-ablation label with data, split by :func:`row_blocks`."""
     if not layout.rows:
-        return ordered_labels(d[~d["method"].isin(ablation_methods())])
+        return row_blocks(d, ordered_labels(d[~d["method"].isin(ablation_methods())]), keys)
     labels = []
     for method in layout.rows:
         found = sorted(set(d.loc[d["method"] == method, "label"]))
         labels.extend(found or [method])
-    return labels
+    return labels, []
 
 
-def _acc_aaa_table(df: pd.DataFrame, table_id: int, layout: PaperLayout, stat: str) -> str | None:
+def _acc_aaa_table(df: pd.DataFrame, table_id: int, layout: PaperLayout, stat: str, keys: set[str] | None) -> str | None:
     d = done(df)
     subs = [d[(d["benchmark_name"] == c.benchmark_name) & (d["n_tasks"] == c.n_tasks)] for c in layout.columns]
     if all(s.empty for s in subs):
         return None
     if layout.requires and not any(s["method"].isin(layout.requires).any() for s in subs):
         return None
-    labels = _layout_labels(pd.concat(subs), layout)
-    joint = _joint_labels(d) & set(labels)
-    ranked = [lab for lab in labels if lab not in joint]
+    paper, extended = _layout_labels(pd.concat(subs), layout, keys)
+    labels = paper + extended
     data, counts = {lab: [] for lab in labels}, {lab: [] for lab in labels}
     for sub in subs:
         parts = []
         for metric in ("acc", "aaa"):
             stats = cell_stats(sub, metric)
-            parts.append((stats, *_marks(sub, metric, stats, ranked)))
+            parts.append((stats, *_marks(sub, metric, stats, paper)))
         for lab in labels:
             a, b = (p[0].get(lab, EMPTY) for p in parts)
             cell = " / ".join(
@@ -407,9 +543,9 @@ def _acc_aaa_table(df: pd.DataFrame, table_id: int, layout: PaperLayout, stat: s
             counts[lab] += [a.n, b.n]
     headers = [c.header for c in layout.columns] + ["Seeds"]
     rows = [data[lab] + [seeds_text(counts[lab])] for lab in labels]
-    cells = pd.DataFrame(rows, index=labels, columns=headers)
+    cells = pd.DataFrame(rows, index=row_names(pd.concat(subs), labels), columns=headers)
     caption = layout.caption.replace(_CELL, _cell_text(stat))
-    return render(cells, caption, f"tab:paper{table_id}", n_reference=len(joint), align="c")
+    return render(cells, caption, f"tab:paper{table_id}", align="c", extended=len(extended), fit=True)
 
 
 def _efficiency_table(df: pd.DataFrame, stat: str) -> str | None:
@@ -451,7 +587,9 @@ def _efficiency_value(rec: dict, key: str) -> float:
     return float(value)
 
 
-def paper_table(df: pd.DataFrame, table_id: int, stat: str = "sd") -> str | None:
+def paper_table(
+    df: pd.DataFrame, table_id: int, stat: str = "sd", reference_csv: Path | str | None = PAPER_RESULTS
+) -> str | None:
     """One of the paper's table layouts filled with our runs.
 
     Args:
@@ -459,6 +597,9 @@ def paper_table(df: pd.DataFrame, table_id: int, stat: str = "sd") -> str | None
         table_id: 2 (ImageNet-R N=5/10/20), 3 (ImageNet-A N=10, DomainNet N=5), 4 (ablations on ImageNet-R
             N=5/10), 5 (efficiency on ImageNet-R N=20) or 6 (CIFAR-100 N=10, CUB-200 N=10).
         stat: ``sd`` or ``se`` beside each mean.
+        reference_csv: The paper's numbers: a method is a paper row of Tables 2, 3 and 6 when the CSV has it in
+            that table (default: the committed ``results/reference/paper_results.csv``; None: every method with a
+            ``paper_key``). Table 4's rows are fixed (the ablations and SD-LoRA, as the paper's).
 
     Returns:
         LaTeX fragment, or None when no cell of the table has a finished run.
@@ -471,4 +612,4 @@ def paper_table(df: pd.DataFrame, table_id: int, stat: str = "sd") -> str | None
         return _efficiency_table(df, stat)
     if table_id not in PAPER_TABLES:
         raise ValueError(f"unknown paper table {table_id!r}; valid ids are {list(PAPER_TABLE_IDS)}")
-    return _acc_aaa_table(df, table_id, PAPER_TABLES[table_id], stat)
+    return _acc_aaa_table(df, table_id, PAPER_TABLES[table_id], stat, paper_table_keys(reference_csv, table_id))

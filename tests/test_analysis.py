@@ -1,16 +1,20 @@
 """Tests of ``analysis``: records -> frame, LaTeX tables (golden file, math, bold, missing), figures, report.
 
 Fixture records come from ``tests/fixtures/records/make.py`` (3 methods x 2 benchmarks x 3 seeds, one missing cell,
-one failed record with absurd numbers). Regenerate the golden table with ``UPDATE_GOLDEN=1 python -m pytest
-tests/test_analysis.py``.
+one failed record with absurd numbers); the paper/extended row blocks use a second, 5-seed fixture (:func:`_rows`)
+with a registered "as released" twin of L2P. Golden files: every entry of :data:`GOLDEN` is compared with
+``tests/golden/<name>``; regenerate them with ``UPDATE_GOLDEN=1 python -m pytest tests/test_analysis.py -k golden``
+(a new table is one more entry).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
 import shutil
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -19,11 +23,23 @@ import pytest
 
 from analysis import figures, tables
 from analysis.__main__ import main as cli_main
-from analysis.records import done, load_records, mean_se, order_methods, pooled_long, record_row, records_frame
+from analysis.records import (
+    done,
+    load_records,
+    mean_se,
+    order_methods,
+    paper_key,
+    paper_rows,
+    pooled_long,
+    record_row,
+    records_frame,
+)
 from analysis.report import make_report
+from core.registry import Entry
+from methods.base import METHODS, MethodInfo
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT / "tests" / "golden"
+GOLDEN_DIR = ROOT / "tests" / "golden"
 REFERENCE_CSV = ROOT / "results" / "reference" / "paper_results.csv"
 
 
@@ -117,15 +133,6 @@ def test_mean_se_formula_by_hand():
 # --- main table --------------------------------------------------------------------------------------------------
 
 
-def test_main_table_matches_golden(df):
-    latex = tables.main_table(df, stat="se")
-    golden = GOLDEN / "main_table.tex"
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(latex, encoding="utf-8")
-    assert latex == golden.read_text(encoding="utf-8")
-
-
 def test_main_table_cell_math_best_bold_joint_missing(df):
     latex = tables.main_table(df, stat="se")
     # sd_lora on imagenet_r_5: acc 78.5, 79.0, 80.0 -> mean 79.17, se 0.44; it beats inflora, so it is bold.
@@ -137,7 +144,7 @@ def test_main_table_cell_math_best_bold_joint_missing(df):
     joint = _row_line(latex, "joint")
     assert r"\textbf" not in joint and "88.17 (0.44)" in joint
     lines = latex.splitlines()
-    assert lines[lines.index(joint) - 1] == r"\midrule"
+    assert lines[lines.index(joint) - 2 : lines.index(joint)] == [r"\midrule", rf"\multicolumn{{6}}{{l}}{{{EXTENDED}}} \\"]
     # cifar100_10 has sd_lora as its only ranked method: nothing to beat, so nothing is bold there.
     assert r"\textbf{87.67" not in latex
     assert "99.99" not in latex  # the failed record
@@ -147,7 +154,7 @@ def test_main_table_single_seed_omits_se_and_escapes():
     d = _frame([make.make_record("my_method", "imagenet_r_5", 1994), make.make_record("sd_lora", "imagenet_r_5", 1994)])
     latex = tables.main_table(d, stat="se")
     assert _row_line(latex, "my_method") == r"my\_method & 70.00 & 72.00 & 1 \\"
-    assert r"\textbf{79.00}" in latex
+    assert r"\textbf" not in latex  # my_method is an extended row, and sd_lora alone has nothing to beat
     escaped = tables.render(pd.DataFrame([["1"]], index=["a_b&c%"], columns=["x_y"]), "c", "l", escape_header=True)
     assert r"a\_b\&c\% & 1" in escaped and r"x\_y" in escaped
 
@@ -159,12 +166,174 @@ def test_tables_are_deterministic(df, results_dir, tmp_path):
     assert tables.paper_table(again, 2, stat="se") == tables.paper_table(df, 2, stat="se")
 
 
+# --- paper rows and the extended block --------------------------------------------------------------------------
+
+EXTENDED = tables.EXTENDED_HEADER
+TWIN = "fixture_l2p_released"
+SEEDS5 = (1993, 1994, 1995, 1996, 1997)
+OFFSETS5 = (-0.5, 0.0, 1.0, 0.3, -0.2)
+# Final accuracy per (method, benchmark) before the seed offsets; AAA = Acc + 4. simple_cil beats every paper method
+# on ImageNet-R and hide_prompt on CIFAR-100, where the paper does not report it (Table 6).
+ROWS = {
+    "l2p": (73.0, 83.0),
+    TWIN: (74.5, 84.0),
+    "hide_prompt": (74.0, 86.0),
+    "sd_lora": (79.0, 85.0),
+    "simple_cil": (81.0, 80.0),
+    "seq_lora": (70.0, 75.0),
+    "joint": (88.0, 93.0),
+}
+
+
+@contextlib.contextmanager
+def _registered_twin():
+    """Register ``TWIN``, L2P "as released" (``released_of="l2p"``, the same ``paper_key``), for the block."""
+    l2p = METHODS.get("l2p")
+    info = MethodInfo(display="L2P (as released)", released_of="l2p", paper_key=l2p.info.paper_key)
+    METHODS._entries[TWIN] = Entry(TWIN, l2p.obj, l2p.config_cls, "fixture twin", info)
+    try:
+        yield TWIN
+    finally:
+        METHODS._entries.pop(TWIN, None)
+
+
+@pytest.fixture
+def twin():
+    with _registered_twin() as name:
+        yield name
+
+
+def _rec(method: str, benchmark: str, seed: int, acc: float, aaa: float, n_tasks: int = 5,
+         bench_name: str | None = None) -> dict:
+    """A fixture record with these final numbers (task_mean_acc = acc: every task's test set the same size)."""
+    rec = make.make_record(method, benchmark, seed, n_tasks=n_tasks)
+    rec["benchmark_name"] = bench_name or rec["benchmark_name"]
+    rec["metrics"] |= {"acc": acc, "aaa": aaa, "task_mean_acc": acc}
+    return rec
+
+
+def _rows() -> pd.DataFrame:
+    recs = []
+    for method, bases in ROWS.items():
+        for bench, base in zip(("imagenet_r_5", "cifar100_10"), bases):
+            for seed, off in zip(SEEDS5, OFFSETS5):
+                recs.append(_rec(method, bench, seed, base + off, base + off + 4, n_tasks=5 if bench[-1] == "5" else 10))
+    return _frame(recs)
+
+
+def _body(latex: str) -> list[str]:
+    """Row names of the body, with ``EXTENDED`` where the extended block starts."""
+    lines = latex.splitlines()
+    body = lines[lines.index(r"\midrule", lines.index(r"\toprule")) + 1 : lines.index(r"\bottomrule")]
+    return [EXTENDED if EXTENDED in ln else ln.split(" &")[0] for ln in body if ln != r"\midrule"]
+
+
+GOLDEN = {
+    # name in tests/golden -> the table it holds
+    "main_table.tex": lambda: tables.main_table(_frame(make.build_records()), stat="se"),
+    "main_rows_sd.tex": lambda: tables.main_table(_rows(), stat="sd"),
+    "table6_rows_se.tex": lambda: tables.paper_table(_rows(), 6, stat="se"),
+    "reference_rows_sd.tex": lambda: tables.reference_table(_rows(), REFERENCE_CSV, stat="sd"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_table_matches_golden(name, twin):
+    latex = GOLDEN[name]()
+    golden = GOLDEN_DIR / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(latex, encoding="utf-8")
+    assert latex == golden.read_text(encoding="utf-8")
+
+
+def test_golden_files_name_the_statistic_the_extended_block_and_the_marks():
+    for name in GOLDEN:
+        text = (GOLDEN_DIR / name).read_text(encoding="utf-8")
+        stat = "standard error, sd/$\\sqrt{n}$" if "_se" in name or name == "main_table.tex" else "standard deviation"
+        assert f"ours: mean ({stat}) over seeds" in text if name.startswith("reference") else f"mean ({stat})" in text
+        if name.startswith("reference"):
+            assert "No marks" in text and r"\textbf" not in text and r"\underline" not in text
+        else:
+            assert EXTENDED in text and "Bold: best mean of the paper's methods" in text and r"\textbf{" in text
+
+
+def test_paper_rows_bold_and_extended_block(twin):
+    latex = tables.main_table(_rows(), stat="sd")
+    # The paper's rows in the paper's order, then the extended block: the twin right after its method's position,
+    # SimpleCIL and sequential LoRA in registry order, joint last.
+    assert _body(latex) == [
+        "l2p", r"hide\_prompt", r"sd\_lora", EXTENDED, "l2p (as released)", r"seq\_lora", r"simple\_cil", "joint"
+    ]
+    # simple_cil has the best ImageNet-R numbers (81.12 > 79.12) but is not the paper's: sd_lora is bold.
+    assert r"\textbf" not in _row_line(latex, "simple_cil") and r"\textbf" not in _row_line(latex, "l2p (as released)")
+    assert _row_line(latex, "sd_lora").count(r"\textbf") == 2  # Acc and AAA on ImageNet-R (cifar100: hide_prompt)
+    assert _row_line(latex, "hide_prompt").startswith(r"hide\_prompt & \textbf{86.12")
+    # Table 6: the paper leaves HiDe-Prompt out, so it moves below the rule and sd_lora is the best there.
+    t6 = tables.paper_table(_rows(), 6, stat="sd")
+    assert _body(t6) == ["l2p", r"sd\_lora", EXTENDED, "l2p (as released)", r"hide\_prompt", r"seq\_lora",
+                         r"simple\_cil", "joint"]
+    assert _row_line(t6, "sd_lora").startswith(r"sd\_lora & \textbf{85.12") and r"\textbf" not in _row_line(t6, "hide_prompt")
+    # Table 2 reports HiDe-Prompt: a paper row there. Without a reference CSV every paper key counts.
+    assert _body(tables.paper_table(_rows(), 2, stat="sd"))[:3] == ["l2p", r"hide\_prompt", r"sd\_lora"]
+    assert _body(tables.paper_table(_rows(), 6, stat="sd", reference_csv=None))[:3] == ["l2p", r"hide\_prompt", r"sd\_lora"]
+
+
+def test_paper_rows_follow_the_paper_order_of_every_table():
+    ref = pd.read_csv(REFERENCE_CSV, comment="#")
+    for table in (2, 3, 4, 6):
+        keys = list(dict.fromkeys(ref.loc[ref["table"] == table, "method"]))
+        assert [paper_key(m) for m in paper_rows(METHODS.names(), set(keys))] == keys, table
+    assert paper_key("joint") is None and paper_key("simple_cil") is None and paper_key("seq_lora") is None
+
+
+def test_released_twin_is_never_a_paper_row_and_follows_its_method_in_the_reference_table(twin):
+    assert paper_key(twin) is None and paper_rows(["l2p", twin]) == ["l2p"]
+    lines = tables.reference_table(_rows(), REFERENCE_CSV, stat="sd").splitlines()
+    i = next(k for k, ln in enumerate(lines) if ln.startswith(r"T2 imagenet\_r N=5 & l2p &"))
+    # Paper L2P 73.04 (0.71); ours 73.12, the twin 74.62, both against the paper's L2P row.
+    assert lines[i].endswith(r"& Acc & 73.04 (0.71) & 73.12 (0.57) & +0.08 & yes & 5 \\")
+    assert lines[i + 2].startswith(r"T2 imagenet\_r N=5 & l2p (as released) & Acc & 73.04 (0.71) & 74.62 (0.57) & +1.58 & yes")
+
+
+def test_sd_and_se_by_hand_for_five_seeds(twin):
+    values = [79.0 + off for off in OFFSETS5]  # sd_lora on imagenet_r_5: 78.5, 79.0, 80.0, 79.3, 78.8
+    mean, sd = statistics.mean(values), statistics.stdev(values)
+    se = sd / math.sqrt(5)
+    assert (round(mean, 2), round(sd, 2), round(se, 2)) == (79.12, 0.57, 0.26)
+    for stat, spread in (("sd", sd), ("se", se)):
+        main = tables.main_table(_rows(), stat=stat)
+        assert rf"\textbf{{{mean:.2f} ({spread:.2f})}}" in _row_line(main, "sd_lora"), stat
+        assert f"mean ({tables.STAT_TEXT[stat]}) over seeds" in main
+        t2 = tables.paper_table(_rows(), 2, stat=stat)
+        assert _row_line(t2, "sd_lora").startswith(rf"sd\_lora & \textbf{{{mean:.2f} ({spread:.2f})}} / ")
+        ref = tables.reference_table(_rows(), REFERENCE_CSV, stat=stat)
+        assert f"& 79.15 (0.20) & {mean:.2f} ({spread:.2f}) &" in ref
+
+
+def test_extended_table_shows_pooled_and_per_task_accuracy():
+    # Two tasks with 100 and 300 test samples: 90% and 60% correct after the last task.
+    pooled, task_mean = (90 + 0.6 * 300) / 400 * 100, (90.0 + 60.0) / 2
+    recs = []
+    for seed in (1993, 1994):
+        rec = _rec("sd_lora", "unbalanced_2", seed, pooled, 80.0, n_tasks=2)
+        rec["acc_matrix"] = [[95.0], [90.0, 60.0]]
+        rec["metrics"]["task_mean_acc"] = statistics.mean(rec["acc_matrix"][-1])  # as runner/metrics.py writes it
+        recs.append(rec)
+    recs.append(_rec("simple_cil", "unbalanced_2", 1993, 99.0, 99.0, n_tasks=2))
+    latex = tables.extended_table(_frame(recs), stat="sd")
+    assert " & Acc & Acc (task mean) & AAA & Seeds \\" in latex
+    assert _row_line(latex, "sd_lora") == rf"sd\_lora & {pooled:.2f} (0.00) & {task_mean:.2f} (0.00) & 80.00 (0.00) & 2 \\"
+    assert (pooled, task_mean) == (67.5, 75.0) and EXTENDED in latex and r"\textbf" not in latex
+    assert "pooled accuracy after the last task" in latex and "mean over tasks" in latex
+
+
 # --- paper tables ----------------------------------------------------------------------------------------------
 
 
 def test_paper_table_2_and_6_layouts(df):
     t2 = tables.paper_table(df, 2, stat="se")
-    assert "N=5 & N=10 & N=20 & Seeds" in t2
+    assert "N=5 & N=10 & N=20 & Seeds" in t2 and EXTENDED in t2
     assert _row_line(t2, "sd_lora") == r"sd\_lora & \textbf{79.17 (0.44)} / \textbf{85.17 (0.44)} & -- & -- & 3 \\"
     assert r"\textbf" not in _row_line(t2, "joint")
     t6 = tables.paper_table(df, 6, stat="se")
@@ -274,6 +443,7 @@ def test_make_report_writes_tables_and_figures(results_dir, tmp_path, capsys):
     assert names == sorted(names) and paths == sorted(paths)
     assert set(names) == {
         "tables/main.tex",
+        "tables/extended.tex",
         "tables/table2.tex",
         "tables/table6.tex",
         "tables/reference.tex",
@@ -295,25 +465,35 @@ def test_make_report_writes_tables_and_figures(results_dir, tmp_path, capsys):
 # --- LaTeX compiles ----------------------------------------------------------------------------------------------
 
 
-def test_generated_tables_compile_with_pdflatex(df, tmp_path):
+# The paper suite's seven benchmarks: (label, registry name, N).
+SEVEN = (("imagenet_r_5", "imagenet_r", 5), ("imagenet_r_10", "imagenet_r", 10), ("imagenet_r_20", "imagenet_r", 20),
+         ("imagenet_a_10", "imagenet_a", 10), ("domainnet_5", "domainnet", 5), ("cifar100_10", "cifar100", 10),
+         ("cub200_10", "cub200", 10))
+
+
+def _seven_benchmarks() -> pd.DataFrame:
+    """Every paper method, the ablations and the harness's extra rows (the L2P twin included) on all seven."""
+    methods = [*paper_rows(METHODS.names()), "simple_cil", "seq_lora", TWIN, "joint"]
+    recs = [_rec(m, label, seed, 60.0 + k + off, 70.0 + k + off, n_tasks=n, bench_name=name)
+            for k, m in enumerate(methods) for label, name, n in SEVEN for seed, off in zip(SEEDS5[:3], OFFSETS5)]
+    return _frame(recs)
+
+
+def test_generated_tables_compile_with_pdflatex_at_article_width(twin, tmp_path):
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex not installed: apt-get install texlive-latex-base texlive-latex-recommended")
-    extra = [make.make_record("sd_lora_single", "imagenet_r_5", 1994)]
-    extra += [make.make_record("sd_lora", "imagenet_r_20", s, n_tasks=20) for s in (1993, 1994)]
-    for rec in extra:
-        rec["benchmark_name"] = "imagenet_r"
-    both = pd.concat([df, _frame(extra)], ignore_index=True)
-    fragments = {"main": tables.main_table(both), "reference": tables.reference_table(both, REFERENCE_CSV)}
+    both = _seven_benchmarks()
+    fragments = {"main": tables.main_table(both), "reference": tables.reference_table(both, REFERENCE_CSV),
+                 "extended": tables.extended_table(both)}
     fragments |= {f"table{i}": tables.paper_table(both, i) for i in tables.PAPER_TABLE_IDS}
-    inputs = []
-    for name, latex in sorted(fragments.items()):
-        if latex is not None:
-            (tmp_path / f"{name}.tex").write_text(latex, encoding="utf-8")
-            inputs.append(rf"\input{{{name}.tex}}")
-    assert len(inputs) == 6  # main, reference, tables 2, 4, 5, 6 (table 3 has no data)
+    assert all(latex is not None for latex in fragments.values()), sorted(k for k, v in fragments.items() if v is None)
+    assert r"\begin{sidewaystable}" in fragments["main"]  # seven benchmarks: landscape
+    for name, latex in fragments.items():
+        (tmp_path / f"{name}.tex").write_text(latex, encoding="utf-8")
+    # The packages docs/analysis.md names; \clearpage keeps the floats from piling up.
     doc = (
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-        + "\n".join(inputs)
+        "\\documentclass{article}\n\\usepackage{booktabs,graphicx,rotating}\n\\begin{document}\n"
+        + "\n\\clearpage\n".join(rf"\input{{{name}.tex}}" for name in sorted(fragments))
         + "\n\\end{document}\n"
     )
     (tmp_path / "doc.tex").write_text(doc, encoding="utf-8")
@@ -327,3 +507,5 @@ def test_generated_tables_compile_with_pdflatex(df, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 0
+    log = (tmp_path / "doc.log").read_text(encoding="latin-1")
+    assert "Overfull \\hbox" not in log, log[log.find("Overfull"):][:1500]
