@@ -488,6 +488,8 @@ def test_generated_tables_compile_with_pdflatex_at_article_width(twin, tmp_path)
     fragments |= {f"table{i}": tables.paper_table(both, i) for i in tables.PAPER_TABLE_IDS}
     assert all(latex is not None for latex in fragments.values()), sorted(k for k, v in fragments.items() if v is None)
     assert r"\begin{sidewaystable}" in fragments["main"]  # seven benchmarks: landscape
+    # The golden files too: what the golden tests pin must also compile at article width.
+    fragments |= {f"golden_{p.stem}": p.read_text(encoding="utf-8") for p in sorted(GOLDEN_DIR.glob("*.tex"))}
     for name, latex in fragments.items():
         (tmp_path / f"{name}.tex").write_text(latex, encoding="utf-8")
     # The packages docs/analysis.md names; \clearpage keeps the floats from piling up.
