@@ -30,7 +30,7 @@ from benchmarks import BENCHMARKS
 from core.errors import UserError  # re-exported: callers catch run_suite.UserError
 from methods import METHODS
 from runner.checks import probe_writable, storage_error
-from runner.cost import cost_report
+from runner.cost import cost_headline, cost_report
 from runner.executors import import_plugins
 from runner.plan import REPO, Plan, execute, key_settings, plan, plan_status, run_all, select_todo
 from runner.status import format_status, suite_status
@@ -102,6 +102,7 @@ def print_listing() -> None:
 
 
 def print_jobs(jobs) -> None:
+    print(cost_headline(jobs))
     print(f"{'job':48s} {'method':18s} {'benchmark':16s} {'N':>3s} {'seed':>5s}  key hyperparameters")
     for job in jobs:
         print(f"{job.job_id:48s} {job.method:18s} {job.benchmark:16s} {job.n_tasks():>3d} {job.seed:>5d}  "

@@ -109,6 +109,9 @@ def unpaired_summary(jobs: list[Job], reference_csv: Path = REFERENCE_CSV) -> st
     rest = unpaired_jobs(jobs, reference_csv)
     if not rest:
         return f"every job feeds a paper cell ({reference_csv.name})"
+    if len(rest) == len(jobs):
+        return (f"none of the {len(jobs)} jobs feeds a paper cell (no row in {reference_csv.name} for their method, "
+                "benchmark, N and backbone)")
     hours, unknown = suite_gpu_hours(rest)
     groups: dict[str, list[str]] = {}
     for j in rest:
@@ -122,10 +125,14 @@ def unpaired_summary(jobs: list[Job], reference_csv: Path = REFERENCE_CSV) -> st
             "Cut the plan with --methods, --benchmarks or --seeds 1993.")
 
 
-def cost_report(jobs: list[Job]) -> str:
-    """What ``--dry-run`` prints below the job list: the total, the table per method and benchmark, the jobs that
-    feed no paper cell."""
+def cost_headline(jobs: list[Job]) -> str:
+    """The first line of ``--dry-run``: number of jobs and estimated A100-hours."""
     hours, unknown = suite_gpu_hours(jobs)
     note = f" ({unknown} jobs on benchmarks without a size estimate left out)" if unknown else ""
-    return "\n".join([f"{len(jobs)} jobs; estimated {hours:.1f} A100-hours{note} (cost model: runner/cost.py)",
-                      estimate_table(jobs), unpaired_summary(jobs)])
+    return f"{len(jobs)} jobs; estimated {hours:.1f} A100-hours{note} (cost model: runner/cost.py)"
+
+
+def cost_report(jobs: list[Job]) -> str:
+    """What ``--dry-run`` prints below the job list: the table per method and benchmark, the jobs that feed no
+    paper cell."""
+    return "\n".join([estimate_table(jobs), unpaired_summary(jobs)])
