@@ -1,6 +1,6 @@
-"""The paper's conventions in efficiency figures, suites and plans: Table 5 counted as the paper counts (GFLOPs with
-attention on CPU, learnable parameters without the head, stored features), the one-factor suites, the DINO suite's
-backbone-aware reference table and the dry run's cost per method and benchmark."""
+"""The paper's conventions in efficiency figures and plans: Table 5 counted as the paper counts (GFLOPs with attention
+on CPU, learnable parameters without the head, stored features), the backbone-aware reference table (DINO runs) and
+the dry run's cost per method and benchmark. The one-factor and DINO suites' settings: tests/test_suites.py."""
 
 from __future__ import annotations
 
@@ -129,52 +129,6 @@ def test_table5_counts_as_the_paper_and_says_what_hide_prompt_keeps_beside():
 
 
 # --- suites -------------------------------------------------------------------------------------------------------
-
-
-OPTIMIZER_FIELDS = {"preset", "optimizer", "lr", "init_lr", "epochs", "scheduler", "milestones", "lr_decay"}
-
-
-def test_paper_optim_differs_from_paper_tables_only_in_the_optimizer(capsys):
-    optim = {j.job_id: j for j in expand_jobs(load_suite("paper_optim"))}
-    base = {j.job_id: j for j in expand_jobs(load_suite("paper_tables"))}
-    assert {j.method for j in optim.values()} == {"sd_lora", "sd_lora_rr", "sd_lora_kd"}
-    assert len(optim) == 3 * 7 * 5 and set(optim) <= set(base)
-    changed = set()
-    for job_id, job in optim.items():
-        a, b = job.method_cfg.to_dict(), base[job_id].method_cfg.to_dict()
-        changed |= {k for k in a if a[k] != b[k]}
-        assert (job.benchmark_cfg, job.backbone_cfg, job.seed) == (base[job_id].benchmark_cfg,
-                                                                   base[job_id].backbone_cfg, base[job_id].seed)
-        cfg = job.method_cfg
-        assert (cfg.optimizer, cfg.lr, cfg.init_lr, cfg.scheduler) == ("adam", 0.008, None, "constant")
-        assert cfg.epochs == {"imagenet_r": 30, "domainnet": 10}.get(job.benchmark_name, 20)
-        assert cfg.norm_mode == "code" and cfg.alpha_init == 0.8  # the code's model (KD carries alpha in both)
-    assert changed and changed <= OPTIMIZER_FIELDS
-    # the all-four recipe is this suite plus the model flags
-    recipe = {j.job_id: j.method_cfg for j in expand_jobs(load_suite("paper_tables_paper_recipe"))}
-    assert set(recipe) == set(optim)
-    for job_id, cfg in recipe.items():
-        a, b = cfg.to_dict(), optim[job_id].method_cfg.to_dict()
-        assert {k for k in a if a[k] != b[k]} <= {"preset", "norm_mode", "alpha_init", "carry_alpha", "freeze_at"}
-    assert run_suite.main(["--suite", "paper_optim", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "105 jobs; estimated" in out
-    assert "sd_lora__imagenet_r_10__s1993" in out and "epochs=30 lr=0.008 sched=constant bs=128 opt=adam" in out
-
-
-def test_dino_suite_runs_the_official_dino_schedule(capsys):
-    jobs = expand_jobs(load_suite("paper_figures_dino"))
-    assert {j.seed for j in jobs} == {1993}  # the seed exps/dino names
-    for j in jobs:
-        if j.method in ("sd_lora", "sd_lora_rr", "sd_lora_kd", "full_ft"):
-            cfg = j.method_cfg
-            assert (cfg.lr, cfg.init_lr, cfg.scheduler, cfg.milestones, cfg.lr_decay, cfg.epochs) == (
-                0.01, None, "multistep", (10, 15), 0.05, 20), j.job_id
-    assert run_suite.main(["--suite", "paper_figures_dino", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    line = next(ln for ln in out.splitlines() if ln.startswith("sd_lora__imagenet_a_10__s1993 "))
-    assert "lr=0.01 sched=multistep[10,15]x0.05" in line
-    assert "none of the 27 jobs feeds a paper cell" in out  # DINO: another backbone than every paper row
 
 
 def test_dino_records_are_never_set_beside_the_paper():
