@@ -30,9 +30,9 @@ from benchmarks import BENCHMARKS
 from core.errors import UserError  # re-exported: callers catch run_suite.UserError
 from methods import METHODS
 from runner.checks import probe_writable, storage_error
-from runner.cost import suite_gpu_hours
+from runner.cost import cost_headline, cost_report
 from runner.executors import import_plugins
-from runner.plan import REPO, Plan, execute, plan, plan_status, run_all, select_todo
+from runner.plan import REPO, Plan, execute, key_settings, plan, plan_status, run_all, select_todo
 from runner.status import format_status, suite_status
 from runner.store import ResultStore
 from runner.suite import list_suites
@@ -102,15 +102,13 @@ def print_listing() -> None:
 
 
 def print_jobs(jobs) -> None:
-    hours, unknown = suite_gpu_hours(jobs)
-    note = f" ({unknown} jobs on benchmarks without a size estimate left out)" if unknown else ""
-    print(f"{len(jobs)} jobs; estimated {hours:.1f} A100-hours{note} (cost model: runner/cost.py)")
+    print(cost_headline(jobs))
     print(f"{'job':48s} {'method':18s} {'benchmark':16s} {'N':>3s} {'seed':>5s}  key hyperparameters")
     for job in jobs:
-        m = job.method_cfg
-        keys = f"epochs={m.epochs} lr={m.lr:g} bs={m.batch_size} opt={m.optimizer}"
-        print(f"{job.job_id:48s} {job.method:18s} {job.benchmark:16s} {job.n_tasks():>3d} {job.seed:>5d}  {keys}")
-
+        print(f"{job.job_id:48s} {job.method:18s} {job.benchmark:16s} {job.n_tasks():>3d} {job.seed:>5d}  "
+              f"{key_settings(job.method_cfg)}")
+    print()
+    print(cost_report(jobs))
 
 def run(args: argparse.Namespace) -> int:
     p: Plan = plan(args)

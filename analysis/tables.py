@@ -374,12 +374,31 @@ def _latex_text(text: str) -> str:
     return text
 
 
-def _read_reference(reference_csv: Path | str) -> pd.DataFrame:
+def _read_reference(reference_csv: Path | str, need=("table", "benchmark", "n_tasks", "method", "acc", "acc_se",
+                                                     "aaa", "aaa_se")) -> pd.DataFrame:
     ref = pd.read_csv(reference_csv, comment="#")
-    need = {"table", "benchmark", "n_tasks", "method", "acc", "acc_se", "aaa", "aaa_se"}
-    if not need <= set(ref.columns):
+    if not set(need) <= set(ref.columns):
         raise ValueError(f"{reference_csv}: expected columns {sorted(need)}, found {sorted(ref.columns)}")
     return ref
+
+
+def backbone_tag(rec: dict) -> str | None:
+    """The timm tag a record's numbers stand for: the tag a ``--smoke`` stand-in replaced (``config.runtime.smoke_of``),
+    else the configured one, else the provenance's; None when the record does not say (hand-made records)."""
+    config = rec.get("config") or {}
+    tag = (config.get("runtime") or {}).get("smoke_of") or (config.get("backbone") or {}).get("tag")
+    return tag or (rec.get("provenance") or {}).get("backbone_tag")
+
+
+def on_paper_backbone(d: pd.DataFrame, paper_backbone) -> pd.Series:
+    """Rows of ``d`` whose backbone is the paper row's (a reference CSV's ``backbone`` column, a full timm tag).
+
+    A paper number is set beside runs on its own backbone only (DINO runs are never compared with IN21K->IN1K
+    cells); a CSV without the column, or a record that names no backbone, matches.
+    """
+    if not isinstance(paper_backbone, str) or not paper_backbone:
+        return pd.Series(True, index=d.index)
+    return pd.Series([backbone_tag(rec) in (None, paper_backbone) for rec in d["record"]], index=d.index, dtype=bool)
 
 
 def _diff_cells(paper: float, paper_se: float, ours: Stat, stat: str = "sd") -> list[str]:
@@ -399,15 +418,15 @@ def _diff_cells(paper: float, paper_se: float, ours: Stat, stat: str = "sd") -> 
 def reference_table(df: pd.DataFrame, reference_csv: Path | str, stat: str = "sd") -> str | None:
     """Ours beside the paper's numbers for every paper cell that has at least one finished run of ours.
 
-    A paper row (table, benchmark, n_tasks, method) matches done records with that ``benchmark_name``,
-    ``n_tasks`` and method (the paper's names map to ours via each method's ``MethodInfo.paper_key``; a method's
-    "as released" twin, ``MethodInfo.released_of``, matches its paper row too, on the line after it). Each match
-    gives two lines, Acc then AAA (a long layout: side by side they would not fit a page). Nothing is marked: the
-    table compares with the paper and ranks nothing.
+    A paper row (table, benchmark, n_tasks, method, backbone) matches done records with that ``benchmark_name``,
+    ``n_tasks``, method (the paper's names map to ours via each method's ``MethodInfo.paper_key``; a method's
+    "as released" twin, ``MethodInfo.released_of``, matches its paper row too, on the line after it) and backbone
+    (:func:`on_paper_backbone`). Each match gives two lines, Acc then AAA (a long layout: side by side they would
+    not fit a page). Nothing is marked: the table compares with the paper and ranks nothing.
 
     Args:
         df: Frame from :func:`analysis.records.load_records`.
-        reference_csv: CSV with columns table,benchmark,n_tasks,method,acc,acc_se,aaa,aaa_se (``#`` comments; the
+        reference_csv: CSV with columns table,benchmark,n_tasks,method,acc,acc_se,aaa,aaa_se[,backbone] (``#`` comments; the
             ``_se`` columns hold the paper's +-, which its first author gives as standard deviations over 5 seeds).
         stat: ``sd`` or ``se`` beside our means.
 
@@ -420,6 +439,7 @@ def reference_table(df: pd.DataFrame, reference_csv: Path | str, stat: str = "sd
     for r in ref.itertuples(index=False):
         methods = ours.get(r.method, (r.method,))
         sub = d[(d["benchmark_name"] == r.benchmark) & (d["n_tasks"] == int(r.n_tasks)) & d["method"].isin(methods)]
+        sub = sub[on_paper_backbone(sub, getattr(r, "backbone", None))]
         labels = ordered_labels(sub)
         for lab, name in zip(labels, row_names(sub, labels)):
             g = sub[sub["label"] == lab]
@@ -489,12 +509,14 @@ PAPER_TABLES = {
     ),
 }
 EFFICIENCY_TABLE = 5
-# Table 5 columns: header, record `efficiency` key, divisor (the paper gives parameters and features in millions).
+# Table 5 columns as the paper counts them: header, record `efficiency` key (then a fallback key for records written
+# before it existed), divisor (parameters and features in millions), paper_efficiency.csv column.
 EFFICIENCY_COLUMNS = (
-    ("GFLOPs", "gflops", 1.0),
-    ("Learnable (M)", "learnable_params", 1e6),
-    ("Stored features (M)", "stored_features", 1e6),
+    ("GFLOPs", ("gflops",), 1.0, "gflops"),
+    ("Learnable w/o head (M)", ("learnable_params_excl_head",), 1e6, "learnable_params_m"),
+    ("Stored features (M)", ("stored_features_paper", "stored_features"), 1e6, "stored_features_m"),
 )
+PAPER_EFFICIENCY_CSV = Path(__file__).resolve().parent.parent / "results" / "reference" / "paper_efficiency.csv"
 PAPER_TABLE_IDS = tuple(sorted([*PAPER_TABLES, EFFICIENCY_TABLE]))
 
 
@@ -548,7 +570,23 @@ def _acc_aaa_table(df: pd.DataFrame, table_id: int, layout: PaperLayout, stat: s
     return render(cells, caption, f"tab:paper{table_id}", align="c", extended=len(extended), fit=True)
 
 
-def _efficiency_table(df: pd.DataFrame, stat: str) -> str | None:
+def _paper_efficiency(d: pd.DataFrame, labels: list[str], efficiency_csv: Path | str | None) -> dict[str, list[str]]:
+    """Per label, the paper's Table 5 values (formatted), for labels on the paper's backbone with a paper row."""
+    if efficiency_csv is None or not Path(efficiency_csv).exists():
+        return {}
+    ref = _read_reference(efficiency_csv, need=("method", *(c for *_, c in EFFICIENCY_COLUMNS)))
+    ours = paper_names()
+    out = {}
+    for r in ref.to_dict("records"):
+        method = ours.get(r["method"], r["method"])
+        for lab in labels:
+            sub = d[(d["label"] == lab) & (d["method"] == method)]
+            if not sub.empty and on_paper_backbone(sub, r.get("backbone")).all():
+                out[lab] = [f"{float(r[c]):.{DECIMALS}f}" for *_, c in EFFICIENCY_COLUMNS]
+    return out
+
+
+def _efficiency_table(df: pd.DataFrame, stat: str, efficiency_csv: Path | str | None = PAPER_EFFICIENCY_CSV) -> str | None:
     d = done(df)
     d = d[(d["benchmark_name"] == "imagenet_r") & (d["n_tasks"] == 20) & ~d["method"].isin(ablation_methods())]
     if d.empty:
@@ -556,9 +594,10 @@ def _efficiency_table(df: pd.DataFrame, stat: str) -> str | None:
     labels = ordered_labels(d)
     joint = _joint_labels(d)
     ranked = [lab for lab in labels if lab not in joint]
+    paper = _paper_efficiency(d, labels, efficiency_csv)
     data, counts = {lab: [] for lab in labels}, {lab: [] for lab in labels}
-    for _, key, scale in EFFICIENCY_COLUMNS:
-        values = d.assign(_v=[_efficiency_value(rec, key) / scale for rec in d["record"]])
+    for i, (_, keys, scale, _) in enumerate(EFFICIENCY_COLUMNS):
+        values = d.assign(_v=[_efficiency_value(rec, keys) / scale for rec in d["record"]])
         stats = cell_stats(values, "_v")
         best = best_rows(stats, ranked, higher=False)
         for lab in labels:
@@ -566,29 +605,54 @@ def _efficiency_table(df: pd.DataFrame, stat: str) -> str | None:
             # These are properties of the configuration, identical across seeds; a spread of 0.00 would be noise.
             show_se = cell.n > 1 and not math.isnan(cell.sd) and cell.sd > 0
             data[lab].append(format_stat(cell, lab in best, show_se=show_se, kind=stat))
+            data[lab].append(paper[lab][i] if lab in paper else MISSING)
             counts[lab].append(cell.n)
-    if all(v == MISSING for row in data.values() for v in row):
+    if all(v == MISSING for row in data.values() for v in row[::2]):
         return None
-    headers = [h for h, _, _ in EFFICIENCY_COLUMNS] + ["Seeds"]
+    headers = [(h, who) for h, *_ in EFFICIENCY_COLUMNS for who in ("Ours", "Paper")] + [("Seeds", "")]
     rows = [data[lab] + [seeds_text(counts[lab])] for lab in labels]
-    cells = pd.DataFrame(rows, index=labels, columns=headers)
+    cells = pd.DataFrame(rows, index=labels, columns=pd.MultiIndex.from_tuples(headers))
     caption = (
-        "Efficiency on ImageNet-R, N=20 (paper Table 5): inference GFLOPs per image, learnable parameters in the "
-        f"last task (millions, head included) and stored features (millions), mean ({STAT_TEXT[stat]} where seeds "
-        "differ) over seeds; lowest in bold."
+        "Efficiency on ImageNet-R, N=20 (paper Table 5), counted as the paper counts: inference GFLOPs per image "
+        "(attention included), learnable parameters of the last task without the classification head (millions) "
+        f"and stored features (millions), mean ({STAT_TEXT[stat]} where seeds differ) over seeds, lowest in bold; "
+        "beside each, the paper's value (-- = not reported, or not on its backbone)." + _stored_note(d, labels)
     )
     return render(cells, caption, f"tab:paper{EFFICIENCY_TABLE}", n_reference=len(joint & set(labels)))
 
 
-def _efficiency_value(rec: dict, key: str) -> float:
-    value = (rec.get("efficiency") or {}).get(key)
-    if value is None or isinstance(value, bool):
-        return math.nan
-    return float(value)
+def _stored_note(d: pd.DataFrame, labels: list[str]) -> str:
+    """A footnote for methods that keep more than the paper's count of stored features (HiDe-Prompt: the paper
+    counts one mean per class; the harness keeps every statistic of its ``storage`` setting, for TII and WTP)."""
+    notes = []
+    for lab in labels:
+        recs = d.loc[d["label"] == lab, "record"]
+        kept = [_efficiency_value(rec, ("stored_features",)) for rec in recs]
+        counted = [_efficiency_value(rec, ("stored_features_paper",)) for rec in recs]
+        if any(not math.isnan(k) and not math.isnan(c) and k != c for k, c in zip(kept, counted)):
+            mean = sum(kept) / len(kept) / 1e6
+            notes.append(lab.replace("_", r"\_") + f" {mean:.{DECIMALS}f}")
+    if not notes:
+        return ""
+    return (" Stored features kept in all by the harness where they exceed the paper's count (HiDe-Prompt: the "
+            "paper counts one mean per class; the harness also keeps its per-class statistics, by default 10 "
+            "centroids with mean and variance, for task-identity inference and within-task prediction): "
+            + ", ".join(notes) + " M.")
+
+
+def _efficiency_value(rec: dict, keys: tuple[str, ...]) -> float:
+    """The first of ``keys`` that the record's ``efficiency`` holds, as a float; NaN when none does."""
+    eff = rec.get("efficiency") or {}
+    for key in keys:
+        value = eff.get(key)
+        if value is not None and not isinstance(value, bool):
+            return float(value)
+    return math.nan
 
 
 def paper_table(
-    df: pd.DataFrame, table_id: int, stat: str = "sd", reference_csv: Path | str | None = PAPER_RESULTS
+    df: pd.DataFrame, table_id: int, stat: str = "sd", reference_csv: Path | str | None = PAPER_RESULTS,
+    efficiency_csv: Path | str | None = PAPER_EFFICIENCY_CSV,
 ) -> str | None:
     """One of the paper's table layouts filled with our runs.
 
@@ -600,6 +664,8 @@ def paper_table(
         reference_csv: The paper's numbers: a method is a paper row of Tables 2, 3 and 6 when the CSV has it in
             that table (default: the committed ``results/reference/paper_results.csv``; None: every method with a
             ``paper_key``). Table 4's rows are fixed (the ablations and SD-LoRA, as the paper's).
+        efficiency_csv: The paper's Table 5 (``results/reference/paper_efficiency.csv``), set beside ours in
+            Table 5; None leaves the paper's columns empty.
 
     Returns:
         LaTeX fragment, or None when no cell of the table has a finished run.
@@ -609,7 +675,7 @@ def paper_table(
     """
     check_stat(stat)
     if table_id == EFFICIENCY_TABLE:
-        return _efficiency_table(df, stat)
+        return _efficiency_table(df, stat, efficiency_csv)
     if table_id not in PAPER_TABLES:
         raise ValueError(f"unknown paper table {table_id!r}; valid ids are {list(PAPER_TABLE_IDS)}")
     return _acc_aaa_table(df, table_id, PAPER_TABLES[table_id], stat, paper_table_keys(reference_csv, table_id))

@@ -25,7 +25,8 @@ training WTP task t; the two stages never read each other's state, so one pass p
   prompted ViT with that task's E-prompt, per sample -> head. Mechanism ``task_id_accuracy``: TII accuracy.
 
 Stored statistics (``storage``; default the reference's ``multi-centroid``, 10 k-means clusters per class,
-mean + variance each, for TII and WTP) count as ``stored_features()``.
+mean + variance each, for TII and WTP) count as ``stored_features()``; ``paper_stored_features()`` counts one
+mean per class, as the SD-LoRA paper's Table 5 does (0.15 M on ImageNet-R).
 
 Learning rates, written out (the reference's ``unscale_lr=True`` scales by the *per-device* batch:
 ``lr * 24 / 256``, whatever the number of GPUs; the 8 GPUs only make the global batch 192. See docs/baselines.md section
@@ -310,3 +311,8 @@ class HiDePrompt(PromptStrategy):
 
     def stored_features(self) -> int:
         return self.model.tii_stats.stored_floats() + self.model.wtp_stats.stored_floats()
+
+    def paper_stored_features(self) -> int:
+        """The SD-LoRA paper's Table 5 count (0.15 M on ImageNet-R: 200 classes x 768): one mean per class."""
+        stats = self.model.tii_stats
+        return stats.n_classes * stats.mean.shape[-1]

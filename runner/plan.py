@@ -89,7 +89,16 @@ def plan(args) -> Plan:
     report_problems(args, jobs, execution, results_dir)
     runtime = {"device": args.device, "checkpoints": args.checkpoints,
                "force": args.force}  # reruns a job another runner finished meanwhile
-    return Plan(suite, name, [replace(job, runtime=runtime) for job in jobs], results_dir, execution)
+    return Plan(suite, name, [replace(job, runtime={**job.runtime, **runtime}) for job in jobs], results_dir, execution)
+
+
+def key_settings(m) -> str:
+    """Epochs, learning rate (task 0's first when it differs), schedule, batch size and optimizer of a method config."""
+    lr = f"{m.init_lr:g}/{m.lr:g}" if m.init_lr is not None and m.init_lr != m.lr else f"{m.lr:g}"
+    sched = m.scheduler
+    if sched == "multistep":
+        sched += "[" + ",".join(str(e) for e in m.milestones) + f"]x{m.lr_decay:g}"
+    return f"epochs={m.epochs} lr={lr} sched={sched} bs={m.batch_size} opt={m.optimizer}"
 
 
 def report_problems(args, jobs: list[Job], execution: dict[str, Any], results_dir: Path) -> None:

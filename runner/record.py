@@ -50,13 +50,15 @@ class Timings:
 @dataclass
 class Efficiency:
     """Learnable parameters (last task, head included or not; per task), inference GFLOPs per image (torch's
-    flop counter), floats stored besides parameters (e.g. prototypes) and peak CUDA memory per task (else null)."""
+    flop counter, attention included on every device), floats stored besides parameters (e.g. prototypes; also as
+    the SD-LoRA paper's Table 5 counts them) and peak CUDA memory per task (else null)."""
 
     learnable_params: int | None = None
     learnable_params_excl_head: int | None = None
     learnable_params_per_task: list[int] | None = None
     gflops: float | None = None
     stored_features: int | None = None
+    stored_features_paper: int | None = None  # as Table 5 counts them (HiDe-Prompt: one mean per class); null: older
     peak_mem_mb: list[float | None] | None = None
 
 

@@ -5,7 +5,8 @@ Each job keeps its method, benchmark and seed, but runs on:
 * data: what the benchmark's ``BenchmarkInfo.smoke`` gives: for the paper's datasets tiny generated files in
   their real on-disk format (:mod:`benchmarks.fixtures`), with the real
   class counts so that class orders and task splits are the paper's, at 16 px;
-* backbone: ``vit_test_tiny`` (random weights, 16 px);
+* backbone: ``vit_test_tiny`` (random weights, 16 px); the record's ``config.runtime.smoke_of`` names the
+  backbone it stands for (the reference table compares a paper cell only with runs on the paper's backbone);
 * training: one optimisation step per task (every ``*epochs`` field set to 1, batches large enough to hold a
   task's fixture images).
 
@@ -51,6 +52,8 @@ def smoke_jobs(jobs: list[Job], data_root: Path) -> list[Job]:
                             "info=BenchmarkInfo(smoke=...) (docs/adding_a_benchmark.md)")
         bcfg, channels, img = smoke(job.benchmark_cfg, data_root, SMOKE_IMG)
         backbone = BackboneConfig(tag="vit_test_tiny", pretrained=False, img_size=img, in_chans=channels)
+        # runtime (not hashed) keeps the tag the stand-in replaces: the reference table matches on it
         out.append(dataclasses.replace(job, benchmark_cfg=bcfg, backbone_cfg=backbone,
-                                       method_cfg=smoke_method_config(job.method_cfg)))
+                                       method_cfg=smoke_method_config(job.method_cfg),
+                                       runtime={**job.runtime, "smoke_of": job.backbone_cfg.tag}))
     return out

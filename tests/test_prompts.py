@@ -194,6 +194,7 @@ def test_hide_prompt_tii_picks_the_right_task():
     assert [r["task"] for r in stages] == [0, 1, 2] and "tap_loss" in stages[1]
     # multi-centroid statistics of TII and WTP: classes x clusters x (mean + variance) x width, twice
     assert s.stored_features() == 2 * 6 * 10 * 2 * 32
+    assert s.paper_stored_features() == 6 * 32  # the SD-LoRA paper's Table 5 count: one mean per class
 
 
 # ---------------------------------------------------------------------------------------- contract-level checks

@@ -79,3 +79,49 @@ def test_smoke_runs_a_paper_suite_to_latex_tables(tmp_path):
     assert rec["status"] == "done" and rec["n_tasks"] == 5 and rec["classes_per_task"] == [40] * 5
     assert rec["class_order"][:5] == [168, 136, 51, 9, 183]  # seed 1993 on 200 classes (SDL utils/data_manager.py)
     assert (out / "tables" / "main.tex").exists() and (out / "tables" / "table2.tex").exists()
+
+
+OPTIMIZER_FIELDS = {"preset", "optimizer", "lr", "init_lr", "epochs", "scheduler", "milestones", "lr_decay"}
+
+
+def test_paper_optim_differs_from_paper_tables_only_in_the_optimizer(capsys):
+    optim = {j.job_id: j for j in expand_jobs(load_suite("paper_optim"))}
+    base = {j.job_id: j for j in expand_jobs(load_suite("paper_tables"))}
+    assert {j.method for j in optim.values()} == {"sd_lora", "sd_lora_rr", "sd_lora_kd"}
+    assert len(optim) == 3 * 7 * 5 and set(optim) <= set(base)
+    changed = set()
+    for job_id, job in optim.items():
+        a, b = job.method_cfg.to_dict(), base[job_id].method_cfg.to_dict()
+        changed |= {k for k in a if a[k] != b[k]}
+        assert (job.benchmark_cfg, job.backbone_cfg, job.seed) == (base[job_id].benchmark_cfg,
+                                                                   base[job_id].backbone_cfg, base[job_id].seed)
+        cfg = job.method_cfg
+        assert (cfg.optimizer, cfg.lr, cfg.init_lr, cfg.scheduler) == ("adam", 0.008, None, "constant")
+        assert cfg.epochs == {"imagenet_r": 30, "domainnet": 10}.get(job.benchmark_name, 20)
+        assert cfg.norm_mode == "code" and cfg.alpha_init == 0.8  # the code's model (KD carries alpha in both)
+    assert changed and changed <= OPTIMIZER_FIELDS
+    # the all-four recipe is this suite plus the model flags
+    recipe = {j.job_id: j.method_cfg for j in expand_jobs(load_suite("paper_tables_paper_recipe"))}
+    assert set(recipe) == set(optim)
+    for job_id, cfg in recipe.items():
+        a, b = cfg.to_dict(), optim[job_id].method_cfg.to_dict()
+        assert {k for k in a if a[k] != b[k]} <= {"preset", "norm_mode", "alpha_init", "carry_alpha", "freeze_at"}
+    assert run_suite.main(["--suite", "paper_optim", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "105 jobs; estimated" in out
+    assert "sd_lora__imagenet_r_10__s1993" in out and "epochs=30 lr=0.008 sched=constant bs=128 opt=adam" in out
+
+
+def test_dino_suite_runs_the_official_dino_schedule(capsys):
+    jobs = expand_jobs(load_suite("paper_figures_dino"))
+    assert {j.seed for j in jobs} == {1993}  # the seed exps/dino names
+    for j in jobs:
+        if j.method in ("sd_lora", "sd_lora_rr", "sd_lora_kd", "full_ft"):
+            cfg = j.method_cfg
+            assert (cfg.lr, cfg.init_lr, cfg.scheduler, cfg.milestones, cfg.lr_decay, cfg.epochs) == (
+                0.01, None, "multistep", (10, 15), 0.05, 20), j.job_id
+    assert run_suite.main(["--suite", "paper_figures_dino", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("sd_lora__imagenet_a_10__s1993 "))
+    assert "lr=0.01 sched=multistep[10,15]x0.05" in line
+    assert "none of the 27 jobs feeds a paper cell" in out  # DINO: another backbone than every paper row

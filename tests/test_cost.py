@@ -1,0 +1,186 @@
+"""The paper's conventions in efficiency figures and plans: Table 5 counted as the paper counts (GFLOPs with attention
+on CPU, learnable parameters without the head, stored features), the backbone-aware reference table (DINO runs) and
+the dry run's cost per method and benchmark. The one-factor and DINO suites' settings: tests/test_suites.py."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import make_strategy, synthetic_bench, tiny_backbone, train_tasks
+from torch import nn
+
+import run_suite
+from analysis import tables
+from analysis.records import record_row, records_frame
+from runner.cost import REFERENCE_CSV, estimate_table, feeds_paper_cell, paper_cells
+from runner.profile import efficiency, inference_gflops
+from runner.suite import expand_jobs, load_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_TAG = "vit_base_patch16_224.augreg2_in21k_ft_in1k"
+
+
+def _fixture_maker():
+    spec = importlib.util.spec_from_file_location("fixture_make", ROOT / "tests" / "fixtures" / "records" / "make.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _frame(records: list[dict]) -> pd.DataFrame:
+    return records_frame([record_row(rec, Path(rec["job_id"] + ".json")) for rec in records])
+
+
+# --- GFLOPs -----------------------------------------------------------------------------------------------------
+
+
+class _Stub:
+    """What :func:`inference_gflops` needs of a strategy: a model and the evaluation hooks."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def before_evaluation(self):
+        pass
+
+    def after_evaluation(self):
+        pass
+
+
+def _analytic_gflops(backbone, n_classes: int) -> float:
+    """Multiply-adds x 2 of a timm ViT's matmuls on one image: patch embedding, per block qkv, QK^T, AV, proj and
+    the two MLP layers, then the head on the CLS feature (norms, softmax and GELU are not counted by torch)."""
+    d = backbone.embed_dim
+    patch = backbone.patch_embed.patch_size[0]
+    n_patches = backbone.patch_embed.num_patches
+    tokens = n_patches + backbone.num_prefix_tokens
+    hidden = backbone.blocks[0].mlp.fc1.out_features
+    c_in = backbone.patch_embed.proj.in_channels
+    macs = n_patches * c_in * patch * patch * d
+    per_block = tokens * d * 3 * d + 2 * tokens * tokens * d + tokens * d * d + 2 * tokens * d * hidden
+    macs += len(backbone.blocks) * per_block + d * n_classes
+    return 2 * macs / 1e9
+
+
+def test_cpu_gflops_count_attention_and_match_the_analytic_count():
+    backbone = tiny_backbone().eval()
+    assert backbone.blocks[0].attn.fused_attn  # the path that calls scaled_dot_product_attention
+    model = nn.Sequential(backbone, nn.Linear(backbone.embed_dim, 10))
+    counted = inference_gflops(_Stub(model), (3, 16, 16), torch.device("cpu"))
+    expected = _analytic_gflops(backbone, 10)
+    assert counted == pytest.approx(expected, rel=0.01)
+    # torch's counter alone misses the CPU attention kernel: the products QK^T and AV of every block
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as plain:
+        model(torch.zeros(1, 3, 16, 16))
+    tokens, d = backbone.patch_embed.num_patches + 1, backbone.embed_dim
+    missing = len(backbone.blocks) * 2 * 2 * tokens * tokens * d / 1e9
+    assert plain.get_total_flops() / 1e9 == pytest.approx(expected - missing, rel=1e-9)
+
+
+# --- learnable parameters and stored features as the paper counts them --------------------------------------------
+
+
+def test_sd_lora_learnable_without_head_is_blocks_x_2_x_2rd():
+    """The smoke backbone (vit_test_tiny): each block adds A (r x d) and B (d x r) on q and on v; besides them only
+    the shared magnitudes train (one per task so far, code mode): Table 5's SD-LoRA 0.37 M = 12 x 2 x 2 x 10 x 768."""
+    rank, n_tasks = 3, 2
+    strategy = make_strategy("sd_lora", rank=rank)
+    train_tasks(strategy, synthetic_bench(), n_tasks)
+    backbone = strategy.model.backbone
+    d, blocks = backbone.embed_dim, len(backbone.blocks)
+    eff = efficiency(strategy, (3, 16, 16), torch.device("cpu"))
+    magnitudes = n_tasks  # alpha of the current direction and of each earlier one
+    assert eff["learnable_params_excl_head"] == blocks * 2 * (2 * rank * d) + magnitudes
+    head = sum(p.numel() for p in strategy.model.head.parameters())
+    assert eff["learnable_params"] == eff["learnable_params_excl_head"] + head
+    assert eff["stored_features_paper"] == eff["stored_features"] == 0
+    assert 12 * 2 * (2 * 10 * 768) == 368_640  # the paper's 0.37 M
+
+
+def _t5_record(make, method: str, seed: int, **efficiency) -> dict:
+    rec = make.make_record(method, "imagenet_r_20", seed, n_tasks=20)
+    rec["benchmark_name"] = "imagenet_r"
+    rec["efficiency"].update(efficiency)
+    return rec
+
+
+def test_table5_counts_as_the_paper_and_says_what_hide_prompt_keeps_beside():
+    make = _fixture_maker()
+    recs = [_t5_record(make, "hide_prompt", s, gflops=70.3, learnable_params_excl_head=80_000,
+                       stored_features=6_144_000, stored_features_paper=153_600) for s in (1993, 1994)]
+    recs += [_t5_record(make, "sd_lora", s, learnable_params_excl_head=368_660) for s in (1993, 1994)]
+    t5 = tables.paper_table(_frame(recs), 5)
+    line = next(ln for ln in t5.splitlines() if ln.startswith("hide"))
+    assert line == r"hide\_prompt & 70.30 & 70.36 & \textbf{0.08} & 0.08 & 0.15 & 0.15 & 2 \\"
+    assert r"hide\_prompt 6.14 M" in t5  # the footnote: what the harness keeps besides the paper's one mean per class
+    assert r"sd\_lora & \textbf{35.12} & 35.12 & 0.37 & 0.37 & \textbf{0.00} & 0.00 & 2 \\" in t5
+    # an old record (no stored_features_paper) shows its stored_features, and no footnote
+    for rec in recs:
+        rec["efficiency"].pop("stored_features_paper", None)
+    t5_old = tables.paper_table(_frame(recs), 5)
+    assert r"& \textbf{0.08} & 0.08 & 6.14 & 0.15 & 2" in t5_old and "6.14 M" not in t5_old
+
+
+# --- suites -------------------------------------------------------------------------------------------------------
+
+
+def test_dino_records_are_never_set_beside_the_paper():
+    make = _fixture_maker()
+    recs = []
+    for tag in ("vit_base_patch16_224.dino", PAPER_TAG):
+        for seed in (1993, 1994):
+            rec = make.make_record("sd_lora", "imagenet_r_5", seed)
+            rec["config"]["backbone"] = {"tag": tag}
+            recs.append(rec)
+    dino = tables.reference_table(_frame(recs[:2]), REFERENCE_CSV)
+    assert dino is None  # every paper cell is IN21K->IN1K
+    both = tables.reference_table(_frame(recs), REFERENCE_CSV)
+    assert both is not None and both.count("& Acc &") == 1
+    # a --smoke stand-in is matched on the backbone it stands for
+    smoke = [dict(r, config={"backbone": {"tag": "vit_test_tiny"}, "runtime": {"smoke_of": r["config"]["backbone"]["tag"]}})
+             for r in recs[:2]]
+    assert tables.reference_table(_frame(smoke), REFERENCE_CSV) is None
+
+
+# --- the dry run's cost -------------------------------------------------------------------------------------------
+
+
+def test_paper_tables_dry_run_prints_cost_per_method_and_benchmark_and_unpaired_jobs(capsys):
+    assert run_suite.main(["--suite", "paper_tables", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    jobs = expand_jobs(load_suite("paper_tables"))
+    header = next(ln for ln in out.splitlines() if ln.startswith("A100-hours"))
+    benches = list(dict.fromkeys(j.benchmark for j in jobs))
+    assert header.split()[1:] == [*benches, "total"]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in out.splitlines()[out.splitlines().index(header) + 1:]
+            if ln.split() and ln.split()[0] in {j.method for j in jobs} | {"total"}}
+    assert set(rows) == {j.method for j in jobs} | {"total"}
+    assert rows["sd_lora_single"][2] == "-"  # the ablations run on ImageNet-R N=5 and 10 only
+    total = float(rows["total"][-1])
+    assert f"estimated {total:.1f} A100-hours" in out
+    assert sum(float(r[-1]) for m, r in rows.items() if m != "total") == pytest.approx(total, abs=0.1 * len(rows))
+    # jobs that feed no paper cell, counted here from the plan and the CSV
+    with open(REFERENCE_CSV) as f:
+        lines = [ln for ln in f if not ln.startswith("#")]
+    paper = {(r["method"], r["benchmark"], int(r["n_tasks"]), r["backbone"]) for r in csv.DictReader(lines)}
+    ours = {"ablation_fixed_first_direction": "sd_lora_fixed_first", "ablation_single_decoupled_lora": "sd_lora_single",
+            "ablation_fixed_old_magnitudes": "sd_lora_no_rescale"}
+    paper = {(ours.get(m, m), b, n, t) for m, b, n, t in paper}
+    unpaired = [j for j in jobs if (j.method, j.benchmark_name, j.n_tasks(), j.backbone_cfg.tag) not in paper]
+    assert len(unpaired) == 5 * (7 + 7 + 2 + 2)  # simple_cil, joint, seq_lora (figures), HiDe on CIFAR-100 and CUB
+    assert f"{len(unpaired)} of {len(jobs)} jobs feed no paper cell" in out
+    assert paper_cells() == paper and sum(not feeds_paper_cell(j, paper) for j in jobs) == len(unpaired)
+
+
+def test_estimate_table_marks_unknown_sizes():
+    jobs = expand_jobs(load_suite("quick"))
+    table = estimate_table(jobs)
+    assert table.splitlines()[0].split() == ["A100-hours", "split_fmnist", "total"]
+    assert len(table.splitlines()) == len({j.method for j in jobs}) + 2
