@@ -169,8 +169,7 @@ class HiDePromptConfig(OnePromptPerTask, MethodConfig):
         check(self.ca_epochs >= 0 and self.ca_batch_size >= 1 and self.ca_weight_decay >= 0,
               "ca_epochs, ca_weight_decay must be >= 0 and ca_batch_size >= 1")
         check(self.tap_batch_size >= 1, "tap_batch_size must be >= 1")
-        check(self.micro_batch is None or 1 <= self.micro_batch <= self.batch_size,
-              f"micro_batch must be null or in [1, batch_size = {self.batch_size}], got {self.micro_batch}")
+        check(self.micro_batch is None or self.micro_batch >= 1, f"micro_batch must be null or >= 1, got {self.micro_batch}")
         check(self.prefix_layout in PREFIX_LAYOUTS, f"prefix_layout must be one of {', '.join(PREFIX_LAYOUTS)}")
         check(self.ca_iters is None or self.ca_iters >= 1, "ca_iters must be >= 1 or null (reference rule)")
         check(self.storage in STORAGE, f"storage must be one of {', '.join(STORAGE)}")
@@ -230,7 +229,8 @@ class HiDePromptModel(PromptModel):
 def micro_batches(n: int, batch_size: int, micro_batch: int | None) -> list[slice]:
     """The parts of a loader batch of ``n`` images that data-parallel training at ``micro_batch`` images per process
     would give its ``ceil(batch_size / micro_batch)`` processes: contiguous, sizes differing by at most one (a full
-    batch of 192 at 24: eight parts of 24). A DistributedSampler pads the last batch with repeated images instead.
+    batch of 192 at 24: eight parts of 24; ``micro_batch >= batch_size``: one part). A DistributedSampler pads the
+    last batch with repeated images instead.
     """
     if not micro_batch:
         return [slice(0, n)]

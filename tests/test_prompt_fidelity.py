@@ -36,7 +36,8 @@ def test_hide_micro_batch_bad_value_is_rejected():
     from core.errors import UserError
 
     with pytest.raises(UserError, match="micro_batch"):
-        METHODS.make_config("hide_prompt", {"batch_size": 16, "micro_batch": 24})
+        METHODS.make_config("hide_prompt", {"micro_batch": 0})
+    assert hide.micro_batches(2, 2, 24) == [slice(0, 2)]  # a batch below the micro-batch: one process
 
 
 def test_hide_steps_per_epoch_follow_the_global_batch_with_a_loss_per_micro_batch(monkeypatch):
@@ -49,6 +50,18 @@ def test_hide_steps_per_epoch_follow_the_global_batch_with_a_loss_per_micro_batc
     train_tasks(s, bench, 1)
     assert s.global_step == 2 * math.ceil(n / 6)  # one optimizer step per global batch, not per micro-batch
     assert seen == 2 * [2, 2, 2, 2, 2, 2, 2, 1, 1]  # the contrastive term sees one process's features
+
+
+def test_hide_original_preset_steps_once_per_192_images_with_losses_over_24(monkeypatch):
+    seen = []
+    real = hide.contrastive_loss
+    monkeypatch.setattr(hide, "contrastive_loss", lambda f, p, t: (seen.append(f.shape[0]), real(f, p, t))[1])
+    s = make_strategy("hide_prompt", preset="original", batch_size=192, tii_epochs=1, ca_epochs=1, n_centroids=2)
+    bench = synthetic_bench(train_per_class=100)
+    n = len(bench.scenario.train_stream[0].dataset)  # 200 images: a batch of 192, then 8
+    train_tasks(s, bench, 1)
+    assert s.global_step == math.ceil(n / 192) == 2
+    assert seen == [24] * 8 + [1] * 8  # eight processes of 24; the last batch split eight ways
 
 
 def test_hide_accumulated_gradient_is_the_mean_of_the_micro_batch_gradients(monkeypatch):
