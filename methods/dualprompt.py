@@ -28,15 +28,21 @@ Presets (effective learning rates written out; JH-LEE-KR scales ``lr * batch_per
   Adam 0.005 * 24 / 256 = 4.6875e-4, clip 1.0, E-length 20, G-length 5, pull 1.0.
 Field defaults are the SDL recipe; epochs and batch size come from the suite.
 
-Deliberate deviations:
+Two rows (docs/baselines.md section 7.7): ``dualprompt`` is the fair protocol below;
+``dualprompt_released`` (``DualPromptReleasedConfig``, same presets) is the code as SDL's configs ran it:
+``batchwise_prompt: true`` and ``prefix_layout: released``. SDL and JHDP evaluate in batches of the training
+batch size (24), so that row pairs samples as the reference only with ``eval_batch_size: 24``.
 
-* **Per-sample selection at test by default.** SDL and JHDP-CIFAR set ``batchwise_prompt=True`` (the batch's
-  most frequent index for every sample), which leaks the task through task-ordered test batches
-  (docs/baselines.md section 7.1); JHDP-ImageNet-R is per-sample. ``batchwise_prompt: true`` restores it; no
-  preset sets it.
+Deliberate deviations (of ``dualprompt``):
+
+* **Per-sample selection at test.** SDL and JHDP-CIFAR set ``batchwise_prompt=True`` (the batch's most frequent
+  index for every sample), which leaks the task through task-ordered test batches (docs/baselines.md section
+  7.1); JHDP-ImageNet-R is per-sample. ``batchwise_prompt: true`` restores it (``dualprompt_released``). Ties in
+  the vote go to the lower index; the reference leaves them to ``torch.topk``.
 * **Prefixes built per sample.** The reference reshapes ``(layers, 2, B, ...)`` to ``(layers, B, 2, ...)``
-  without a permute, mixing samples' prefixes at test (section 2 pitfall); here the batch stays the leading
-  dimension (methods/prompting.py).
+  without a permute: in training the first half of the batch gets ``(P_k, P_k)`` and the second half
+  ``(P_v, P_v)``, at test samples' prefixes mix (section 2). ``prefix_layout: released`` restores it
+  (``dualprompt_released``; methods/prompting.py ``kv_prefixes``). The G-prompt has no such reshape.
 * A block listed in both ``g_layers`` and ``e_layers`` is rejected (the reference silently uses only G there).
 * Blocks beyond the backbone's depth are dropped with a warning (a 2-block test ViT keeps no E-prompt block).
 * More tasks than ``pool_size`` is an error (the reference silently stops masking).
@@ -55,12 +61,14 @@ from core.config import check
 from core.errors import UserError
 from methods.base import METHODS, MethodConfig, MethodInfo
 from methods.prompting import (
+    PREFIX_LAYOUTS,
     OnePromptPerTask,
     Prefixes,
     PromptModel,
     PromptStrategy,
     cls_features,
     cosine_similarity,
+    kv_prefixes,
     prompted_tokens,
     select_prompts,
     uniform_,
@@ -92,10 +100,12 @@ class DualPromptConfig(OnePromptPerTask, MethodConfig):
     pull_coeff: float = 0.1
     shared_prompt_pool: bool = True
     batchwise_prompt: bool = False
+    prefix_layout: str = "per_sample"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.pool_size >= 1 and self.length >= 1 and self.g_length >= 1, "pool_size and lengths must be >= 1")
+        check(self.prefix_layout in PREFIX_LAYOUTS, f"prefix_layout must be one of {', '.join(PREFIX_LAYOUTS)}")
         check(all(i >= 0 for i in self.g_layers + self.e_layers), "layer indices must be >= 0")
         check(not set(self.g_layers) & set(self.e_layers), "g_layers and e_layers must be disjoint")
         check(self.pull_coeff >= 0, "pull_coeff must be >= 0")
@@ -115,15 +125,16 @@ class DualPromptModel(PromptModel):
         self.e_key = uniform_((cfg.pool_size, d.num_features))
 
     def prefixes(self, idx: torch.Tensor) -> Prefixes:
-        """Per-sample prefixes: the shared G-prompt and, per sample, E-prompt ``idx[b]``."""
+        """The shared G-prompt and, per sample, E-prompt ``idx[b]`` (``prefix_layout: released``: the E-prompt
+        prefixes in the reference's reshaped layout, methods/prompting.py ``kv_prefixes``; its G-prompt gather
+        ``g_prompt[idx]`` keeps the batch leading, so the G-prompt is per sample in both layouts)."""
         B = idx.shape[0]
         out: Prefixes = {}
         for j, layer in enumerate(self.g_layers):
             g = self.g_prompt[j]  # (2, g_length, A)
             out[layer] = (g[0].expand(B, -1, -1), g[1].expand(B, -1, -1))
         for j, layer in enumerate(self.e_layers):
-            e = self.e_prompt[j][:, idx]  # (2, B, length, A): batch index kept as its own dimension
-            out[layer] = (e[0], e[1])
+            out[layer] = kv_prefixes(self.e_prompt[j][:, idx], self.cfg.prefix_layout)  # from (2, B, length, A)
         return out
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,6 +149,19 @@ class DualPromptModel(PromptModel):
         return cls_features(self.backbone, tokens)
 
 
+@dataclass(frozen=True)
+class DualPromptReleasedConfig(DualPromptConfig):
+    """DualPrompt as the SD-LoRA repository's configs ran JHDP's code: batch-majority E-prompt selection at test
+    (``batchwise_prompt``, WuYichen-97/SD-Lora-CL ``exps/dualprompt*.json``) and the reshaped prefix layout."""
+
+    batchwise_prompt: bool = True
+    prefix_layout: str = "released"
+
+
+@METHODS.register("dualprompt_released", DualPromptReleasedConfig,
+                  "DualPrompt as its released code runs: batch-majority selection, reshaped (batch-mixing) prefixes.",
+                  info=MethodInfo(display="DualPrompt (as released)", order=31, color="#9edae5", train_cost=1.4,
+                                  eval_cost=2.0, paper_key="dualprompt", released_of="dualprompt"))
 @METHODS.register("dualprompt", DualPromptConfig, info=MethodInfo(display="DualPrompt", order=30, color="#17becf", train_cost=1.4, eval_cost=2.0, paper_key="dualprompt"))
 class DualPrompt(PromptStrategy):
     """DualPrompt: a shared G-prompt and key-matched task E-prompts, by prefix tuning."""

@@ -28,7 +28,18 @@ Stored statistics (``storage``; default the reference's ``multi-centroid``, 10 k
 mean + variance each, for TII and WTP) count as ``stored_features()``; ``paper_stored_features()`` counts one
 mean per class, as the SD-LoRA paper's Table 5 does (0.15 M on ImageNet-R).
 
-Learning rates, written out (the reference's ``unscale_lr=True`` scales by the *per-device* batch:
+Batch (``micro_batch``): the scripts run 8 processes of 24 images under DDP, which averages the processes'
+gradients, so one optimizer step sees 192 images while every loss term -- the contrastive one included, which
+couples a process's batch features -- is computed over 24. ``batch_size`` is the images per optimizer step (192
+in the presets, so an epoch takes ``ceil(n / 192)`` steps) and ``micro_batch`` (24 in the presets) the images per
+emulated process: each batch is split into ``ceil(batch_size / micro_batch)`` parts, each part's loss is
+backpropagated at weight ``1 / parts`` and one clipped step follows (``training_epoch``). We chose this over a
+plain batch of 192 because that would compute the contrastive term over 192 features at once, and over one
+process at batch 24 because that takes 8 times the reference's steps at its rate. ``micro_batch: null`` (the
+field default) is one loss per batch. TII training has no batch-coupled term, so it runs plain batches of
+``tii_batch_size`` (null: ``batch_size``, 192 in the presets), whose mean loss is the processes' average.
+
+Learning rates, written out (the reference's ``unscale_lr=True`` scales by the *per-process* batch:
 ``lr * 24 / 256``, whatever the number of GPUs; the 8 GPUs only make the global batch 192. See docs/baselines.md section
 4): WTP Adam 0.03 * 24/256 = 0.0028125; TII Adam 5e-4 * 24/256 = 4.6875e-5; TII alignment SGD
 0.005 * 24/256 = 4.6875e-4 (``tii_trainer.py`` scales ``ca_lr``); TAP SGD 0.005 (``hideprompt_trainer.py``
@@ -36,17 +47,30 @@ does not). Alignment mini-batches per epoch: the reference runs one per class of
 (``ca_iters: null``), too few for small benchmarks (2 classes per task: 2 steps per epoch after task 1);
 ``ca_iters`` fixes the number. Alignment weight decay: the engines pass ``weight_decay=5e-4`` to SGD but the
 param group carries ``args.weight_decay``, which argparse resolves to the first-declared ``--weight-decay``
-default 0.0, so the effective value is 0 (``ca_weight_decay``).
+default 0.0, so the effective value is 0 (``ca_weight_decay``). Alignment batch sizes: the TII alignment draws
+``batch_size`` (24) samples per Gaussian and steps on mini-batches of 24 (``ca_batch_size``); TAP draws
+``batch_size * 5`` (120) per Gaussian and steps on mini-batches of 120 (``tap_batch_size``). Under DDP each
+process draws its own samples, but ``main.py`` seeds every process alike, so all draw the same ones and the
+averaged gradient is one process's: one process reproduces it.
 
 Presets: ``original`` = ``train_cifar100_vit.sh`` (WTP 50 epochs, step at 30, length 5, reg 0.1; TII 20 epochs,
 constant) and ``original_imr`` = ``train_imr_vit.sh`` (WTP 150 epochs, cosine to 1e-5, length 20, reg 0.5).
 No ``sdl`` preset: WuYichen-97/SD-Lora-CL has no HiDe-Prompt config. Field defaults are the CIFAR recipe with
 the suite's epochs and batch size (``tii_epochs`` None = the task's ``epochs``).
 
+``hide_prompt_released`` (the same file, ``HiDePromptReleasedConfig``) is this method with
+``prefix_layout: released``: the reference's reshaped prefix layout (methods/prompting.py ``kv_prefixes``) in
+training, in the WTP statistics (computed, as the reference's ``_compute_mean``, in batches of the per-process
+size ``micro_batch``, else ``batch_size``) and at test, where a sample's prediction then depends on its batch.
+
 Deliberate deviations:
 
 * Prefixes are built per sample (the reference inherits the JHDP reshape bug, whose test accuracy depends on
-  the batch: docs/baselines.md section 4 pitfall a).
+  the batch: docs/baselines.md section 4 pitfall a). ``prefix_layout: released`` (the row
+  ``hide_prompt_released``) reproduces it; the reference evaluates in batches of 24, so set
+  ``eval_batch_size: 24`` for the same pairing at test. Its statistics batches hold the experience's images in
+  order, where the reference runs one class at a time.
+* The last, smaller batch of an epoch is split into near-equal parts; DDP's sampler pads it with repeated images.
 * During WTP training the reference also runs TII to compute a prompt id that the prompt mask then overrides;
   that wasted pass is skipped.
 * Per-class statistics use the eval transforms, as the reference's ``dataset_train_mean``; k-means is our own
@@ -73,19 +97,23 @@ from core.errors import UserError
 from methods._hide_stats import STORAGE, ClassStats, ResidualMLP, align_classifier
 from methods.base import METHODS, IncrementalHead, MethodConfig, MethodInfo
 from methods.prompting import (
+    PREFIX_LAYOUTS,
     OnePromptPerTask,
     Prefixes,
     PromptModel,
     PromptStrategy,
     cls_features,
+    kv_prefixes,
     prompted_tokens,
     uniform_,
     usable_layers,
 )
 
-_RECIPE = {"optimizer": "adam", "lr": 0.0028125, "weight_decay": 0.0, "batch_size": 24, "grad_clip": 1.0, "pool_size": 10,
+# 8 processes x 24 (training_scripts/*.sh): global batch 192, losses per 24-image micro-batch (the DDP semantics)
+_RECIPE = {"optimizer": "adam", "lr": 0.0028125, "weight_decay": 0.0, "batch_size": 192, "micro_batch": 24,
+               "grad_clip": 1.0, "pool_size": 10,
                "prompt_momentum": 0.01, "head_lr_scale": 0.1, "tii_epochs": 20, "tii_lr": 4.6875e-5, "tii_ca_lr": 4.6875e-4,
-               "ca_lr": 0.005, "ca_epochs": 30, "ca_batch_size": 24, "ca_weight_decay": 0.0, "storage": "multi-centroid",
+               "ca_lr": 0.005, "ca_epochs": 30, "ca_batch_size": 24, "tap_batch_size": 120, "ca_weight_decay": 0.0, "storage": "multi-centroid",
                "n_centroids": 10}
 
 
@@ -101,6 +129,7 @@ class HiDePromptConfig(OnePromptPerTask, MethodConfig):
 
     optimizer: str = "adam"
     lr: float = 0.0028125
+    micro_batch: int | None = None
     grad_clip: float | None = 1.0
     e_layers: tuple[int, ...] = (0, 1, 2, 3, 4)
     pool_size: int = 10
@@ -119,10 +148,12 @@ class HiDePromptConfig(OnePromptPerTask, MethodConfig):
     ca_lr: float = 0.005
     ca_epochs: int = 30
     ca_batch_size: int = 24
+    tap_batch_size: int = 120
     ca_iters: int | None = None
     ca_weight_decay: float = 0.0
     storage: str = "multi-centroid"
     n_centroids: int = 10
+    prefix_layout: str = "per_sample"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -138,6 +169,9 @@ class HiDePromptConfig(OnePromptPerTask, MethodConfig):
         check(self.tii_batch_size is None or self.tii_batch_size >= 1, "tii_batch_size must be >= 1")
         check(self.ca_epochs >= 0 and self.ca_batch_size >= 1 and self.ca_weight_decay >= 0,
               "ca_epochs, ca_weight_decay must be >= 0 and ca_batch_size >= 1")
+        check(self.tap_batch_size >= 1, "tap_batch_size must be >= 1")
+        check(self.micro_batch is None or self.micro_batch >= 1, f"micro_batch must be null or >= 1, got {self.micro_batch}")
+        check(self.prefix_layout in PREFIX_LAYOUTS, f"prefix_layout must be one of {', '.join(PREFIX_LAYOUTS)}")
         check(self.ca_iters is None or self.ca_iters >= 1, "ca_iters must be >= 1 or null (reference rule)")
         check(self.storage in STORAGE, f"storage must be one of {', '.join(STORAGE)}")
         check(self.n_centroids >= 1, "n_centroids must be >= 1")
@@ -179,7 +213,7 @@ class HiDePromptModel(PromptModel):
         prefixes: Prefixes = {}
         for j, layer in enumerate(self.e_layers):
             e = self.e_prompt[j][:, task] if prompt is None else prompt[j][:, None].expand(-1, B, -1, -1)
-            prefixes[layer] = (e[0], e[1])  # (B, len, A) each; batch index never reshaped into another axis
+            prefixes[layer] = kv_prefixes(e, self.cfg.prefix_layout)  # from (2, B, len, A)
         return cls_features(self.backbone, prompted_tokens(self.backbone, x, prefixes=prefixes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,6 +227,18 @@ class HiDePromptModel(PromptModel):
         return feats
 
 
+def micro_batches(n: int, batch_size: int, micro_batch: int | None) -> list[slice]:
+    """The parts of a loader batch of ``n`` images that data-parallel training at ``micro_batch`` images per process
+    would give its ``ceil(batch_size / micro_batch)`` processes: contiguous, sizes differing by at most one (a full
+    batch of 192 at 24: eight parts of 24; ``micro_batch >= batch_size``: one part). A DistributedSampler pads the
+    last batch with repeated images instead.
+    """
+    if not micro_batch:
+        return [slice(0, n)]
+    bounds = torch.arange(n).tensor_split(min(-(-batch_size // micro_batch), n))
+    return [slice(int(b[0]), int(b[-1]) + 1) for b in bounds if len(b)]
+
+
 def contrastive_loss(features: torch.Tensor, prototypes: torch.Tensor, temperature: float) -> torch.Tensor:
     """HiDe's ``orth_loss``: every row of ``M = [prototypes; features]`` should be most similar to itself."""
     m = torch.cat([prototypes.to(features), features]).float()
@@ -200,6 +246,17 @@ def contrastive_loss(features: torch.Tensor, prototypes: torch.Tensor, temperatu
     return F.cross_entropy(sim, torch.arange(m.shape[0], device=m.device))
 
 
+@dataclass(frozen=True)
+class HiDePromptReleasedConfig(HiDePromptConfig):
+    """HiDe-Prompt as thu-ml/HiDe-Prompt's code runs: its prefixes in the reshaped (batch-mixing) JHDP layout."""
+
+    prefix_layout: str = "released"
+
+
+@METHODS.register("hide_prompt_released", HiDePromptReleasedConfig,
+                  "HiDe-Prompt as its released code runs: reshaped (batch-mixing) prefixes.",
+                  info=MethodInfo(display="HiDe-Prompt (as released)", order=51, color="#c49c94", train_cost=2.5,
+                                  eval_cost=2.0, paper_key="hide_prompt", released_of="hide_prompt"))
 @METHODS.register("hide_prompt", HiDePromptConfig, info=MethodInfo(display="HiDe-Prompt", order=50, color="#8c564b", train_cost=2.5, eval_cost=2.0, paper_key="hide_prompt"))
 class HiDePrompt(PromptStrategy):
     """HiDe-Prompt: TII picks the task, its E-prompt predicts within the task, heads aligned on stored statistics."""
@@ -236,6 +293,40 @@ class HiDePrompt(PromptStrategy):
         return [([self.model.e_prompt], 1.0), (list(self.model.head.parameters()), self.config.head_lr_scale),
                 (self._tii_parameters(), 1.0)]
 
+    def training_epoch(self, **kwargs):
+        """Avalanche's SGD epoch, with ``micro_batch``: every loader batch of ``batch_size`` is split into
+        :func:`micro_batches`; each part runs forward, loss (CE + the contrastive term over *its* features) and
+        backward at weight ``1 / parts``, so the summed gradient is what DDP's average over processes gives; then one
+        clipped optimizer step. Hooks and ``mb_output``/``loss`` afterwards cover the whole batch."""
+        if not self.config.micro_batch:
+            return super().training_epoch(**kwargs)
+        for mbatch in self.dataloader:
+            if self._stop_training:
+                break
+            self.mbatch = mbatch
+            self._unpack_minibatch()
+            self._before_training_iteration(**kwargs)
+            self.optimizer.zero_grad()
+            batch = self.mbatch
+            parts = micro_batches(len(self.mb_y), self.config.batch_size, self.config.micro_batch)
+            outputs, losses = [], []
+            for part in parts:
+                self.mbatch = [t[part] for t in batch]
+                self._before_forward(**kwargs)
+                self.mb_output = self.forward()
+                self._after_forward(**kwargs)
+                self.loss = self.criterion() / len(parts)
+                self._before_backward(**kwargs)
+                self.backward()
+                self._after_backward(**kwargs)
+                outputs.append(self.mb_output.detach())
+                losses.append(self.loss.detach())
+            self.mbatch, self.mb_output, self.loss = batch, torch.cat(outputs), torch.stack(losses).sum()
+            self._before_update(**kwargs)
+            self.optimizer_step()
+            self._after_update(**kwargs)
+            self._after_training_iteration(**kwargs)
+
     def criterion(self):
         loss = super().criterion()
         if self.is_training and self.config.contrast_reg > 0:
@@ -254,8 +345,10 @@ class HiDePrompt(PromptStrategy):
         model.eval()
         with torch.no_grad():
             self._add_stats(model.tii_stats, model.query)
+            # the released layout depends on the batch: there, the reference's per-process batch (_compute_mean)
             self._add_stats(model.wtp_stats, lambda x: model.prompted_features(
-                x, task=torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)))
+                x, task=torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)),
+                batch_size=(cfg.micro_batch or cfg.batch_size) if cfg.prefix_layout == "released" else None)
         model.train()
         if t > 0:  # TII alignment on frozen-feature statistics, then TAP on prompted-feature statistics
             iters = cfg.ca_iters or self.known  # reference: one mini-batch per class of the earlier tasks
@@ -263,7 +356,7 @@ class HiDePrompt(PromptStrategy):
                                                         iters, cfg.ca_batch_size, cfg.tii_ca_lr, cfg.ca_epochs,
                                                         cfg.ca_weight_decay)
             record["tap_loss"] = align_classifier(model.head, list(model.head.parameters()), model.wtp_stats,
-                                                  iters, cfg.ca_batch_size, cfg.ca_lr, cfg.ca_epochs,
+                                                  iters, cfg.tap_batch_size, cfg.ca_lr, cfg.ca_epochs,
                                                   cfg.ca_weight_decay)
         model.train(was_training)
         record["stored_components"] = int(model.tii_stats.valid.sum() + model.wtp_stats.valid.sum())
@@ -294,9 +387,11 @@ class HiDePrompt(PromptStrategy):
         optimizer.zero_grad(set_to_none=True)
         return last
 
-    def _add_stats(self, stats: ClassStats, features) -> None:
-        """Append the statistics of the current task's classes, from ``features(x)`` of its training images."""
-        loader = DataLoader(self.experience.dataset.eval(), batch_size=self.config.eval_batch_size, shuffle=False,
+    def _add_stats(self, stats: ClassStats, features, batch_size: int | None = None) -> None:
+        """Append the statistics of the current task's classes, from ``features(x)`` of its training images
+        (batches of ``batch_size``, default ``eval_batch_size``)."""
+        loader = DataLoader(self.experience.dataset.eval(), batch_size=batch_size or self.config.eval_batch_size,
+                            shuffle=False,
                             num_workers=self.config.num_workers)
         feats, labels = [], []
         for batch in loader:

@@ -21,10 +21,12 @@ Field defaults are the SDL optimizer recipe; epochs and batch size come from the
 
 Deliberate deviations:
 
-* **Per-sample prompt selection by default.** Both reference configs set ``batchwise_prompt=True``: the k most
-  frequent indices of the batch are used for every sample, at test too, which leaks task identity through
-  class-ordered test batches (docs/baselines.md section 7.1). ``batchwise_prompt: true`` restores it; the
-  presets do not set it, so a recipe that reproduces the references' numbers must set it explicitly.
+* **Per-sample prompt selection.** Both reference configs set ``batchwise_prompt=True``: the k most frequent
+  indices of the batch are used for every sample, at training and at test, which leaks task identity through
+  class-ordered test batches (docs/baselines.md section 7.1). ``batchwise_prompt: true`` restores it: the row
+  ``l2p_released`` (``L2PReleasedConfig``, same presets) is L2P as SDL's configs ran it. SDL evaluates in
+  batches of the training batch size, so it votes as the reference with ``eval_batch_size`` set to that size.
+  Ties in the vote go to the lower index; the reference leaves them to ``torch.topk``.
 * The head is the harness's growing head with old-class logits excluded from CE (equivalent to the
   references' -inf masking of classes outside the task); the references allocate all classes up front.
 * Order of the selected prompts in the sequence: per sample by similarity (batch-majority: by frequency). All
@@ -104,6 +106,18 @@ class L2PModel(PromptModel):
         return self.backbone.fc_norm(tokens[:, start:start + prompts.shape[1]].mean(dim=1))
 
 
+@dataclass(frozen=True)
+class L2PReleasedConfig(L2PConfig):
+    """L2P as the SD-LoRA repository's configs ran it: batch-majority prompt selection at training and test
+    (``batchwise_prompt``, WuYichen-97/SD-Lora-CL ``exps/l2p*.json``)."""
+
+    batchwise_prompt: bool = True
+
+
+@METHODS.register("l2p_released", L2PReleasedConfig,
+                  "L2P as its released configs run it: batch-majority prompt selection at training and test.",
+                  info=MethodInfo(display="L2P (as released)", order=21, color="#6baed6", train_cost=1.4,
+                                  eval_cost=2.0, paper_key="l2p", released_of="l2p"))
 @METHODS.register("l2p", L2PConfig, info=MethodInfo(display="L2P", order=20, color="#1f77b4", train_cost=1.4, eval_cost=2.0, paper_key="l2p"))
 class L2P(PromptStrategy):
     """L2P: a key-matched prompt pool prepended to the input tokens of a frozen ViT."""

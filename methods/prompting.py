@@ -13,7 +13,9 @@ Token order in a prompted pass is ``[CLS, (input prompts), patches]`` (docs/base
   :func:`prefix_attention` takes the block's own fused ``qkv``, splits heads, prepends the prefixes and calls
   ``F.scaled_dot_product_attention``. The batch dimension stays leading from the prompt gather to the
   attention, so the JHDP reshape-without-permute bug (prefixes of one sample leaking into another, section 2
-  pitfall) cannot occur; tests/test_prompts.py checks that a prediction does not depend on the batch.
+  pitfall) cannot occur; tests/test_prompts.py checks that a prediction does not depend on the batch. The
+  ``_released`` rows reproduce that bug on purpose: :func:`kv_prefixes` with ``prefix_layout: released``
+  (tests/test_prompt_fidelity.py).
 
 The backbone's modules are called as they are (``patch_embed``, ``_pos_embed``, block ``norm1``/``attn.qkv``/
 ``mlp``, ``norm``): we neither vendor timm's ViT nor replace modules in it, so the query pass and the prompted
@@ -166,6 +168,27 @@ def select_prompts(sim: torch.Tensor, k: int, batchwise: bool) -> torch.Tensor:
     """Top-k prompt indices per sample ``(B, k)``; batch-majority only if ``batchwise`` (leaks, see above)."""
     idx = sim.topk(k, dim=1).indices
     return batch_majority(idx, k, sim.shape[1]) if batchwise else idx
+
+
+PREFIX_LAYOUTS = ("per_sample", "released")
+
+
+def kv_prefixes(prompts: torch.Tensor, layout: str = "per_sample") -> tuple[torch.Tensor, torch.Tensor]:
+    """Key and value prefixes ``(B, L, A)`` of one block from its gathered prompts ``(2, B, L, A)``.
+
+    ``per_sample``: sample b gets ``(prompts[0, b], prompts[1, b])``, its own key and value prompts.
+    ``released``: the JHDP code (JH-LEE-KR/dualprompt-pytorch ``prompt.py`` ``EPrompt.forward``, copied by
+    WuYichen-97/SD-Lora-CL and thu-ml/HiDe-Prompt) *reshapes* its ``(layers, 2, B, top_k, L, heads, hd)`` gather to
+    ``(layers, B, 2, top_k * L, heads, hd)`` without a permute. Read in row-major order, sample b's key prefix is
+    then row ``2b`` and its value prefix row ``2b + 1`` of the ``(2 B)`` rows ``[keys of samples 0..B-1, values of
+    samples 0..B-1]``: with one prompt shared by the batch the first half of the batch gets ``(P_k, P_k)``, the
+    second half ``(P_v, P_v)`` (the middle sample of an odd batch ``(P_k, P_v)``); with per-sample prompts a
+    sample's prefixes come from other samples (docs/baselines.md section 2).
+    """
+    if layout == "released":
+        two, B = prompts.shape[:2]
+        prompts = prompts.reshape(B, two, *prompts.shape[2:]).transpose(0, 1)
+    return prompts[0], prompts[1]
 
 
 def uniform_(shape: tuple[int, ...]) -> nn.Parameter:
