@@ -57,6 +57,7 @@ from analysis.solutions import (
 from core.config import check
 from core.errors import UserError
 from runner.env import resolve_device
+from runner.reload import method_fields
 
 MODES = ("random", "plane")
 PARAMS = ("adapted", "backbone")
@@ -194,7 +195,7 @@ class _Grid:
     """The plain model, its perturbed tensors and the samples, on one device: ``evaluate(x, y)`` sets
     ``center + x d1 + y d2`` and returns loss and accuracy per sample group."""
 
-    def __init__(self, model, center: Solution, d1: Solution, d2: Solution, groups: dict, batch: int, amp: bool):
+    def __init__(self, model, center: Solution, d1: Solution, d2: Solution, groups: dict, batch: int, amp: str):
         self.device = next(model.parameters()).device
         self.model, self.batch, self.amp = model, batch, amp
         self.params = {k: v for k, v in model.state_dict().items() if k in center}
@@ -252,7 +253,7 @@ def compute_landscape(record: Mapping[str, Any], results_dir, task: int | None =
     model = plain_model(record, origin["head.weight"].shape[0], device)
     load_solution(model, origin)
     groups = landscape_samples(bench, task, opts.max_samples, opts.seed)
-    grid = _Grid(model, center, d1, d2, groups, opts.batch_size, bool(record["config"]["method"].get("amp", False)))
+    grid = _Grid(model, center, d1, d2, groups, opts.batch_size, method_fields(record).get("amp", "none"))
     xs, ys = grid_axes(opts, None if opts.mode == "random" else coords)
     values = [[grid.evaluate(float(x), float(y)) for x in xs] for y in ys]
     out = {"job_id": record["job_id"], "method": record["method"], "benchmark": record["benchmark"], "task": task,

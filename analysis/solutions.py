@@ -28,7 +28,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Subset
 from core.errors import UserError
 from runner.env import seed_everything
 from runner.metrics import silent_evaluator
-from runner.reload import checkpoint_path, load_strategy
+from runner.reload import checkpoint_path, load_strategy, method_fields
 
 Solution = dict[str, torch.Tensor]
 DEFAULT_LAMBDAS = tuple(i / 10 for i in range(11))  # paper Fig. 4: lambda in {0, 0.1, ..., 1}
@@ -109,7 +109,9 @@ def _config(source: Any) -> dict[str, Any]:
     record, a ``runner.jobs.Job`` or such a config itself."""
     if hasattr(source, "config") and callable(source.config):
         return source.config()
-    return source.get("config", source)
+    if "config" in source:  # a record: an older one's boolean amp becomes the precision it ran
+        return {**source["config"], "method": method_fields(source)}
+    return source
 
 
 def build_backbone_of(source: Any) -> nn.Module:
@@ -201,17 +203,17 @@ def load_test_samples(bench, tasks: Sequence[int], max_samples: int | None = Non
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256, amp: bool = False) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256, amp: str = "none") -> torch.Tensor:
     """Logits of ``model`` on ``x`` in batches, as float32 on the model's device.
 
-    ``amp`` uses bf16 autocast on CUDA, as the jobs' own evaluation does (``MethodConfig.amp``); ignored on CPU.
+    ``amp="bf16"`` uses bf16 autocast on the model's device, as the jobs' own evaluation does (``MethodConfig.amp``).
     """
     device = next(model.parameters()).device
     outs = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(device, non_blocking=True)
-        if amp and device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+        if amp == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
                 outs.append(model(xb).float())
         else:
             outs.append(model(xb).float())
@@ -277,8 +279,8 @@ def interpolate(record: Mapping[str, Any], results_dir, t_a: int = 0, t_b: int =
     keys = sorted(k for k in changeable if k in sol_b)
     model = plain_model(record, sol_b["head.weight"].shape[0], device)
     load_solution(model, sol_b)  # every key; the path then only rewrites the changeable ones
-    method_cfg = record["config"]["method"]
-    amp, batch = bool(method_cfg.get("amp", False)), int(method_cfg.get("eval_batch_size", 256))
+    method_cfg = _config(record)["method"]
+    amp, batch = method_cfg.get("amp", "none"), int(method_cfg.get("eval_batch_size", 256))
     offsets = np.concatenate([[0], np.cumsum(bench.classes_per_task)]).tolist()
     data = {t: load_test_samples(bench, [t], max_samples) for t in (t_a, t_b)}
     out = {"job_id": record["job_id"], "method": record["method"], "tasks": [t_a, t_b],

@@ -26,8 +26,8 @@ Floors, chosen from what the method trains and how it evaluates (never from its 
   per batch) are reported beside it.
 
 Precisions (``--precisions``, default every one the device supports, fp32 only on CPU): fp32; TF32 on CUDA
-(``allow_tf32``); bf16 (on CUDA the method's own ``amp`` path, on CPU ``torch.autocast('cpu')`` around the
-forward, opt-in with ``--precisions fp32,bf16``). Peak memory of one fp32 training iteration at
+(``allow_tf32``); bf16 (the method's own ``amp: bf16`` path, ``torch.autocast`` on the device; on CPU opt-in with
+``--precisions fp32,bf16``). Peak memory of one fp32 training iteration at
 task 1 and task N (CUDA: ``max_memory_allocated``; CPU: parameters, buffers and tensors saved for backward).
 The last line is JSON with every figure and ratio, and the goals of docs/performance.md checked against them.
 """
@@ -224,7 +224,6 @@ class Probe(SupervisedPlugin):
         self.pretrained: list[nn.Parameter] = []
         self.mode = "between"
         self.i = 0
-        self._ctx = None
         self._saved: dict[int, int] = {}
         self._calls = 0
         self._t0 = 0.0
@@ -237,7 +236,7 @@ class Probe(SupervisedPlugin):
     def _enter(self, strategy) -> None:
         prec = self._prec()
         set_tf32(prec)
-        strategy.config = replace(strategy.config, amp=prec == "bf16")  # the method's own CUDA bf16 path
+        strategy.config = replace(strategy.config, amp="bf16" if prec == "bf16" else "none")  # the method's amp path
         self._calls = 0
         sync(self.args.device)
         self._t0 = time.perf_counter()
@@ -260,22 +259,12 @@ class Probe(SupervisedPlugin):
             phase.floor.setdefault(prec, []).append(time.perf_counter() - t0)
         self.i += 1
 
-    # -- CPU bf16 (the methods autocast on CUDA only) and pass counting
+    # -- memory probe and pass counting
     def before_forward(self, strategy, **kwargs):
-        if self._prec() == "bf16" and not self.args.device.startswith("cuda"):
-            self._ctx = torch.autocast("cpu", dtype=torch.bfloat16)
-            self._ctx.__enter__()
         if self.mode == "train" and self.schedule[self.i] == "mem":
             self._mem_start(strategy)
 
-    def after_forward(self, strategy, **kwargs):
-        if self._ctx is not None:
-            self._ctx.__exit__(None, None, None)
-            self._ctx = None
-            strategy.mb_output = strategy.mb_output.float()
-
     before_eval_forward = before_forward
-    after_eval_forward = after_forward
 
     def count_pass(self, *_):
         self._calls += 1
@@ -377,7 +366,7 @@ def run_method(name: str, args, floors: Floors, precs: list[str], bench) -> dict
     n_iters = len(train_schedule(precs, args.warmup, args.reps))
     per_epoch = args.train_per_class * args.classes_per_task // args.batch
     trains = base.get("epochs", entry.config_cls().epochs) > 0
-    over = {"batch_size": args.batch, "eval_batch_size": args.batch, "num_workers": 0, "amp": False}
+    over = {"batch_size": args.batch, "eval_batch_size": args.batch, "num_workers": 0, "amp": "none"}
     if trains:
         over.update(epochs=math.ceil(n_iters / per_epoch) + 1, init_epochs=None)
     valid = set(entry.config_cls.field_names())

@@ -144,6 +144,16 @@ def split_sizes(n_classes: int, n_tasks: int, init_classes: int | None) -> list[
     return sizes
 
 
+def with_groups(dataset: Dataset, train: Callable, evaluation: Callable, initial: str):
+    """``dataset`` as the Avalanche dataset ``class_incremental_benchmark`` would make of it (targets, task label 0),
+    with transform groups ``train`` and ``eval`` applied to the image, starting in group ``initial``."""
+    from avalanche.benchmarks.utils import _make_taskaware_classification_dataset  # Avalanche 0.6's exported maker
+
+    return _make_taskaware_classification_dataset(
+        dataset, transform_groups={"train": train, "eval": evaluation}, initial_transform_group=initial
+    )
+
+
 def make_benchmark(
     train: Dataset,
     test: Dataset,
@@ -154,8 +164,17 @@ def make_benchmark(
     class_names: Sequence[str] | None = None,
     image_shape: tuple[int, int, int],
     info: dict[str, Any] | None = None,
+    transforms: tuple[Callable, Callable] | None = None,
 ) -> CILBenchmark:
-    """Remap labels to class-order positions and split into an Avalanche class-incremental scenario."""
+    """Remap labels to class-order positions and split into an Avalanche class-incremental scenario.
+
+    ``transforms=(train, eval)`` hands the image transforms to Avalanche's transform groups instead of the
+    datasets (which then yield untransformed images, e.g. PIL): the training data apply ``train`` in the
+    ``train`` group (what the training loop uses) and ``eval`` in the ``eval`` group, so ``dataset.eval()``
+    removes the augmentation, as statistics passes over training data need (SimpleCIL's prototypes, HiDe's class
+    statistics; docs/baselines.md). Test data apply ``eval`` in both groups. None: the datasets transform their
+    items themselves and both groups are the identity (a benchmark without augmentation needs nothing else).
+    """
     from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
 
     order = class_order(n_classes, seed if cfg.order_seed is None else cfg.order_seed)
@@ -164,8 +183,12 @@ def make_benchmark(
     sizes = split_sizes(n_classes, cfg.n_tasks, cfg.init_classes)
     # A fixed class_order avoids Avalanche's torch.manual_seed side effect (docs/baselines.md section 12.2), and
     # explicit sizes stop it from dropping leftover classes.
+    datasets = {"train": RelabeledDataset(train, mapping), "test": RelabeledDataset(test, mapping)}
+    if transforms is not None:
+        datasets = {"train": with_groups(datasets["train"], *transforms, initial="train"),
+                    "test": with_groups(datasets["test"], transforms[1], transforms[1], initial="eval")}
     scenario = class_incremental_benchmark(
-        {"train": RelabeledDataset(train, mapping), "test": RelabeledDataset(test, mapping)},
+        datasets,
         class_order=list(range(n_classes)),
         num_classes_per_exp=sizes,
     )

@@ -47,6 +47,7 @@ from benchmarks.transforms import (
     VIT_AUGREG_STD,
     build_transforms,
     make_dataset,
+    untransformed,
 )
 from core.config import check
 from core.errors import UserError
@@ -223,10 +224,11 @@ class SplitData:
 
 
 def build_benchmark(cfg: PaperDataConfig, seed: int, data: SplitData) -> CILBenchmark:
-    """Apply subsets and the SD-LoRA transforms to ``data`` and split it into a class-incremental benchmark."""
-    train_tf, test_tf = build_transforms(cfg.img_size, cfg.normalize, cfg.mean, cfg.std)
-    train = make_dataset(data.train_items, data.train_targets, cfg.train_per_class, train_tf)
-    test = make_dataset(data.test_items, data.test_targets, cfg.test_per_class, test_tf)
+    """Apply subsets to ``data`` and split it into a class-incremental benchmark whose Avalanche transform groups
+    hold the SD-LoRA transforms: ``train`` (augmenting) and ``eval`` (resize + centre crop), so that
+    ``dataset.eval()`` gives the test transform on training images, as PILOT's ``mode="test"`` does."""
+    train = make_dataset(data.train_items, data.train_targets, cfg.train_per_class, untransformed)
+    test = make_dataset(data.test_items, data.test_targets, cfg.test_per_class, untransformed)
     info = {
         **data.info,
         "root": str(cfg.data_root.resolve()),
@@ -245,6 +247,7 @@ def build_benchmark(cfg: PaperDataConfig, seed: int, data: SplitData) -> CILBenc
         class_names=data.class_names,
         image_shape=(3, cfg.img_size, cfg.img_size),
         info=info,
+        transforms=build_transforms(cfg.img_size, cfg.normalize, cfg.mean, cfg.std),
     )
 
 

@@ -69,13 +69,19 @@ def build_transforms(
     return transforms.Compose(train), transforms.Compose(test)
 
 
+def untransformed(img: Image.Image) -> Image.Image:
+    """The identity: a dataset given it yields the RGB PIL image, for Avalanche's transform groups to transform
+    (``benchmarks.base.make_benchmark(..., transforms=...)``)."""
+    return img
+
+
 class ImagePathDataset(Dataset):
     """Images read lazily from files, as SDL's ``DummyDataset`` does for ``use_path=True`` (SDL utils/data_manager.py).
 
     Args:
         paths: image files.
         targets: one int label per file (``make_benchmark`` reads ``.targets``).
-        transform: maps an RGB PIL image to a tensor (None: ``ToTensor``).
+        transform: maps an RGB PIL image to a tensor (None: ``ToTensor``; :func:`untransformed`: the PIL image).
     """
 
     def __init__(self, paths: Sequence[str], targets: Sequence[int], transform=None):

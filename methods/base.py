@@ -11,7 +11,7 @@ Training loop (Avalanche's, with our hooks marked ``*``)::
     |                                                 (* optimizer_groups: lr factors, * epoch_lr_factor: schedule)
     |-- for epoch in range(epochs_t):                 init_epochs for t = 0, else epochs
     |     |-- for minibatch:
-    |     |     forward (autocast bf16 on CUDA) -> criterion (old-class logits masked for t > 0)
+    |     |     forward (fp32; bf16 autocast only with amp: bf16) -> criterion (old-class logits masked for t > 0)
     |     |     -> backward -> (clip) -> optimizer.step -> * after_step
     |     '-- scheduler.step()                        once per epoch (MultiStepLR / cosine / constant)
     '-- _after_training_exp -> * finish_task(t)       freeze, fold, merge, store statistics ...
@@ -31,10 +31,11 @@ method, a stopped-and-resumed job included (docs/adding_a_method.md).
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +81,7 @@ def derived_info(name: str) -> MethodInfo:
 METHODS: Registry = Registry("method", derived_info)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+AMP_MODES = ("none", "bf16")
 SCHEDULERS = ("multistep", "cosine", "constant")
 
 
@@ -116,7 +118,7 @@ class MethodConfig(Config):
     min_lr: float = 0.0
     grad_clip: float | None = None
     mask_old_logits: bool = True
-    amp: bool = True
+    amp: Literal["none", "bf16"] = "none"
     num_workers: int = 0
 
     def __post_init__(self) -> None:
@@ -128,6 +130,8 @@ class MethodConfig(Config):
         check(self.weight_decay >= 0 and self.momentum >= 0, "weight_decay and momentum must be >= 0")
         check(0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]")
         check(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or null")
+        check(isinstance(self.amp, str) and self.amp in AMP_MODES,
+              f"amp must be 'none' (fp32, the default) or 'bf16' (bf16 autocast), got {self.amp!r}")
         set_fields = [f for f in self.TRAINING_FIELDS if getattr(self, f)]
         check(not (self.TRAINING_FREE and set_fields), "this method trains nothing (training-free, epochs: 0): "
               f"remove {', '.join(set_fields)} from its suite entry and overrides")
@@ -142,6 +146,24 @@ class MethodConfig(Config):
             return (self.init_lr or self.lr, self.epochs if self.init_epochs is None else self.init_epochs,
                     self.milestones if self.init_milestones is None else self.init_milestones)
         return self.lr, self.epochs, self.milestones
+
+
+def legacy_amp(value: Any, device: str | None) -> Any:
+    """``amp`` of a record written when it was a boolean: ``true`` meant bf16 autocast on CUDA only (so ``none`` for
+    a job that ran on another device), ``false`` fp32; a named mode is returned as it is."""
+    if isinstance(value, bool):
+        return "bf16" if value and str(device or "").startswith("cuda") else "none"
+    return value
+
+
+@contextlib.contextmanager
+def fp32() -> Iterator[None]:
+    """Autocast off inside (CPU, and CUDA when present): what must stay float32 under ``amp: bf16`` (prompt
+    selection, key matching, prototypes, class statistics) runs here, on inputs cast with ``.float()``."""
+    with contextlib.ExitStack() as stack:
+        for device_type in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
 
 
 @dataclass(frozen=True)
@@ -358,9 +380,15 @@ class CILStrategy(SupervisedTemplate):
         else:
             self.scheduler = None
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on the strategy's device under ``amp: bf16`` (the forward and methods' extra passes)."""
+        if self.config.amp == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def forward(self):
-        if self.config.amp and self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+        if self.config.amp == "bf16":
+            with self.autocast():
                 return self.model(self.mb_x).float()
         return self.model(self.mb_x)
 

@@ -39,6 +39,9 @@ Deliberate deviations:
   the rows that cannot be orthogonal are random unit vectors (the reference would divide by zero).
 * ``n_tasks`` (needed for ``pt``) is read from the training stream unless set.
 * Blocks beyond the backbone's depth are dropped with a warning.
+
+Precision: the component weights ``alpha`` are computed in float32 even under ``amp: bf16`` (docs/baselines.md
+section 13).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from torch import nn
 
 from core.config import check
 from core.errors import UserError
-from methods.base import METHODS, MethodConfig, MethodInfo, coda_cosine
+from methods.base import METHODS, MethodConfig, MethodInfo, coda_cosine, fp32
 from methods.prompting import PromptModel, PromptStrategy, cls_features, prompted_tokens, usable_layers
 
 _RECIPE = {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0, "betas": (0.9, 0.999), "batch_size": 128,
@@ -114,11 +117,13 @@ class CodaLayer(nn.Module):
 
         Computed as ``<q, A_m * k_m> / ||q * A_m||`` with ``k_m = K_m / ||K_m||`` and
         ``||q * A_m||^2 = <q^2, A_m^2>``: two (B, d) x (d, M) products instead of the reference's (B, M, d)
-        tensor ``q * A`` (same value; F.normalize's 1e-12 floor kept).
+        tensor ``q * A`` (same value; F.normalize's 1e-12 floor kept). Float32 even under ``amp: bf16``.
         """
-        a, k = self.rows("a"), F.normalize(self.rows("k"), dim=1)
-        norm = ((q * q) @ (a * a).T).clamp_min(0).sqrt().clamp_min(1e-12)
-        return (q @ (a * k).T) / norm
+        with fp32():
+            q = q.float()
+            a, k = self.rows("a").float(), F.normalize(self.rows("k").float(), dim=1)
+            norm = ((q * q) @ (a * a).T).clamp_min(0).sqrt().clamp_min(1e-12)
+            return (q @ (a * k).T) / norm
 
     def forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The assembled prompt split into (key prefix, value prefix), each ``(B, length // 2, C)``."""

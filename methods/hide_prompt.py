@@ -73,7 +73,9 @@ Deliberate deviations:
 * The last, smaller batch of an epoch is split into near-equal parts; DDP's sampler pads it with repeated images.
 * During WTP training the reference also runs TII to compute a prompt id that the prompt mask then overrides;
   that wasted pass is skipped.
-* Per-class statistics use the eval transforms, as the reference's ``dataset_train_mean``; k-means is our own
+* Per-class statistics use the eval transform group (the test transform on the paper benchmarks, as the
+  reference's ``dataset_train_mean``; docs/baselines.md section 13) and, like TII, float32 even under
+  ``amp: bf16``; k-means is our own
   (k-means++ seeding, global RNG) instead of sklearn's; small classes get fewer clusters (_hide_stats.py).
 * The TII head is the harness's growing head (kaiming-uniform rows), not timm's trunc-normal init.
 * The alignment optimizers cover exactly the aligned parameters (TAP: the head), so prompts cannot be
@@ -95,7 +97,7 @@ from torch.utils.data import DataLoader
 from core.config import check
 from core.errors import UserError
 from methods._hide_stats import STORAGE, ClassStats, ResidualMLP, align_classifier
-from methods.base import METHODS, IncrementalHead, MethodConfig, MethodInfo
+from methods.base import METHODS, IncrementalHead, MethodConfig, MethodInfo, fp32
 from methods.prompting import (
     PREFIX_LAYOUTS,
     OnePromptPerTask,
@@ -192,7 +194,9 @@ class HiDePromptModel(PromptModel):
         self.wtp_stats = ClassStats(d.num_features, cfg.storage, cfg.n_centroids)
 
     def tii_logits(self, q: torch.Tensor) -> torch.Tensor:
-        return self.tii_head(self.tii_mlp(q.float()))
+        """TII (the prompt selection) in float32 even under ``amp: bf16``."""
+        with fp32():
+            return self.tii_head(self.tii_mlp(q.float()))
 
     def predict_task(self, x: torch.Tensor) -> torch.Tensor:
         """Pass 1: frozen ViT -> TII MLP -> TII head -> predicted class -> its task, per sample ``(B,)``."""
@@ -395,7 +399,7 @@ class HiDePrompt(PromptStrategy):
                             num_workers=self.config.num_workers)
         feats, labels = [], []
         for batch in loader:
-            with self.autocast():
+            with fp32():  # statistics in float32 even under amp: bf16
                 feats.append(features(batch[0].to(self.device)).float())
             labels.append(batch[1].to(self.device))
         feats, labels = torch.cat(feats), torch.cat(labels)

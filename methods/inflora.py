@@ -38,7 +38,9 @@ Deliberate deviations (each a fact of the reference, docs/baselines.md section 5
   vectors of ``Q^T R``: identical to the reference's SVD of the projected matrix whenever its top-r singular values
   are non-zero, but it stays orthogonal to the old subspace when the free subspace has fewer than r informative
   directions (rows beyond its dimension are zero rather than arbitrary null-space vectors).
-* ``R_l`` and the DualGPM algebra in float64 (the reference: float32 on CPU, NumPy SVD).
+* ``R_l`` and the DualGPM algebra in float64 (the reference: float32 on CPU, NumPy SVD); the passes behind
+  ``R_l`` run without autocast even under ``amp: bf16``. Like the reference's ``train_loader``, they read the
+  training transform (augmented, docs/baselines.md section 13), in order rather than shuffled (a sum).
 * ``K = 1`` epoch: the reference's schedule divides by zero; we keep the lr constant.
 * The reference keeps the network in eval mode while training; our backbones have no dropout or drop-path, so
   train mode is the same function. The unused KMeans(5) clustering of the reference is not ported.
@@ -59,7 +61,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from core.config import check
-from methods.base import METHODS, MethodInfo, coda_cosine
+from methods.base import METHODS, MethodInfo, coda_cosine, fp32
 from methods.lowrank import LowRankConfig, LowRankStrategy
 
 
@@ -231,7 +233,8 @@ class InfLoRA(LowRankStrategy):
             loader = DataLoader(experience.dataset.train(), batch_size=self.config.stats_batch_size or
                                 self.config.batch_size, shuffle=False, num_workers=self.config.num_workers)
             for batch in loader:
-                self.model(batch[0].to(self.device))
+                with fp32():  # R_l from float32 activations even under amp: bf16
+                    self.model(batch[0].to(self.device))
         finally:
             for h in handles:
                 h.remove()

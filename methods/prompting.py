@@ -17,6 +17,10 @@ Token order in a prompted pass is ``[CLS, (input prompts), patches]`` (docs/base
   ``_released`` rows reproduce that bug on purpose: :func:`kv_prefixes` with ``prefix_layout: released``
   (tests/test_prompt_fidelity.py).
 
+Precision: key matching (:func:`cosine_similarity`) computes in float32 even under ``amp: bf16``
+(:func:`methods.base.fp32`); the query pass itself runs under autocast like every other forward (docs/baselines.md
+section 13).
+
 The backbone's modules are called as they are (``patch_embed``, ``_pos_embed``, block ``norm1``/``attn.qkv``/
 ``mlp``, ``norm``): we neither vendor timm's ViT nor replace modules in it, so the query pass and the prompted
 pass share one set of frozen weights and the backbone's state-dict keys stay timm's.
@@ -28,7 +32,6 @@ keys -- are missing from GFLOPs, for the plain backbone and the prompted pass al
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -39,7 +42,7 @@ from torch import nn
 
 from core.config import check
 from core.errors import UserError
-from methods.base import CILModel, CILStrategy
+from methods.base import CILModel, CILStrategy, fp32
 
 Prefixes = dict[int, tuple[torch.Tensor, torch.Tensor]]  # block index -> (key prefix, value prefix), (B, L, A)
 
@@ -149,8 +152,10 @@ def cls_features(backbone: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def cosine_similarity(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """``(B, M)`` cosine similarities between queries ``(B, d)`` and keys ``(M, d)``."""
-    return F.normalize(query, dim=-1) @ F.normalize(keys, dim=-1).T
+    """``(B, M)`` cosine similarities between queries ``(B, d)`` and keys ``(M, d)``, in float32 even under
+    ``amp: bf16`` (key matching: L2P, DualPrompt)."""
+    with fp32():
+        return F.normalize(query.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T
 
 
 def batch_majority(idx: torch.Tensor, k: int, pool_size: int) -> torch.Tensor:
@@ -258,12 +263,6 @@ class PromptStrategy(CILStrategy):
     def setup_task(self, t: int, experience) -> None:
         self.model.add_task(t, self.known, self.seen)
         self.history.setdefault("task_id_accuracy", [])
-
-    def autocast(self):
-        """bf16 autocast on CUDA when ``amp`` (as the base forward), for the method's own extra passes."""
-        if self.config.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def before_evaluation(self) -> None:
         self._task_hits = [0, 0]

@@ -9,14 +9,13 @@ class's row of a cosine classifier; nothing is trained.
 Here: the backbone is frozen, the config is training-free (``epochs`` 0, never set by a suite's defaults), and after each task the class means of the final-norm CLS
 features are stored as rows of a :class:`PrototypeHead`. Logits are the cosine similarities to the prototypes of
 every seen class, so argmax over them is SimpleCIL's prediction and the harness's metrics apply unchanged.
+Prototypes are computed on the experience's training set switched to Avalanche's eval transform group
+(``dataset.eval()``), which on the paper benchmarks holds the test transform (docs/baselines.md section 13), and,
+like the cosine scores, in float32 even under ``amp: bf16``.
 
 Deliberate deviations:
 
 * PILOT's cosine classifier multiplies by a scale ``sigma``; it does not change the argmax and is left out.
-* Prototypes are computed on the experience's training set switched to Avalanche's eval transform group
-  (``dataset.eval()``). Our benchmarks put their transforms inside the base datasets, not in Avalanche transform
-  groups, so on benchmarks with training augmentation the prototypes average augmented views (PILOT uses the
-  test transform). Fashion-MNIST and the synthetic benchmark have no augmentation, so there it is exact.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from methods.base import METHODS, CILModel, CILStrategy, GrowingHead, MethodInfo, TrainingFreeConfig
+from methods.base import METHODS, CILModel, CILStrategy, GrowingHead, MethodInfo, TrainingFreeConfig, fp32
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,8 @@ class PrototypeHead(GrowingHead):
             self.weight = torch.cat([self.weight, self.weight.new_zeros(extra, self.in_features)])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(features, dim=-1) @ F.normalize(self.weight, dim=-1).T
+        with fp32():  # cosine to the prototypes in float32 even under amp: bf16
+            return F.normalize(features.float(), dim=-1) @ F.normalize(self.weight.float(), dim=-1).T
 
 
 @METHODS.register("simple_cil", SimpleCILConfig, info=MethodInfo(display="SimpleCIL", order=80, color="#e377c2", train_cost=0.33))
@@ -82,7 +82,8 @@ class SimpleCIL(CILStrategy):
                             num_workers=self.config.num_workers)
         for batch in loader:
             x, y = batch[0].to(self.device), batch[1].to(self.device)
-            sums.index_add_(0, y, self.model.features(x).to(torch.float64))
+            with fp32():  # prototypes from float32 features even under amp: bf16
+                sums.index_add_(0, y, self.model.features(x).to(torch.float64))
             counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
         self.model.train(was_training)
         new = counts > 0

@@ -9,6 +9,7 @@ from benchmarks import BENCHMARKS
 from benchmarks.backbones import BackboneConfig, build_backbone
 from core.errors import UserError
 from methods import METHODS
+from methods.base import legacy_amp
 from runner.env import seed_everything
 from runner.store import ResultStore, load_tensors
 
@@ -28,6 +29,15 @@ def checkpoint_path(results_dir: str | Path, job_id: str, task: int) -> Path:
     return path
 
 
+def method_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's method config as today's config classes read it: the boolean ``amp`` of an older record
+    becomes the precision that job ran (:func:`methods.base.legacy_amp`)."""
+    fields = dict(record["config"]["method"])
+    if "amp" in fields:
+        fields["amp"] = legacy_amp(fields["amp"], (record.get("provenance") or {}).get("device"))
+    return fields
+
+
 def load_strategy(record: dict[str, Any], results_dir: str | Path, task: int | None = None,
                   device: str = "cpu"):
     """(strategy restored after ``task`` (default: the last), benchmark) for a record with checkpoints."""
@@ -38,7 +48,7 @@ def load_strategy(record: dict[str, Any], results_dir: str | Path, task: int | N
     bench = BENCHMARKS.get(cfg["benchmark_name"]).obj(bench_cfg, seed)
     seed_everything(seed)
     backbone, _ = build_backbone(BackboneConfig.from_dict(cfg["backbone"]))
-    method_cfg = METHODS.make_config(cfg["method_name"], cfg["method"])
+    method_cfg = METHODS.make_config(cfg["method_name"], method_fields(record))
     strategy = METHODS.get(cfg["method_name"]).obj(cfg=method_cfg, backbone=backbone, device=device)
     # weights_only=True: a results folder from someone else must not run code here (refused with one line)
     state = load_tensors(checkpoint_path(results_dir, record["job_id"], task), map_location=device)
