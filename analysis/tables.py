@@ -578,9 +578,9 @@ def _paper_efficiency(d: pd.DataFrame, labels: list[str], efficiency_csv: Path |
     ours = paper_names()
     out = {}
     for r in ref.to_dict("records"):
-        method = ours.get(r["method"], r["method"])
+        methods = ours.get(r["method"], (r["method"],))
         for lab in labels:
-            sub = d[(d["label"] == lab) & (d["method"] == method)]
+            sub = d[(d["label"] == lab) & d["method"].isin(methods)]
             if not sub.empty and on_paper_backbone(sub, r.get("backbone")).all():
                 out[lab] = [f"{float(r[c]):.{DECIMALS}f}" for *_, c in EFFICIENCY_COLUMNS]
     return out
@@ -618,7 +618,7 @@ def _efficiency_table(df: pd.DataFrame, stat: str, efficiency_csv: Path | str | 
         f"and stored features (millions), mean ({STAT_TEXT[stat]} where seeds differ) over seeds, lowest in bold; "
         "beside each, the paper's value (-- = not reported, or not on its backbone)." + _stored_note(d, labels)
     )
-    return render(cells, caption, f"tab:paper{EFFICIENCY_TABLE}", n_reference=len(joint & set(labels)))
+    return render(cells, caption, f"tab:paper{EFFICIENCY_TABLE}", n_reference=len(joint & set(labels)), fit=True)
 
 
 def _stored_note(d: pd.DataFrame, labels: list[str]) -> str:
