@@ -452,9 +452,14 @@ class CILStrategy(SupervisedTemplate):
 
 
 def coda_cosine(epochs: int) -> Callable[[int], float]:
-    """CODA-Prompt's per-epoch lr factor ``cos(99 pi e / (200 (K - 1)))`` (GT-RIPL/CODA-Prompt
-    ``utils/schedulers.py``; also SD-Lora-CL ``models/coda_prompt.py`` and InfLoRA ``utils/schedulers.py``):
-    sin(pi / 200) ~ 0.016 at the last epoch, never 0. Constant for K = 1 (the reference divides by zero)."""
+    """CODA-Prompt's per-epoch lr factor as its code runs it (GT-RIPL/CODA-Prompt ``utils/schedulers.py``
+    ``CosineSchedule``, stepped once per epoch by ``learners/default.py``; the same class and stepping in
+    WuYichen-97/SD-Lora-CL ``models/coda_prompt.py`` and liangyanshuo/InfLoRA ``utils/schedulers.py``/
+    ``methods/inflora.py``): epoch e of K runs at ``cos(99 pi max(e - 1, 0) / (200 (K - 1)))``.
+
+    The constructor sets cos(0) and leaves its epoch counter at -1, so the first ``step()`` re-applies cos(0):
+    the first two epochs run at the full rate, the last at ``cos(99 pi (K - 2) / (200 (K - 1)))``, never 0.
+    Constant for K = 1 (the reference divides by zero)."""
     if epochs <= 1:
         return lambda epoch: 1.0
-    return lambda epoch: math.cos(99 * math.pi * epoch / (200 * (epochs - 1)))
+    return lambda epoch: math.cos(99 * math.pi * max(epoch - 1, 0) / (200 * (epochs - 1)))

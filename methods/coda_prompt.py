@@ -21,7 +21,8 @@ Storage: earlier tasks' rows are buffers (``p_old``...), the current task's rows
 "frozen" is exact (no optimizer, weight decay or momentum can touch them) and the checkpoint holds only rows
 that exist. The forward concatenates ``[old; cur]`` exactly as the reference's ``cat(K[:s].detach(), K[s:f])``.
 
-Presets (Adam, batch 128, wd 0, CODA's custom cosine ``lr * cos(99 pi e / (200 (K - 1)))`` per epoch, which both
+Presets (Adam, batch 128, wd 0, CODA's custom cosine ``lr * cos(99 pi max(e - 1, 0) / (200 (K - 1)))`` for epoch
+e of K, the first two epochs at the full rate as the reference's ``step()`` runs it (``coda_cosine``), which both
 SDL (``models/coda_prompt.py`` ``CosineSchedule``) and CODA use; docs/baselines.md section 3):
 
 * ``sdl``: SDL ``exps/coda_prompt.json`` (CIFAR-100): 10 epochs, lr 1e-3, M 100, length 8, mu 0.

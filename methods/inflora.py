@@ -24,9 +24,10 @@ the reference's per-task ``nn.Linear`` heads. Inference: one pass on merged weig
 GFLOPs "if branches are merged").
 
 Defaults = the reference configs: Adam (0.9, 0.999), lr 5e-4, wd 0, batch 128, rank 10, lamb 0.98 (0.95 on
-CIFAR-100, set in suites), lame 1.0, and CODA's custom cosine ``lr_e = lr * cos(99 pi e / (200 (K - 1)))`` stepped
-per epoch (``coda_cosine``; the base ``scheduler`` field is ignored while it is on). Epochs are set per benchmark
-in the suites (reference: 50 ImageNet-R, 20 CIFAR-100).
+CIFAR-100, set in suites), lame 1.0, and CODA's custom cosine stepped per epoch as the reference steps it (epoch e
+of K at ``lr * cos(99 pi max(e - 1, 0) / (200 (K - 1)))``: the first two epochs at the full rate; ``coda_cosine``;
+the base ``scheduler`` field is ignored while it is on). Epochs are set per benchmark in the suites (reference: 50
+ImageNet-R, 20 CIFAR-100).
 
 Deliberate deviations (each a fact of the reference, docs/baselines.md section 5):
 

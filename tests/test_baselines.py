@@ -168,11 +168,36 @@ def test_designed_projection_stays_in_a_small_free_subspace():
     assert float((A - A @ Q @ Q.T).abs().max()) < 1e-10
 
 
-def test_coda_cosine_schedule():
-    assert coda_cosine(50)(0) == 1.0
-    assert coda_cosine(50)(49) == pytest.approx(math.cos(99 * math.pi / 200))
-    assert coda_cosine(1)(0) == 1.0
-    strategy = make_strategy("inflora", epochs=3, lr=1e-3)
+def _reference_cosine_lrs(lr: float, K: int) -> list[float]:
+    """The lr of each epoch as GT-RIPL/CODA-Prompt runs ``utils/schedulers.py`` ``CosineSchedule`` (also SD-Lora-CL
+    ``models/coda_prompt.py``, InfLoRA ``utils/schedulers.py``), restated: the constructor calls ``step(0)`` (lr at
+    cos(0)) and then sets ``last_epoch = -1``; each later ``step()`` does ``last_epoch += 1`` and sets
+    ``lr * cos(99 pi last_epoch / (200 (K - 1)))``; the learners call it once per epoch, after the epoch
+    (SD-Lora-CL, InfLoRA) or before every epoch but the first (CODA ``learners/default.py``), the same thing."""
+    last_epoch, current, lrs = -1, lr * math.cos(0.0), []
+    for _ in range(K):
+        lrs.append(current)  # the epoch trains at the lr set so far
+        last_epoch += 1
+        current = lr * math.cos(99 * math.pi * last_epoch / (200 * (K - 1)))
+    return lrs
+
+
+def test_coda_cosine_schedule_matches_the_reference_stepping():
+    c = 99 * math.pi / 200
+    # written out: the first two epochs at the full rate, then cos(c * j / (K - 1)) for j = 1 .. K - 2
+    assert [coda_cosine(5)(e) for e in range(5)] == pytest.approx(
+        [1.0, 1.0, math.cos(c / 4), math.cos(2 * c / 4), math.cos(3 * c / 4)])
+    assert [coda_cosine(20)(e) for e in range(20)] == pytest.approx(
+        [1.0, 1.0] + [math.cos(c * j / 19) for j in range(1, 19)])
+    for K in (2, 5, 20, 50):
+        assert [1e-3 * coda_cosine(K)(e) for e in range(K)] == pytest.approx(_reference_cosine_lrs(1e-3, K))
+    assert coda_cosine(2)(1) == 1.0  # K = 2: both epochs at the full rate
+    assert coda_cosine(1)(0) == 1.0  # the reference divides by zero at K = 1: constant
+
+
+@pytest.mark.parametrize("method", ["inflora", "coda_prompt"])
+def test_coda_cosine_lr_per_epoch_in_training(method):
+    strategy = make_strategy(method, epochs=4, lr=1e-3)
     lrs = []
 
     class Lr(SupervisedPlugin):
@@ -181,7 +206,8 @@ def test_coda_cosine_schedule():
 
     strategy.plugins.append(Lr())
     train_tasks(strategy, synthetic_bench(), 1)
-    assert lrs == pytest.approx([1e-3 * coda_cosine(3)(e) for e in range(3)])
+    assert lrs == pytest.approx(_reference_cosine_lrs(1e-3, 4))
+    assert lrs[0] == lrs[1] == pytest.approx(1e-3)
 
 
 # ---------------------------------------------------------------------------------------------------- SimpleCIL
