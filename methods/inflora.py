@@ -45,6 +45,12 @@ Deliberate deviations (each a fact of the reference, docs/baselines.md section 5
   train mode is the same function. The unused KMeans(5) clustering of the reference is not ported.
 * Backbone: the reference uses ``vit_base_patch16_224_in21k``; suites choose and record the tag.
 
+DomainNet variant (reference ``methods/inflora_domain.py``, ``configs/domainnet_inflora.json``): preset
+``domainnet`` = ``gpm: plain`` (``update_GPM``: no ``retain`` switch), SGD momentum 0.9, ``lr`` 5e-3 for the
+``B_t`` and ``head_lr`` 1e-2 for the head, ``MultiStepLR`` x0.1 at epoch 4 (``coda_cosine: false``), 5 epochs,
+rank 30, lamb 0.95. With the first-task fix, plain GPM and DualGPM leave the same free subspace for ``A_t`` (DualGPM
+stores the smaller of the old-space basis and its complement); they differ in what is stored.
+
 Mechanism record: per task, the DualGPM threshold, basis size per layer and each layer's type (remove/retain).
 ``stored_features()`` = floats in the DualGPM bases (Table 5's "stored features").
 """
@@ -54,6 +60,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -72,7 +79,20 @@ class InfLoRAConfig(LowRankConfig):
     coda_cosine: CODA-Prompt's per-epoch cosine (the reference's scheduler); False uses the base ``scheduler``.
     replicate_retain_bug: reproduce the reference's first-task ``retain`` basis (see the module docstring).
     stats_batch_size: batch size of the no-grad passes that accumulate ``R_l`` (None: ``batch_size``).
+    gpm: ``dual`` (``methods/inflora.py``'s DualGPM) or ``plain`` (GPM of ``methods/inflora_domain.py``: one
+        old-space basis per layer, grown and never switched to its complement).
+    head_lr: learning rate of the head rows (None: ``lr``); the encoder's ``B_t`` train at ``lr``.
+
+    Preset ``domainnet``: liangyanshuo/InfLoRA ``methods/inflora_domain.py`` with ``configs/domainnet_inflora.json``
+    (plain GPM; SGD momentum 0.9, wd 0, batch 128; ``lrate`` 5e-3 for the encoder, ``fc_lrate`` 1e-2 for the head;
+    ``MultiStepLR`` x``lrate_decay`` 0.1 at epoch 4; 5 epochs; rank 30; lamb 0.95, lame 1.0).
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "domainnet": {"gpm": "plain", "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "batch_size": 128,
+                      "lr": 0.005, "head_lr": 0.01, "coda_cosine": False, "scheduler": "multistep",
+                      "milestones": (4,), "lr_decay": 0.1, "epochs": 5, "rank": 30, "lamb": 0.95, "lame": 1.0},
+    }
 
     optimizer: str = "adam"
     lr: float = 5e-4
@@ -83,22 +103,30 @@ class InfLoRAConfig(LowRankConfig):
     coda_cosine: bool = True
     replicate_retain_bug: bool = False
     stats_batch_size: int | None = None
+    gpm: str = "dual"
+    head_lr: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check(self.gpm in ("dual", "plain"), f"gpm must be dual or plain, got {self.gpm!r}")
+        check(self.head_lr is None or self.head_lr > 0, "head_lr must be > 0 or null")
         check(0 < self.lamb <= 1 and 0 < self.lame <= 1, "lamb and lame must be in (0, 1]")
         check(self.stats_batch_size is None or self.stats_batch_size >= 1, "stats_batch_size must be >= 1")
 
 
 class DualGPM(nn.Module):
     """Per-layer DualGPM bases (InfLoRA ``update_DualGPM``): ``remove`` layers store a basis of the old input
-    space, ``retain`` layers a basis of its complement. Bases are float64 buffers so that checkpoints hold them."""
+    space, ``retain`` layers a basis of its complement. Bases are float64 buffers so that checkpoints hold them.
 
-    def __init__(self, n_layers: int, dim: int, replicate_retain_bug: bool = False):
+    ``dual=False`` is plain GPM (InfLoRA ``methods/inflora_domain.py`` ``update_GPM``): every layer is ``remove``,
+    the first task keeps ``U[:, :max(k, 1)]`` whatever k, later tasks grow it (up to d columns), no switch."""
+
+    def __init__(self, n_layers: int, dim: int, replicate_retain_bug: bool = False, dual: bool = True):
         super().__init__()
         self.dim = dim
         self.n_layers = n_layers
         self.replicate_retain_bug = replicate_retain_bug
+        self.dual = dual
         for i in range(n_layers):
             self.register_buffer(f"basis_{i}", torch.zeros(dim, 0, dtype=torch.float64))
         self.kinds: list[str] = []  # empty until the first update
@@ -128,6 +156,8 @@ class DualGPM(nn.Module):
                 self._grow_remove(i, R, threshold)
             else:
                 self._shrink_retain(i, R, threshold)
+        if not self.dual:
+            return
         for i in range(self.n_layers):  # reference: a 'remove' basis beyond d/2 columns becomes 'retain'
             U = self.basis(i)
             if self.kinds[i] == "remove" and U.shape[1] > self.dim / 2:
@@ -138,7 +168,7 @@ class DualGPM(nn.Module):
         U, S, _ = torch.linalg.svd(R)
         ratio = S**2 / (S**2).sum()
         k = int((torch.cumsum(ratio, 0) < threshold).sum())
-        if k < self.dim / 2:
+        if k < self.dim / 2 or not self.dual:
             self.set_basis(i, U[:, : max(k, 1)])
             self.kinds.append("remove")
         else:
@@ -186,6 +216,8 @@ def complement(U: torch.Tensor) -> torch.Tensor:
 
 def designed_down_projection(R: torch.Tensor, Q: torch.Tensor, rank: int) -> torch.Tensor:
     """``A_t`` (rank x d): top-r left singular vectors of ``Q Q^T R`` taken inside span(Q), divided by sqrt(3)."""
+    if Q.shape[1] == 0:  # no free direction left (a plain GPM basis can fill the space): a zero branch
+        return torch.zeros(rank, R.shape[0], dtype=torch.float64, device=R.device)
     U, _, _ = torch.linalg.svd(Q.T @ R.to(torch.float64), full_matrices=False)
     cols = Q @ U[:, :rank]  # (d, min(rank, dim Q))
     A = torch.zeros(rank, R.shape[0], dtype=torch.float64, device=R.device)
@@ -201,7 +233,8 @@ class InfLoRA(LowRankStrategy):
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
         model = super().build_model(backbone)  # plain LoRA layers: the branches are summed unscaled
-        model.dualgpm = DualGPM(len(self.layers), self.layers[0].d_in, self.config.replicate_retain_bug)
+        model.dualgpm = DualGPM(len(self.layers), self.layers[0].d_in, self.config.replicate_retain_bug,
+                                dual=self.config.gpm == "dual")
         self.n_tasks_total: int | None = None
         self.history: dict = {"threshold": [], "basis_size": [], "kinds": []}
         return model
@@ -265,6 +298,15 @@ class InfLoRA(LowRankStrategy):
         for layer in self.layers:
             if layer.B_cur is not None:
                 yield layer.B_cur
+
+    def optimizer_groups(self, params: list[nn.Parameter]) -> list[tuple[list[nn.Parameter], float]]:
+        """``head_lr``: the head rows at their own rate (the reference's ``fc_lrate``), the ``B_t`` at ``lr``."""
+        if self.config.head_lr is None:
+            return [(params, 1.0)]
+        head = {id(p) for p in self.model.head.parameters()}
+        lr, _, _ = self.config.for_task(self.task_id)
+        return [([p for p in params if id(p) not in head], 1.0),
+                ([p for p in params if id(p) in head], self.config.head_lr / lr)]
 
     def epoch_lr_factor(self, epochs: int):
         return coda_cosine(epochs) if self.config.coda_cosine else None

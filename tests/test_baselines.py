@@ -159,6 +159,89 @@ def test_dualgpm_first_task_retain_bug_flag():
     assert float((fixed.basis(0).T @ buggy.basis(0)).abs().max()) < 1e-8
 
 
+def test_plain_gpm_differs_from_dualgpm():
+    """InfLoRA's DomainNet variant (methods/inflora_domain.py ``update_GPM``): no 'retain' switch, the old-space
+    basis is stored and grows. With the first-task fix DualGPM spans the same free subspace from the smaller of the
+    two bases; the reference's DualGPM as released (``replicate_retain_bug``) leaves a different one."""
+    d, eps = 8, 0.99
+    R1 = _psd(d, [5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.2, 0.1], seed=2)  # needs at least d/2 directions
+    dual, plain, released = DualGPM(1, d), DualGPM(1, d, dual=False), DualGPM(1, d, replicate_retain_bug=True)
+    for gpm in (dual, plain, released):
+        gpm.update([R1], eps)
+    ratio = torch.linalg.svdvals(R1) ** 2 / (torch.linalg.svdvals(R1) ** 2).sum()
+    k = int((torch.cumsum(ratio, 0) < eps).sum())
+    assert k >= d / 2
+    assert dual.kinds == released.kinds == ["retain"] and plain.kinds == ["remove"]
+    assert plain.basis(0).shape[1] == k and dual.basis(0).shape[1] == d - k  # different bases stored
+
+    def proj(gpm):
+        Q = gpm.free_basis(0)
+        return Q @ Q.T
+
+    torch.testing.assert_close(proj(dual), proj(plain), atol=1e-8, rtol=0)
+    assert float((proj(released) - proj(plain)).abs().max()) > 0.5  # the released DualGPM: a different A_t space
+    R2 = _psd(d, [4.0, 2.0, 1.0, 0.5, 0.3, 0.2, 0.1, 0.05], seed=3)
+    for gpm in (dual, plain):
+        gpm.update([R2], eps)
+    assert plain.kinds == ["remove"] and plain.basis(0).shape[1] > k  # plain GPM grows, never switches
+    assert _captured(R2, plain.basis(0)) >= eps
+    assert dual.kinds == ["retain"] and dual.basis(0).shape[1] < d - k  # DualGPM shrinks its free subspace
+
+
+def test_plain_gpm_first_task_keeps_a_small_basis_as_remove():
+    d = 16
+    R = _psd(d, [10.0, 5.0, 1.0] + [0.01] * (d - 3), seed=0)
+    dual, plain = DualGPM(1, d), DualGPM(1, d, dual=False)
+    dual.update([R], 0.95)
+    plain.update([R], 0.95)
+    assert torch.equal(dual.basis(0), plain.basis(0)) and dual.kinds == plain.kinds == ["remove"]
+
+
+def test_designed_projection_of_a_full_basis_is_zero():
+    A = designed_down_projection(_psd(4, [3.0, 2.0, 1.0, 0.5], seed=5), torch.zeros(4, 0, dtype=torch.float64), 2)
+    assert A.shape == (2, 4) and not A.any()
+
+
+def test_inflora_domainnet_job_of_paper_tables_is_the_reference_variant():
+    """liangyanshuo/InfLoRA configs/domainnet_inflora.json with methods/inflora_domain.py, written out."""
+    from runner.suite import expand_jobs, load_suite
+
+    jobs = expand_jobs(load_suite("paper_tables"), methods=["inflora"], benchmarks=["domainnet_5"])
+    assert jobs
+    for job in jobs:
+        c = job.method_cfg
+        assert c.preset == "domainnet" and c.gpm == "plain"
+        assert (c.optimizer, c.momentum, c.weight_decay, c.batch_size) == ("sgd", 0.9, 0.0, 128)
+        assert (c.lr, c.head_lr, c.init_lr) == (0.005, 0.01, None)
+        assert c.coda_cosine is False and (c.scheduler, c.milestones, c.lr_decay) == ("multistep", (4,), 0.1)
+        assert (c.epochs, c.init_epochs, c.rank, c.lamb, c.lame, c.slices) == (5, None, 30, 0.95, 1.0, ("k", "v"))
+    others = expand_jobs(load_suite("paper_tables"), methods=["inflora"], benchmarks=["imagenet_r_10", "cifar100_10"])
+    for job in others:  # the other benchmarks keep methods/inflora.py: DualGPM, Adam, CODA cosine, one lr
+        c = job.method_cfg
+        assert (c.gpm, c.optimizer, c.coda_cosine, c.head_lr, c.rank) == ("dual", "adam", True, None, 10)
+
+
+def test_inflora_head_lr_and_multistep_schedule():
+    def groups(s):
+        head = {id(p) for p in s.model.head.parameters()}
+        return sorted((g["lr"], all(id(p) in head for p in g["params"])) for g in s.optimizer.param_groups)
+
+    lrs = []
+
+    class Lr(SupervisedPlugin):
+        def before_training_epoch(self, strategy, **kwargs):
+            lrs.append([g["lr"] for g in strategy.optimizer.param_groups])
+
+    strategy = make_strategy("inflora", preset="domainnet", epochs=5, rank=4, batch_size=8,
+                             plugins=[Snapshot(groups), Lr()])
+    seen = strategy.plugins[0].values
+    train_tasks(strategy, synthetic_bench(), 1)
+    assert seen[0] == [(0.005, False), (0.01, True)]  # encoder B_t at lrate, head at fc_lrate
+    flat = [lr for epoch in lrs for lr in sorted(epoch)]
+    assert flat == pytest.approx([0.005, 0.01] * 4 + [0.0005, 0.001])  # MultiStepLR x0.1 at epoch 4
+    assert strategy.gpm.kinds and set(strategy.gpm.kinds) == {"remove"}
+
+
 def test_designed_projection_stays_in_a_small_free_subspace():
     d, rank = 6, 4
     R = _psd(d, [3.0, 2.0, 1.0, 0.5, 0.2, 0.1], seed=4)
