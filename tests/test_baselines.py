@@ -423,3 +423,39 @@ def test_avalanche_lwf_distils_old_outputs():
     lwf = [p for p in strategy.plugins if isinstance(p, LwFPlugin)]
     assert len(lwf) == 1 and lwf[0].lwf.prev_model is not None
     assert not any(p.requires_grad for p in strategy.model.backbone.parameters())
+
+
+class _LossCheck(SupervisedPlugin):
+    """After each training forward of task 2: (strategy's loss, CE over all seen logits, logits width, seen)."""
+
+    def __init__(self):
+        super().__init__()
+        self.values = []
+
+    def after_forward(self, strategy, **kwargs):
+        if strategy.task_id == 1:
+            full = torch.nn.functional.cross_entropy(strategy.mb_output, strategy.mb_y)
+            self.values.append((float(strategy.criterion()), float(full), strategy.mb_output.shape[1], strategy.seen))
+
+
+@pytest.mark.parametrize(("method", "kwargs", "masked"), [
+    ("avalanche:EWC", {"ewc_lambda": 10.0}, "ewc_masked"),
+    ("avalanche:LwF", {"alpha": 1.0, "temperature": 2.0}, "lwf_masked"),
+])
+def test_avalanche_ewc_lwf_train_with_avalanches_loss_by_default(method, kwargs, masked):
+    """Avalanche's EWC and LwF train with CE over every seen logit (no masking); ``<name>_masked`` masks."""
+    from methods import METHODS
+
+    losses = {}
+    for name in (method, masked):
+        check = _LossCheck()
+        strategy = make_strategy(name, plugins=[check], **kwargs)
+        train_tasks(strategy, synthetic_bench(), 2)
+        assert check.values and all(width == seen == strategy.seen for _, _, width, seen in check.values)
+        losses[name] = check.values
+    assert METHODS.make_config(method, kwargs).mask_old_logits is False
+    assert all(loss == pytest.approx(full, rel=1e-6) for loss, full, _, _ in losses[method])
+    assert all(loss != pytest.approx(full, rel=1e-3) for loss, full, _, _ in losses[masked])
+    info = METHODS.info(masked)
+    assert info.display.endswith("old logits masked") and METHODS.make_config(masked, kwargs).mask_old_logits is True
+

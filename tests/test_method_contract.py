@@ -50,6 +50,8 @@ AVALANCHE_CASES = {
     "avalanche:Naive": {},
     "avalanche:EWC": {"ewc_lambda": 10.0},
     "avalanche:LwF": {"alpha": 1.0, "temperature": 2.0},
+    "ewc_masked": {"ewc_lambda": 10.0},
+    "lwf_masked": {"alpha": 1.0, "temperature": 2.0},
 }
 
 
