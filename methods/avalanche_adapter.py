@@ -118,6 +118,7 @@ class AvalancheConfig(MethodConfig):
 
     lr: float = 0.01
     mask_old_logits: bool = False  # Avalanche's loss: CE over all seen logits
+    head_init: str = "linear"  # new rows as Avalanche's IncrementalClassifier grows (a fresh nn.Linear)
     train_backbone: bool = True
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ Training loop (Avalanche's, with our hooks marked ``*``)::
 
     strategy.train(experience t)
     |-- _before_training_exp
-    |     |-- head.grow(classes seen so far)          old rows copied, new rows kaiming-uniform, bias 0
+    |     |-- head.grow(classes seen so far)          old rows copied, new rows as ``head_init`` says
     |     |-- * setup_task(t, experience)             method: add a LoRA direction, grow a prompt pool, ...
     |     |-- make_train_dataloader
     |     '-- make_optimizer                          fresh optimizer + scheduler over trainable_parameters()
@@ -67,6 +67,8 @@ class MethodInfo:
     paper_key: str | None = None  # the method's name in results/reference/paper_results.csv (None: not reported)
     released_of: str | None = None  # this row reproduces method ``released_of`` as its authors' code ran it
     # (tables label it "(as released)" beside the fair-protocol row of that name; docs/baselines.md)
+    identity_order: bool = False  # its jobs use the identity class order (benchmark order_seed -1), as ``shuffle: false``
+    seeds: tuple[int, ...] | None = None  # its jobs run these seeds, not the suite's (runner/suite.py expand_jobs)
 
     def __post_init__(self) -> None:
         check(self.group in GROUPS, f"MethodInfo.group must be one of {', '.join(GROUPS)}, got {self.group!r}")
@@ -80,6 +82,7 @@ def derived_info(name: str) -> MethodInfo:
 METHODS: Registry = Registry("method", derived_info)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+HEAD_INITS = ("kaiming", "linear", "trunc_normal")  # new head rows: see init_head_rows
 SCHEDULERS = ("multistep", "cosine", "constant")
 
 
@@ -116,6 +119,7 @@ class MethodConfig(Config):
     min_lr: float = 0.0
     grad_clip: float | None = None
     mask_old_logits: bool = True
+    head_init: str = "kaiming"  # new head rows (HEAD_INITS, init_head_rows); each method's reference, docs/baselines.md
     amp: bool = True
     num_workers: int = 0
 
@@ -128,6 +132,7 @@ class MethodConfig(Config):
         check(self.weight_decay >= 0 and self.momentum >= 0, "weight_decay and momentum must be >= 0")
         check(0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]")
         check(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or null")
+        check(self.head_init in HEAD_INITS, f"head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
         set_fields = [f for f in self.TRAINING_FIELDS if getattr(self, f)]
         check(not (self.TRAINING_FREE and set_fields), "this method trains nothing (training-free, epochs: 0): "
               f"remove {', '.join(set_fields)} from its suite entry and overrides")
@@ -190,12 +195,34 @@ class GrowingHead(nn.Module, abc.ABC):
         """Logits ``(batch, out_features)`` of a batch of features ``(batch, in_features)``."""
 
 
-class IncrementalHead(GrowingHead):
-    """A linear head that grows to the classes seen so far (docs/sdlora.md section 5: old rows copied,
-    new rows ``kaiming_uniform_(nonlinearity='linear')``, biases 0)."""
+def init_head_rows(weight: torch.Tensor, bias: torch.Tensor, how: str) -> None:
+    """Initialise new head rows in place (``MethodConfig.head_init``):
 
-    def __init__(self, in_features: int):
+    * ``kaiming``: ``kaiming_uniform_(nonlinearity='linear')``, bias 0 (SD-Lora-CL ``backbone/linears.py``
+      ``SimpleLinear``; docs/sdlora.md section 5);
+    * ``linear``: ``nn.Linear``'s default, weight ``kaiming_uniform_(a=sqrt(5))`` and bias U(+-1/sqrt(d));
+    * ``trunc_normal``: timm's ViT head, ``trunc_normal_(std=0.02)`` (cut at +-2), bias 0.
+    """
+    with torch.no_grad():
+        if how == "kaiming":
+            nn.init.kaiming_uniform_(weight, nonlinearity="linear")
+            bias.zero_()
+        elif how == "linear":
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            bound = 1.0 / math.sqrt(weight.shape[1])
+            bias.uniform_(-bound, bound)
+        else:
+            nn.init.trunc_normal_(weight, std=0.02, a=-2.0, b=2.0)
+            bias.zero_()
+
+
+class IncrementalHead(GrowingHead):
+    """A linear head that grows to the classes seen so far (docs/sdlora.md section 5: old rows copied, new rows
+    initialised by :func:`init_head_rows` with ``init``; :class:`CILStrategy` sets it from ``head_init``)."""
+
+    def __init__(self, in_features: int, init: str = "kaiming"):
         super().__init__(in_features)
+        self.init = init
         self.weight = nn.Parameter(torch.zeros(0, in_features))
         self.bias = nn.Parameter(torch.zeros(0))
 
@@ -208,9 +235,10 @@ class IncrementalHead(GrowingHead):
         if n_total <= n_old:
             return
         new_w = torch.empty(n_total - n_old, self.in_features, device=self.weight.device)
-        nn.init.kaiming_uniform_(new_w, nonlinearity="linear")
+        new_b = torch.zeros(n_total - n_old, device=self.bias.device)
+        init_head_rows(new_w, new_b, self.init)
         self.weight = nn.Parameter(torch.cat([self.weight.data, new_w]))
-        self.bias = nn.Parameter(torch.cat([self.bias.data, torch.zeros(n_total - n_old, device=self.bias.device)]))
+        self.bias = nn.Parameter(torch.cat([self.bias.data, new_b]))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.linear(features, self.weight, self.bias)
@@ -250,6 +278,9 @@ class CILStrategy(SupervisedTemplate):
         if not isinstance(getattr(model, "head", None), GrowingHead):
             raise TypeError(f"{type(self).__name__}.build_model must return a model whose .head is a "
                             "methods.base.GrowingHead (see docs/adding_a_method.md)")
+        for module in model.modules():  # every incremental head of the model (HiDe's TII head too)
+            if isinstance(module, IncrementalHead):
+                module.init = cfg.head_init
         # Avalanche requires an optimizer at construction; the real one is built per experience in
         # make_optimizer (docs/baselines.md section 12.1: its default would add every model parameter).
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)

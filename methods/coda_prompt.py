@@ -32,6 +32,10 @@ SDL (``models/coda_prompt.py`` ``CosineSchedule``) and CODA use; docs/baselines.
 (The references also use the identity class order: benchmark ``order_seed: -1``.) Field defaults are this
 recipe with the suite's epochs and batch size.
 
+Row ``coda_prompt_released`` ("CODA-Prompt (as released)"): the same method with the class order and seed of the
+released configs, pinned by its registration (``MethodInfo.identity_order``, ``seeds=(0,)``; docs/baselines.md
+section 14).
+
 Deliberate deviations:
 
 * Gram-Schmidt is done against an orthonormal basis of the earlier rows (SVD) rather than the reference's
@@ -144,6 +148,7 @@ class CodaPromptConfig(MethodConfig):
 
     optimizer: str = "adam"
     lr: float = 0.001
+    head_init: str = "linear"  # nn.Linear head (CODA-Prompt models/zoo.py last, SD-Lora-CL CodaPromptVitNet.fc)
     coda_schedule: bool = True
     pool_size: int = 100
     length: int = 8
@@ -219,3 +224,12 @@ class CodaPrompt(PromptStrategy):
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
         self.n_tasks = state["n_tasks"]
+
+
+# CODA-Prompt as its authors' code ran it: identity class order (SD-Lora-CL exps/coda_prompt*.json ``shuffle: false``;
+# GT-RIPL/CODA-Prompt trainer.py shuffles only for seed > 0) and seed 0 (``seed: [0]``; CODA's run.py seeds repeat r
+# with r, and its experiments/*.sh run REPEAT=1).
+METHODS.register("coda_prompt_released", CodaPromptConfig,
+                 doc="CODA-Prompt with the class order and seed of its released configs",
+                 info=MethodInfo(display="CODA-Prompt (as released)", released_of="coda_prompt", paper_key="coda_prompt",
+                                 train_cost=1.4, eval_cost=2.0, identity_order=True, seeds=(0,)))(CodaPrompt)

@@ -19,9 +19,9 @@ fused ``qkv`` (rank 10 each)::
 
 The per-task heads concatenated at test are the base class's growing head with old-logit masking: training
 computes ``CE(logits[:, known:seen], y - known)`` exactly as InfLoRA trains its current head on shifted targets,
-and old rows get no gradient. New rows are initialised like ``nn.Linear`` (weight and bias U(+-1/sqrt(d))), as
-the reference's per-task ``nn.Linear`` heads. Inference: one pass on merged weights (docs/baselines.md section 6: 35.12
-GFLOPs "if branches are merged").
+and old rows get no gradient. New rows are initialised like ``nn.Linear`` (``head_init: linear``: weight and bias
+U(+-1/sqrt(d))), as the reference's per-task ``nn.Linear`` heads (``models/sinet_inflora.py`` ``classifier_pool``).
+Inference: one pass on merged weights (docs/baselines.md section 6: 35.12 GFLOPs "if branches are merged").
 
 Defaults = the reference configs: Adam (0.9, 0.999), lr 5e-4, wd 0, batch 128, rank 10, lamb 0.98 (0.95 on
 CIFAR-100, set in suites), lame 1.0, and CODA's custom cosine stepped per epoch as the reference steps it (epoch e
@@ -50,6 +50,10 @@ DomainNet variant (reference ``methods/inflora_domain.py``, ``configs/domainnet_
 ``B_t`` and ``head_lr`` 1e-2 for the head, ``MultiStepLR`` x0.1 at epoch 4 (``coda_cosine: false``), 5 epochs,
 rank 30, lamb 0.95. With the first-task fix, plain GPM and DualGPM leave the same free subspace for ``A_t`` (DualGPM
 stores the smaller of the old-space basis and its complement); they differ in what is stored.
+
+Row ``inflora_released`` ("InfLoRA (as released)"): the same method with the identity class order and the seeds
+0-4 of the released configs, pinned by its registration (``MethodInfo.identity_order``, ``seeds``;
+docs/baselines.md section 14).
 
 Mechanism record: per task, the DualGPM threshold, basis size per layer and each layer's type (remove/retain).
 ``stored_features()`` = floats in the DualGPM bases (Table 5's "stored features").
@@ -97,6 +101,7 @@ class InfLoRAConfig(LowRankConfig):
     optimizer: str = "adam"
     lr: float = 5e-4
     batch_size: int = 128
+    head_init: str = "linear"  # per-task nn.Linear heads (models/sinet_inflora.py classifier_pool)
     slices: tuple[str, ...] = ("k", "v")
     lamb: float = 0.98
     lame: float = 1.0
@@ -276,7 +281,6 @@ class InfLoRA(LowRankStrategy):
     def setup_task(self, t: int, experience) -> None:
         if self.n_tasks_total is None:
             self.n_tasks_total = len(experience.origin_stream)
-        self._init_new_head_rows()
         mats = self.input_statistics(experience)
         S = len(self.config.slices)
         for i, (layer, R) in enumerate(zip(self.layers, mats)):
@@ -285,13 +289,6 @@ class InfLoRA(LowRankStrategy):
             with torch.no_grad():
                 layer.A_cur.copy_(A.to(layer.A_cur.dtype)[None].expand(S, -1, -1))
             layer.A_cur.requires_grad_(False)  # InfLoRA never trains the designed down-projection
-
-    def _init_new_head_rows(self) -> None:
-        head = self.model.head
-        bound = 1.0 / math.sqrt(head.in_features)  # nn.Linear's default init, as the reference's per-task heads
-        with torch.no_grad():
-            head.weight[self.known : self.seen].uniform_(-bound, bound)
-            head.bias[self.known : self.seen].uniform_(-bound, bound)
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.model.head.parameters()
@@ -333,3 +330,11 @@ class InfLoRA(LowRankStrategy):
         super().load_extra_state(state)
         self.gpm.kinds = list(state["kinds"])
         self.n_tasks_total = state["n_tasks_total"]
+
+
+# InfLoRA as its authors' code ran it: identity class order (liangyanshuo/InfLoRA configs/*_inflora.json
+# ``shuffle: false``) and their seeds 0-4 (``seed: [0, 1, 2, 3, 4]``; configs/domainnet_inflora.json lists 0 only).
+METHODS.register("inflora_released", InfLoRAConfig, doc="InfLoRA with the class order and seeds of its released configs",
+                 info=MethodInfo(display="InfLoRA (as released)", released_of="inflora", paper_key="inflora",
+                                 identity_order=True, seeds=(0, 1, 2, 3, 4)))(InfLoRA)
+

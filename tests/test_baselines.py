@@ -459,3 +459,62 @@ def test_avalanche_ewc_lwf_train_with_avalanches_loss_by_default(method, kwargs,
     info = METHODS.info(masked)
     assert info.display.endswith("old logits masked") and METHODS.make_config(masked, kwargs).mask_old_logits is True
 
+
+
+# ---------------------------------------------------------------------------------------------------- head init
+def _documented_head_inits() -> dict[str, str]:
+    """docs/baselines.md section 13: method name -> head_init."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "baselines.md").read_text()
+    section = text.split("## 13. Head initialisation", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[2].startswith("`"):
+            for name in re.findall(r"`([^`]+)`", re.sub(r"\([^)]*\)", "", cells[0])):
+                table[name] = cells[2].strip("`")
+    return table
+
+
+def test_every_registered_method_has_its_documented_head_init():
+    from methods import METHODS
+    from methods.base import IncrementalHead
+
+    table = _documented_head_inits()
+    names = [n for n in METHODS.names() if not n.endswith(":<name>")] + ["avalanche:EWC", "avalanche:LwF"]
+    for name in names:
+        key = "avalanche:<Name>" if name.startswith("avalanche:") else name
+        assert key in table, f"{name} is missing from docs/baselines.md section 13"
+        kwargs = {"ewc_lambda": 1.0} if "EWC" in name or name == "ewc_masked" else {}
+        kwargs = {"alpha": 1.0, "temperature": 2.0} if "LwF" in name or name == "lwf_masked" else kwargs
+        cfg = METHODS.make_config(name, kwargs)
+        assert cfg.head_init == table[key], name
+        strategy = make_strategy(name, **kwargs)
+        heads = [m for m in strategy.model.modules() if isinstance(m, IncrementalHead)]
+        assert all(h.init == table[key] for h in heads), name
+    assert {table["l2p"], table["dualprompt"], table["hide_prompt"]} == {"trunc_normal"}
+    assert {table["coda_prompt"], table["inflora"], table["avalanche:<Name>"]} == {"linear"}
+    assert table["sd_lora"] == table["seq_lora"] == table["full_ft"] == "kaiming"
+
+
+@pytest.mark.parametrize("how", ["kaiming", "linear", "trunc_normal"])
+def test_head_rows_follow_head_init(how):
+    from methods.base import IncrementalHead
+
+    d, n = 64, 4000
+    torch.manual_seed(0)
+    head = IncrementalHead(d, init=how)
+    head.grow(3)
+    old_w, old_b = head.weight.detach().clone(), head.bias.detach().clone()
+    head.grow(3 + n)
+    assert torch.equal(head.weight[:3], old_w) and torch.equal(head.bias[:3], old_b)  # old rows kept
+    w, b = head.weight[3:].detach(), head.bias[3:].detach()
+    if how == "kaiming":  # U(+-sqrt(3/d)), bias 0
+        assert not b.any() and float(w.abs().max()) <= math.sqrt(3 / d) and float(w.std()) == pytest.approx(d**-0.5, rel=0.02)
+    elif how == "linear":  # nn.Linear: weight and bias U(+-1/sqrt(d))
+        assert float(w.abs().max()) <= d**-0.5 and float(w.std()) == pytest.approx((3 * d) ** -0.5, rel=0.02)
+        assert float(b.abs().max()) <= d**-0.5 and b.std() > 0
+    else:  # timm: trunc_normal std 0.02, bias 0
+        assert not b.any() and float(w.std()) == pytest.approx(0.02, rel=0.02)
