@@ -112,6 +112,7 @@ class MethodConfig(Config):
     momentum: float = 0.9
     weight_decay: float = 0.0
     betas: tuple[float, ...] = (0.9, 0.999)
+    head_init: str = "kaiming"  # new head rows (HEAD_INITS, init_head_rows); each method's reference, docs/baselines.md
     scheduler: str = "constant"
     milestones: tuple[int, ...] = ()
     init_milestones: tuple[int, ...] | None = None
@@ -119,7 +120,6 @@ class MethodConfig(Config):
     min_lr: float = 0.0
     grad_clip: float | None = None
     mask_old_logits: bool = True
-    head_init: str = "kaiming"  # new head rows (HEAD_INITS, init_head_rows); each method's reference, docs/baselines.md
     amp: bool = True
     num_workers: int = 0
 
