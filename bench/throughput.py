@@ -4,7 +4,8 @@ each as a ratio to its floor measured in the same run.
     python bench/throughput.py --img-size 64                       # CPU: a ViT-B-shaped tiny ViT, batch 16
     python bench/throughput.py --device cuda --img-size 224 --model vit_base_patch16_224 --batch 64
 
-Every method in ``METHODS`` (``avalanche:`` strategies are left out) is built on a randomly initialised timm ViT
+Every method in ``METHODS`` (``avalanche:`` strategies, and rows built on them such as ``ewc_masked``, are left
+out: :func:`benched`) is built on a randomly initialised timm ViT
 (only shapes matter for cost) with its ``paper_tables`` recipe for ImageNet-R in 20 tasks (prompt lengths, pool
 sizes, ranks, optimizer; batch size, workers and precision are the bench's) and trained through its real strategy
 API on a synthetic 20-task stream (200 classes, 10 per task): every task transition (head growth, new directions or
@@ -451,13 +452,19 @@ def parse(argv):
     return args
 
 
+def benched(methods) -> list[str]:
+    """The registered methods the bench measures: not Avalanche strategies (``avalanche:<Name>``, or a row whose
+    config is generated from one, e.g. ``ewc_masked``)."""
+    return [n for n in methods.names() if ":" not in n and not getattr(methods.get(n).config_cls, "AVALANCHE_NAME", "")]
+
+
 def main(argv=None) -> dict:
     from benchmarks import BENCHMARKS
     from core.errors import UserError
     from methods import METHODS
 
     args = parse(argv)
-    names = [n for n in METHODS.names() if ":" not in n]
+    names = benched(METHODS)
     if args.methods:
         wanted = args.methods.split(",")
         unknown = [m for m in wanted if m not in names]

@@ -13,7 +13,7 @@ class ``AvalancheEWC(AvalancheStrategy, _ForwardAvalancheKwargs, EWC)``, whose m
     AvalancheEWC -> AvalancheStrategy -> CILStrategy -> _ForwardAvalancheKwargs -> EWC -> SupervisedTemplate
 
 * ``CILStrategy`` (first) gives what every method of the harness shares: the growing head, the per-task
-  optimizer over ``trainable_parameters()``, the old-logit-masked loss, schedulers, checkpoints, metrics;
+  optimizer over ``trainable_parameters()``, the loss, schedulers, checkpoints, metrics;
 * ``CILStrategy.__init__`` calls ``super().__init__(model=..., optimizer=..., ...)``, which reaches
   ``_ForwardAvalancheKwargs``: it adds the config's Avalanche keyword arguments and calls ``EWC.__init__``, which
   builds its plugin exactly as Avalanche does and hands everything to ``SupervisedTemplate``;
@@ -22,8 +22,11 @@ class ``AvalancheEWC(AvalancheStrategy, _ForwardAvalancheKwargs, EWC)``, whose m
 
 So the regulariser is Avalanche's code, not a re-implementation. ``criterion`` passed to Avalanche is
 ``nn.CrossEntropyLoss()``: plugins that call ``strategy._criterion`` themselves (EWC's Fisher pass) use plain CE
-over all seen logits, as in Avalanche; the training loss is ``CILStrategy.criterion`` (old logits masked; set
-``mask_old_logits: false`` for CE over all seen classes). Plugins add to ``strategy.loss`` in ``before_backward``.
+over all seen logits, as in Avalanche. The training loss is Avalanche's too: ``mask_old_logits`` defaults to false
+for every ``avalanche:<Name>`` config, so ``CILStrategy.criterion`` is CE over all seen logits, as Avalanche's
+``EWC`` and ``LwF`` train. Old-logit masking (the loss of the harness's own methods, docs/sdlora.md section 5) is
+an explicit option with its own rows: ``ewc_masked`` and ``lwf_masked`` (:data:`MASKED`; ``mask_old_logits: true``
+on ``avalanche:EWC``/``avalanche:LwF``). Plugins add to ``strategy.loss`` in ``before_backward``.
 
 Config. ``avalanche:EWC`` gets a frozen dataclass generated from ``EWC.__init__``: every keyword argument whose
 default is a plain YAML value (number, string, bool, None, tuple of those) becomes a field with that default;
@@ -34,10 +37,12 @@ name collides with a MethodConfig field is renamed ``avalanche_<name>`` (e.g. Bi
 rejected by ``from_dict`` with the list of valid keys. ``train_backbone: true`` (default) fine-tunes the whole
 backbone, as these regularisers were designed for; ``false`` freezes it (head-only).
 
-Defaults: SGD, momentum 0.9, lr 0.01, no weight decay (``full_ft``'s recipe).
+Defaults: SGD, momentum 0.9, lr 0.01, no weight decay (``full_ft``'s recipe); head rows added per task are
+initialised like ``nn.Linear`` (``head_init: linear``), as Avalanche's ``IncrementalClassifier`` grows
+(``avalanche/models/dynamic_modules.py``).
 
-Strategies that put old classes' samples into the training minibatches (``REPLAY``: Replay, Cumulative, ER_ACE,
-MIR) default to ``mask_old_logits: false``; masking them is refused with a ``UserError``.
+Strategies that put old classes' samples into the training minibatches (Replay, Cumulative, ER_ACE, MIR) cannot
+mask old logits (negative targets): ``mask_old_logits: true`` is refused for them with a ``UserError``.
 
 Limits (deliberate): strategies that need their own model, criterion or generator, or that fight the growing head
 (``UNSUPPORTED`` below, each with its reason) are refused with a ``UserError``. Run on the tiny test ViT (two
@@ -96,8 +101,6 @@ UNSUPPORTED = {
     "GSS_greedy": "needs a list-valued input_size for its buffer",
     "GDumb": "resets the model to its first-experience copy, which undoes the head's growth",
 }
-# Strategies whose minibatches mix in old classes' samples: old-logit masking would give negative targets.
-REPLAY = {"Cumulative", "Replay", "ER_ACE", "MIR"}
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,11 @@ class AvalancheConfig(MethodConfig):
     AVALANCHE_NAME: ClassVar[str] = ""
     AVALANCHE_ARGS: ClassVar[dict[str, str]] = {}  # field name -> Avalanche keyword
     REQUIRED: ClassVar[tuple[str, ...]] = ()
+    REGISTERED_AS: ClassVar[str] = ""  # the registry name when not ``avalanche:<AVALANCHE_NAME>`` (MASKED rows)
 
     lr: float = 0.01
+    mask_old_logits: bool = False  # Avalanche's loss: CE over all seen logits
+    head_init: str = "linear"  # new rows as Avalanche's IncrementalClassifier grows (a fresh nn.Linear)
     train_backbone: bool = True
 
     def __post_init__(self) -> None:
@@ -132,11 +138,11 @@ class AvalancheConfig(MethodConfig):
 
     def __reduce__(self):
         # Generated classes are not importable by name: pickle (joblib workers) rebuilds through the resolver.
-        return _rebuild_config, (self.AVALANCHE_NAME, self.to_dict())
+        return _rebuild_config, (self.REGISTERED_AS or f"{PREFIX}:{self.AVALANCHE_NAME}", self.to_dict())
 
 
 def _rebuild_config(name: str, data: dict) -> AvalancheConfig:
-    return METHODS.get(f"{PREFIX}:{name}").config_cls.from_dict(data)
+    return METHODS.get(name).config_cls.from_dict(data)
 
 
 class AvalancheStrategy(CILStrategy):
@@ -240,8 +246,6 @@ def make_config_class(name: str, cls: type) -> type[AvalancheConfig]:
             required.append(field)
         fields.append((field, _field_type(p.annotation), dataclasses.field(default=default)))
         args[field] = p.name
-    if name in REPLAY:
-        fields.append(("mask_old_logits", bool, dataclasses.field(default=False)))
     namespace = {"AVALANCHE_NAME": name, "AVALANCHE_ARGS": args, "REQUIRED": tuple(required),
                  "__module__": __name__, "__doc__": f"Generated config of avalanche.training.{name} (see its docs)."}
     return dataclasses.make_dataclass(f"Avalanche{name}Config", fields, bases=(AvalancheConfig,), frozen=True,
@@ -267,3 +271,23 @@ def resolve(name: str) -> Entry:
 
 
 METHODS.add_resolver(PREFIX, resolve)
+
+# Rows that train an Avalanche strategy with the harness's old-logit-masked loss instead of Avalanche's own:
+# registry name -> (Avalanche strategy, display name). Not in the quick suite.
+MASKED = {"ewc_masked": ("EWC", "EWC, old logits masked"), "lwf_masked": ("LwF", "LwF, old logits masked")}
+
+
+def register_masked(name: str, avalanche_name: str, display: str) -> None:
+    """Register ``name``: ``avalanche:<avalanche_name>`` whose config defaults to ``mask_old_logits: true``."""
+    base = resolve(avalanche_name)
+    config_cls = dataclasses.make_dataclass(
+        f"Avalanche{avalanche_name}MaskedConfig", [("mask_old_logits", bool, dataclasses.field(default=True))],
+        bases=(base.config_cls,), frozen=True,
+        namespace={"REGISTERED_AS": name, "__module__": __name__,
+                   "__doc__": f"avalanche.training.{avalanche_name} trained with old-class logits masked."})
+    METHODS.register(name, config_cls, doc=f"Avalanche's {avalanche_name}, trained with old-class logits masked",
+                     info=MethodInfo(display=display, train_cost=base.info.train_cost))(base.obj)
+
+
+for _name, (_strategy, _display) in MASKED.items():
+    register_masked(_name, _strategy, _display)

@@ -4,7 +4,7 @@ Training loop (Avalanche's, with our hooks marked ``*``)::
 
     strategy.train(experience t)
     |-- _before_training_exp
-    |     |-- head.grow(classes seen so far)          old rows copied, new rows kaiming-uniform, bias 0
+    |     |-- head.grow(classes seen so far)          old rows copied, new rows as ``head_init`` says
     |     |-- * setup_task(t, experience)             method: add a LoRA direction, grow a prompt pool, ...
     |     |-- make_train_dataloader
     |     '-- make_optimizer                          fresh optimizer + scheduler over trainable_parameters()
@@ -68,6 +68,8 @@ class MethodInfo:
     paper_key: str | None = None  # the method's name in results/reference/paper_results.csv (None: not reported)
     released_of: str | None = None  # this row reproduces method ``released_of`` as its authors' code ran it
     # (tables label it "(as released)" beside the fair-protocol row of that name; docs/baselines.md)
+    identity_order: bool = False  # its jobs use the identity class order (benchmark order_seed -1), as ``shuffle: false``
+    seeds: tuple[int, ...] | None = None  # its jobs run these seeds, not the suite's (runner/suite.py expand_jobs)
 
     def __post_init__(self) -> None:
         check(self.group in GROUPS, f"MethodInfo.group must be one of {', '.join(GROUPS)}, got {self.group!r}")
@@ -82,6 +84,7 @@ METHODS: Registry = Registry("method", derived_info)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_MODES = ("none", "bf16")
+HEAD_INITS = ("kaiming", "linear", "trunc_normal")  # new head rows: see init_head_rows
 SCHEDULERS = ("multistep", "cosine", "constant")
 
 
@@ -111,6 +114,7 @@ class MethodConfig(Config):
     momentum: float = 0.9
     weight_decay: float = 0.0
     betas: tuple[float, ...] = (0.9, 0.999)
+    head_init: str = "kaiming"  # new head rows (HEAD_INITS, init_head_rows); each method's reference, docs/baselines.md
     scheduler: str = "constant"
     milestones: tuple[int, ...] = ()
     init_milestones: tuple[int, ...] | None = None
@@ -132,6 +136,7 @@ class MethodConfig(Config):
         check(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or null")
         check(isinstance(self.amp, str) and self.amp in AMP_MODES,
               f"amp must be 'none' (fp32, the default) or 'bf16' (bf16 autocast), got {self.amp!r}")
+        check(self.head_init in HEAD_INITS, f"head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
         set_fields = [f for f in self.TRAINING_FIELDS if getattr(self, f)]
         check(not (self.TRAINING_FREE and set_fields), "this method trains nothing (training-free, epochs: 0): "
               f"remove {', '.join(set_fields)} from its suite entry and overrides")
@@ -212,12 +217,34 @@ class GrowingHead(nn.Module, abc.ABC):
         """Logits ``(batch, out_features)`` of a batch of features ``(batch, in_features)``."""
 
 
-class IncrementalHead(GrowingHead):
-    """A linear head that grows to the classes seen so far (docs/sdlora.md section 5: old rows copied,
-    new rows ``kaiming_uniform_(nonlinearity='linear')``, biases 0)."""
+def init_head_rows(weight: torch.Tensor, bias: torch.Tensor, how: str) -> None:
+    """Initialise new head rows in place (``MethodConfig.head_init``):
 
-    def __init__(self, in_features: int):
+    * ``kaiming``: ``kaiming_uniform_(nonlinearity='linear')``, bias 0 (SD-Lora-CL ``backbone/linears.py``
+      ``SimpleLinear``; docs/sdlora.md section 5);
+    * ``linear``: ``nn.Linear``'s default, weight ``kaiming_uniform_(a=sqrt(5))`` and bias U(+-1/sqrt(d));
+    * ``trunc_normal``: timm's ViT head, ``trunc_normal_(std=0.02)`` (cut at +-2), bias 0.
+    """
+    with torch.no_grad():
+        if how == "kaiming":
+            nn.init.kaiming_uniform_(weight, nonlinearity="linear")
+            bias.zero_()
+        elif how == "linear":
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            bound = 1.0 / math.sqrt(weight.shape[1])
+            bias.uniform_(-bound, bound)
+        else:
+            nn.init.trunc_normal_(weight, std=0.02, a=-2.0, b=2.0)
+            bias.zero_()
+
+
+class IncrementalHead(GrowingHead):
+    """A linear head that grows to the classes seen so far (docs/sdlora.md section 5: old rows copied, new rows
+    initialised by :func:`init_head_rows` with ``init``; :class:`CILStrategy` sets it from ``head_init``)."""
+
+    def __init__(self, in_features: int, init: str = "kaiming"):
         super().__init__(in_features)
+        self.init = init
         self.weight = nn.Parameter(torch.zeros(0, in_features))
         self.bias = nn.Parameter(torch.zeros(0))
 
@@ -230,9 +257,10 @@ class IncrementalHead(GrowingHead):
         if n_total <= n_old:
             return
         new_w = torch.empty(n_total - n_old, self.in_features, device=self.weight.device)
-        nn.init.kaiming_uniform_(new_w, nonlinearity="linear")
+        new_b = torch.zeros(n_total - n_old, device=self.bias.device)
+        init_head_rows(new_w, new_b, self.init)
         self.weight = nn.Parameter(torch.cat([self.weight.data, new_w]))
-        self.bias = nn.Parameter(torch.cat([self.bias.data, torch.zeros(n_total - n_old, device=self.bias.device)]))
+        self.bias = nn.Parameter(torch.cat([self.bias.data, new_b]))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.linear(features, self.weight, self.bias)
@@ -272,6 +300,9 @@ class CILStrategy(SupervisedTemplate):
         if not isinstance(getattr(model, "head", None), GrowingHead):
             raise TypeError(f"{type(self).__name__}.build_model must return a model whose .head is a "
                             "methods.base.GrowingHead (see docs/adding_a_method.md)")
+        for module in model.modules():  # every incremental head of the model (HiDe's TII head too)
+            if isinstance(module, IncrementalHead):
+                module.init = cfg.head_init
         # Avalanche requires an optimizer at construction; the real one is built per experience in
         # make_optimizer (docs/baselines.md section 12.1: its default would add every model parameter).
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
@@ -480,9 +511,14 @@ class CILStrategy(SupervisedTemplate):
 
 
 def coda_cosine(epochs: int) -> Callable[[int], float]:
-    """CODA-Prompt's per-epoch lr factor ``cos(99 pi e / (200 (K - 1)))`` (GT-RIPL/CODA-Prompt
-    ``utils/schedulers.py``; also SD-Lora-CL ``models/coda_prompt.py`` and InfLoRA ``utils/schedulers.py``):
-    sin(pi / 200) ~ 0.016 at the last epoch, never 0. Constant for K = 1 (the reference divides by zero)."""
+    """CODA-Prompt's per-epoch lr factor as its code runs it (GT-RIPL/CODA-Prompt ``utils/schedulers.py``
+    ``CosineSchedule``, stepped once per epoch by ``learners/default.py``; the same class and stepping in
+    WuYichen-97/SD-Lora-CL ``models/coda_prompt.py`` and liangyanshuo/InfLoRA ``utils/schedulers.py``/
+    ``methods/inflora.py``): epoch e of K runs at ``cos(99 pi max(e - 1, 0) / (200 (K - 1)))``.
+
+    The constructor sets cos(0) and leaves its epoch counter at -1, so the first ``step()`` re-applies cos(0):
+    the first two epochs run at the full rate, the last at ``cos(99 pi (K - 2) / (200 (K - 1)))``, never 0.
+    Constant for K = 1 (the reference divides by zero)."""
     if epochs <= 1:
         return lambda epoch: 1.0
-    return lambda epoch: math.cos(99 * math.pi * epoch / (200 * (epochs - 1)))
+    return lambda epoch: math.cos(99 * math.pi * max(epoch - 1, 0) / (200 * (epochs - 1)))

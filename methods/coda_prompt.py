@@ -21,7 +21,8 @@ Storage: earlier tasks' rows are buffers (``p_old``...), the current task's rows
 "frozen" is exact (no optimizer, weight decay or momentum can touch them) and the checkpoint holds only rows
 that exist. The forward concatenates ``[old; cur]`` exactly as the reference's ``cat(K[:s].detach(), K[s:f])``.
 
-Presets (Adam, batch 128, wd 0, CODA's custom cosine ``lr * cos(99 pi e / (200 (K - 1)))`` per epoch, which both
+Presets (Adam, batch 128, wd 0, CODA's custom cosine ``lr * cos(99 pi max(e - 1, 0) / (200 (K - 1)))`` for epoch
+e of K, the first two epochs at the full rate as the reference's ``step()`` runs it (``coda_cosine``), which both
 SDL (``models/coda_prompt.py`` ``CosineSchedule``) and CODA use; docs/baselines.md section 3):
 
 * ``sdl``: SDL ``exps/coda_prompt.json`` (CIFAR-100): 10 epochs, lr 1e-3, M 100, length 8, mu 0.
@@ -30,6 +31,10 @@ SDL (``models/coda_prompt.py`` ``CosineSchedule``) and CODA use; docs/baselines.
   ``experiments/imagenet-r.sh`` + ``configs/imnet-r_prompt.yaml``: 50 epochs.
 (The references also use the identity class order: benchmark ``order_seed: -1``.) Field defaults are this
 recipe with the suite's epochs and batch size.
+
+Row ``coda_prompt_released`` ("CODA-Prompt (as released)"): the same method with the class order and seed of the
+released configs, pinned by its registration (``MethodInfo.identity_order``, ``seeds=(0,)``; docs/baselines.md
+section 14).
 
 Deliberate deviations:
 
@@ -148,6 +153,7 @@ class CodaPromptConfig(MethodConfig):
 
     optimizer: str = "adam"
     lr: float = 0.001
+    head_init: str = "linear"  # nn.Linear head (CODA-Prompt models/zoo.py last, SD-Lora-CL CodaPromptVitNet.fc)
     coda_schedule: bool = True
     pool_size: int = 100
     length: int = 8
@@ -223,3 +229,12 @@ class CodaPrompt(PromptStrategy):
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
         self.n_tasks = state["n_tasks"]
+
+
+# CODA-Prompt as its authors' code ran it: identity class order (SD-Lora-CL exps/coda_prompt*.json ``shuffle: false``;
+# GT-RIPL/CODA-Prompt trainer.py shuffles only for seed > 0) and seed 0 (``seed: [0]``; CODA's run.py seeds repeat r
+# with r, and its experiments/*.sh run REPEAT=1).
+METHODS.register("coda_prompt_released", CodaPromptConfig,
+                 doc="CODA-Prompt with the class order and seed of its released configs",
+                 info=MethodInfo(display="CODA-Prompt (as released)", released_of="coda_prompt", paper_key="coda_prompt",
+                                 train_cost=1.4, eval_cost=2.0, identity_order=True, seeds=(0,)))(CodaPrompt)

@@ -92,6 +92,7 @@ class DualPromptConfig(OnePromptPerTask, MethodConfig):
 
     optimizer: str = "adam"
     lr: float = 0.001
+    head_init: str = "trunc_normal"  # timm ViT head (SD-Lora-CL backbone/vision_transformer_dual_prompt.py)
     g_layers: tuple[int, ...] = (0, 1)
     g_length: int = 5
     e_layers: tuple[int, ...] = (2, 3, 4)

@@ -77,7 +77,6 @@ Deliberate deviations:
   reference's ``dataset_train_mean``; docs/baselines.md section 13) and, like TII, float32 even under
   ``amp: bf16``; k-means is our own
   (k-means++ seeding, global RNG) instead of sklearn's; small classes get fewer clusters (_hide_stats.py).
-* The TII head is the harness's growing head (kaiming-uniform rows), not timm's trunc-normal init.
 * The alignment optimizers cover exactly the aligned parameters (TAP: the head), so prompts cannot be
   touched by weight decay (pitfall c).
 * More tasks than ``pool_size`` is an error; blocks beyond the backbone's depth are dropped with a warning.
@@ -132,6 +131,7 @@ class HiDePromptConfig(OnePromptPerTask, MethodConfig):
     optimizer: str = "adam"
     lr: float = 0.0028125
     micro_batch: int | None = None
+    head_init: str = "trunc_normal"  # both heads: timm ViT init (HiDe-Prompt vits/hide_prompt_vision_transformer.py)
     grad_clip: float | None = 1.0
     e_layers: tuple[int, ...] = (0, 1, 2, 3, 4)
     pool_size: int = 10

@@ -19,14 +19,15 @@ fused ``qkv`` (rank 10 each)::
 
 The per-task heads concatenated at test are the base class's growing head with old-logit masking: training
 computes ``CE(logits[:, known:seen], y - known)`` exactly as InfLoRA trains its current head on shifted targets,
-and old rows get no gradient. New rows are initialised like ``nn.Linear`` (weight and bias U(+-1/sqrt(d))), as
-the reference's per-task ``nn.Linear`` heads. Inference: one pass on merged weights (docs/baselines.md section 6: 35.12
-GFLOPs "if branches are merged").
+and old rows get no gradient. New rows are initialised like ``nn.Linear`` (``head_init: linear``: weight and bias
+U(+-1/sqrt(d))), as the reference's per-task ``nn.Linear`` heads (``models/sinet_inflora.py`` ``classifier_pool``).
+Inference: one pass on merged weights (docs/baselines.md section 6: 35.12 GFLOPs "if branches are merged").
 
 Defaults = the reference configs: Adam (0.9, 0.999), lr 5e-4, wd 0, batch 128, rank 10, lamb 0.98 (0.95 on
-CIFAR-100, set in suites), lame 1.0, and CODA's custom cosine ``lr_e = lr * cos(99 pi e / (200 (K - 1)))`` stepped
-per epoch (``coda_cosine``; the base ``scheduler`` field is ignored while it is on). Epochs are set per benchmark
-in the suites (reference: 50 ImageNet-R, 20 CIFAR-100).
+CIFAR-100, set in suites), lame 1.0, and CODA's custom cosine stepped per epoch as the reference steps it (epoch e
+of K at ``lr * cos(99 pi max(e - 1, 0) / (200 (K - 1)))``: the first two epochs at the full rate; ``coda_cosine``;
+the base ``scheduler`` field is ignored while it is on). Epochs are set per benchmark in the suites (reference: 50
+ImageNet-R, 20 CIFAR-100).
 
 Deliberate deviations (each a fact of the reference, docs/baselines.md section 5):
 
@@ -46,6 +47,16 @@ Deliberate deviations (each a fact of the reference, docs/baselines.md section 5
   train mode is the same function. The unused KMeans(5) clustering of the reference is not ported.
 * Backbone: the reference uses ``vit_base_patch16_224_in21k``; suites choose and record the tag.
 
+DomainNet variant (reference ``methods/inflora_domain.py``, ``configs/domainnet_inflora.json``): preset
+``domainnet`` = ``gpm: plain`` (``update_GPM``: no ``retain`` switch), SGD momentum 0.9, ``lr`` 5e-3 for the
+``B_t`` and ``head_lr`` 1e-2 for the head, ``MultiStepLR`` x0.1 at epoch 4 (``coda_cosine: false``), 5 epochs,
+rank 30, lamb 0.95. With the first-task fix, plain GPM and DualGPM leave the same free subspace for ``A_t`` (DualGPM
+stores the smaller of the old-space basis and its complement); they differ in what is stored.
+
+Row ``inflora_released`` ("InfLoRA (as released)"): the same method with the identity class order and the seeds
+0-4 of the released configs, pinned by its registration (``MethodInfo.identity_order``, ``seeds``;
+docs/baselines.md section 15).
+
 Mechanism record: per task, the DualGPM threshold, basis size per layer and each layer's type (remove/retain).
 ``stored_features()`` = floats in the DualGPM bases (Table 5's "stored features").
 """
@@ -55,6 +66,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -73,33 +85,55 @@ class InfLoRAConfig(LowRankConfig):
     coda_cosine: CODA-Prompt's per-epoch cosine (the reference's scheduler); False uses the base ``scheduler``.
     replicate_retain_bug: reproduce the reference's first-task ``retain`` basis (see the module docstring).
     stats_batch_size: batch size of the no-grad passes that accumulate ``R_l`` (None: ``batch_size``).
+    gpm: ``dual`` (``methods/inflora.py``'s DualGPM) or ``plain`` (GPM of ``methods/inflora_domain.py``: one
+        old-space basis per layer, grown and never switched to its complement).
+    head_lr: learning rate of the head rows (None: ``lr``); the encoder's ``B_t`` train at ``lr``.
+
+    Preset ``domainnet``: liangyanshuo/InfLoRA ``methods/inflora_domain.py`` with ``configs/domainnet_inflora.json``
+    (plain GPM; SGD momentum 0.9, wd 0, batch 128; ``lrate`` 5e-3 for the encoder, ``fc_lrate`` 1e-2 for the head;
+    ``MultiStepLR`` x``lrate_decay`` 0.1 at epoch 4; 5 epochs; rank 30; lamb 0.95, lame 1.0).
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "domainnet": {"gpm": "plain", "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "batch_size": 128,
+                      "lr": 0.005, "head_lr": 0.01, "coda_cosine": False, "scheduler": "multistep",
+                      "milestones": (4,), "lr_decay": 0.1, "epochs": 5, "rank": 30, "lamb": 0.95, "lame": 1.0},
+    }
 
     optimizer: str = "adam"
     lr: float = 5e-4
     batch_size: int = 128
+    head_init: str = "linear"  # per-task nn.Linear heads (models/sinet_inflora.py classifier_pool)
     slices: tuple[str, ...] = ("k", "v")
     lamb: float = 0.98
     lame: float = 1.0
     coda_cosine: bool = True
     replicate_retain_bug: bool = False
     stats_batch_size: int | None = None
+    gpm: str = "dual"
+    head_lr: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check(self.gpm in ("dual", "plain"), f"gpm must be dual or plain, got {self.gpm!r}")
+        check(self.head_lr is None or self.head_lr > 0, "head_lr must be > 0 or null")
         check(0 < self.lamb <= 1 and 0 < self.lame <= 1, "lamb and lame must be in (0, 1]")
         check(self.stats_batch_size is None or self.stats_batch_size >= 1, "stats_batch_size must be >= 1")
 
 
 class DualGPM(nn.Module):
     """Per-layer DualGPM bases (InfLoRA ``update_DualGPM``): ``remove`` layers store a basis of the old input
-    space, ``retain`` layers a basis of its complement. Bases are float64 buffers so that checkpoints hold them."""
+    space, ``retain`` layers a basis of its complement. Bases are float64 buffers so that checkpoints hold them.
 
-    def __init__(self, n_layers: int, dim: int, replicate_retain_bug: bool = False):
+    ``dual=False`` is plain GPM (InfLoRA ``methods/inflora_domain.py`` ``update_GPM``): every layer is ``remove``,
+    the first task keeps ``U[:, :max(k, 1)]`` whatever k, later tasks grow it (up to d columns), no switch."""
+
+    def __init__(self, n_layers: int, dim: int, replicate_retain_bug: bool = False, dual: bool = True):
         super().__init__()
         self.dim = dim
         self.n_layers = n_layers
         self.replicate_retain_bug = replicate_retain_bug
+        self.dual = dual
         for i in range(n_layers):
             self.register_buffer(f"basis_{i}", torch.zeros(dim, 0, dtype=torch.float64))
         self.kinds: list[str] = []  # empty until the first update
@@ -129,6 +163,8 @@ class DualGPM(nn.Module):
                 self._grow_remove(i, R, threshold)
             else:
                 self._shrink_retain(i, R, threshold)
+        if not self.dual:
+            return
         for i in range(self.n_layers):  # reference: a 'remove' basis beyond d/2 columns becomes 'retain'
             U = self.basis(i)
             if self.kinds[i] == "remove" and U.shape[1] > self.dim / 2:
@@ -139,7 +175,7 @@ class DualGPM(nn.Module):
         U, S, _ = torch.linalg.svd(R)
         ratio = S**2 / (S**2).sum()
         k = int((torch.cumsum(ratio, 0) < threshold).sum())
-        if k < self.dim / 2:
+        if k < self.dim / 2 or not self.dual:
             self.set_basis(i, U[:, : max(k, 1)])
             self.kinds.append("remove")
         else:
@@ -187,6 +223,8 @@ def complement(U: torch.Tensor) -> torch.Tensor:
 
 def designed_down_projection(R: torch.Tensor, Q: torch.Tensor, rank: int) -> torch.Tensor:
     """``A_t`` (rank x d): top-r left singular vectors of ``Q Q^T R`` taken inside span(Q), divided by sqrt(3)."""
+    if Q.shape[1] == 0:  # no free direction left (a plain GPM basis can fill the space): a zero branch
+        return torch.zeros(rank, R.shape[0], dtype=torch.float64, device=R.device)
     U, _, _ = torch.linalg.svd(Q.T @ R.to(torch.float64), full_matrices=False)
     cols = Q @ U[:, :rank]  # (d, min(rank, dim Q))
     A = torch.zeros(rank, R.shape[0], dtype=torch.float64, device=R.device)
@@ -202,7 +240,8 @@ class InfLoRA(LowRankStrategy):
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
         model = super().build_model(backbone)  # plain LoRA layers: the branches are summed unscaled
-        model.dualgpm = DualGPM(len(self.layers), self.layers[0].d_in, self.config.replicate_retain_bug)
+        model.dualgpm = DualGPM(len(self.layers), self.layers[0].d_in, self.config.replicate_retain_bug,
+                                dual=self.config.gpm == "dual")
         self.n_tasks_total: int | None = None
         self.history: dict = {"threshold": [], "basis_size": [], "kinds": []}
         return model
@@ -245,7 +284,6 @@ class InfLoRA(LowRankStrategy):
     def setup_task(self, t: int, experience) -> None:
         if self.n_tasks_total is None:
             self.n_tasks_total = len(experience.origin_stream)
-        self._init_new_head_rows()
         mats = self.input_statistics(experience)
         S = len(self.config.slices)
         for i, (layer, R) in enumerate(zip(self.layers, mats)):
@@ -255,18 +293,20 @@ class InfLoRA(LowRankStrategy):
                 layer.A_cur.copy_(A.to(layer.A_cur.dtype)[None].expand(S, -1, -1))
             layer.A_cur.requires_grad_(False)  # InfLoRA never trains the designed down-projection
 
-    def _init_new_head_rows(self) -> None:
-        head = self.model.head
-        bound = 1.0 / math.sqrt(head.in_features)  # nn.Linear's default init, as the reference's per-task heads
-        with torch.no_grad():
-            head.weight[self.known : self.seen].uniform_(-bound, bound)
-            head.bias[self.known : self.seen].uniform_(-bound, bound)
-
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.model.head.parameters()
         for layer in self.layers:
             if layer.B_cur is not None:
                 yield layer.B_cur
+
+    def optimizer_groups(self, params: list[nn.Parameter]) -> list[tuple[list[nn.Parameter], float]]:
+        """``head_lr``: the head rows at their own rate (the reference's ``fc_lrate``), the ``B_t`` at ``lr``."""
+        if self.config.head_lr is None:
+            return [(params, 1.0)]
+        head = {id(p) for p in self.model.head.parameters()}
+        lr, _, _ = self.config.for_task(self.task_id)
+        return [([p for p in params if id(p) not in head], 1.0),
+                ([p for p in params if id(p) in head], self.config.head_lr / lr)]
 
     def epoch_lr_factor(self, epochs: int):
         return coda_cosine(epochs) if self.config.coda_cosine else None
@@ -293,3 +333,11 @@ class InfLoRA(LowRankStrategy):
         super().load_extra_state(state)
         self.gpm.kinds = list(state["kinds"])
         self.n_tasks_total = state["n_tasks_total"]
+
+
+# InfLoRA as its authors' code ran it: identity class order (liangyanshuo/InfLoRA configs/*_inflora.json
+# ``shuffle: false``) and their seeds 0-4 (``seed: [0, 1, 2, 3, 4]``; configs/domainnet_inflora.json lists 0 only).
+METHODS.register("inflora_released", InfLoRAConfig, doc="InfLoRA with the class order and seeds of its released configs",
+                 info=MethodInfo(display="InfLoRA (as released)", released_of="inflora", paper_key="inflora",
+                                 identity_order=True, seeds=(0, 1, 2, 3, 4)))(InfLoRA)
+

@@ -29,11 +29,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from core.config import check
-from methods.base import METHODS, CILModel, CILStrategy, MethodConfig, MethodInfo
+from methods.base import METHODS, CILModel, CILStrategy, MethodConfig, MethodInfo, init_head_rows
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,5 @@ class Joint(CILStrategy):
         if self._pretrained is not None:
             self.model.backbone.load_state_dict(self._pretrained)
         head = self.model.head
-        with torch.no_grad():  # the same initialisation IncrementalHead.grow gives new rows
-            nn.init.kaiming_uniform_(head.weight, nonlinearity="linear")
-            head.bias.zero_()
+        init_head_rows(head.weight, head.bias, self.config.head_init)  # as IncrementalHead.grow gives new rows
 

@@ -68,6 +68,7 @@ class L2PConfig(MethodConfig):
 
     optimizer: str = "adam"
     lr: float = 0.001875
+    head_init: str = "trunc_normal"  # timm ViT head (SD-Lora-CL backbone/vision_transformer_l2p.py init_weights)
     pool_size: int = 10
     length: int = 5
     top_k: int = 5

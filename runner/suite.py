@@ -20,6 +20,9 @@ A method's fields come from, last wins: its config class's defaults, the suite's
 method has; never the ``epochs``/``init_epochs`` of a ``TRAINING_FREE`` method), its entry, matching ``overrides``,
 then command-line overrides. A value from ``defaults`` that the method rejects is named in the error.
 
+A method whose registration pins the class order or the seeds (``MethodInfo.identity_order``/``seeds``: rows
+"as released", docs/baselines.md section 15) gets them in every suite: :func:`pinned_by_method`.
+
 Every config is built (and so validated) before any job runs: a bad suite exits 2 with nothing written.
 """
 
@@ -163,6 +166,7 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
         m_body = dict(method_entries[m_label])
         m_name = m_body.pop("method", m_label)
         entry = METHODS.get(m_name)
+        b_cfg, job_seeds = pinned_by_method(entry.info, b_cfg, _seeds(suite, seeds), seeds)
         # precedence (docs/adding_a_method.md): the method's declared defaults < suite defaults (the fields it has,
         # less a training-free method's schedule) < the method's entry < per-(method, benchmark) overrides < caller
         from_defaults = suite_defaults_for(entry.config_cls, defaults)
@@ -187,12 +191,24 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
         except UserError as err:
             raise UserError(f"method {m_label} on benchmark {b_label}: {err}") from None
         for bb_label, bb_cfg in backbone_cfgs.items():
-            for seed in _seeds(suite, seeds):
+            for seed in job_seeds:
                 jobs.append(Job(name, m_label, m_name, m_cfg, b_label, b_name, b_cfg, bb_label, bb_cfg, seed,
                                 multi_backbone=len(backbone_cfgs) > 1))
     if not jobs:
         raise UserError(f"suite {name}: the selection leaves no jobs; check --methods/--benchmarks/--seeds")
     return jobs
+
+
+def pinned_by_method(info: Any, b_cfg: Any, suite_seeds: list[int], chosen: list[int] | None) -> tuple[Any, list[int]]:
+    """(benchmark config, seeds) of a method's jobs: a registration that pins them (``MethodInfo.identity_order``,
+    ``MethodInfo.seeds``, e.g. a row "as released") overrides the suite's order and seeds; ``--seeds`` still narrows
+    the pinned seeds. Both end up in the job's config, so its record holds them."""
+    if getattr(info, "identity_order", False):
+        b_cfg = b_cfg.replace(order_seed=-1)
+    pinned = getattr(info, "seeds", None)
+    if pinned is None:
+        return b_cfg, suite_seeds
+    return b_cfg, [s for s in pinned if chosen is None or s in chosen]
 
 
 def suite_defaults_for(config_cls: type, defaults: dict[str, Any]) -> dict[str, Any]:

@@ -159,6 +159,89 @@ def test_dualgpm_first_task_retain_bug_flag():
     assert float((fixed.basis(0).T @ buggy.basis(0)).abs().max()) < 1e-8
 
 
+def test_plain_gpm_differs_from_dualgpm():
+    """InfLoRA's DomainNet variant (methods/inflora_domain.py ``update_GPM``): no 'retain' switch, the old-space
+    basis is stored and grows. With the first-task fix DualGPM spans the same free subspace from the smaller of the
+    two bases; the reference's DualGPM as released (``replicate_retain_bug``) leaves a different one."""
+    d, eps = 8, 0.99
+    R1 = _psd(d, [5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.2, 0.1], seed=2)  # needs at least d/2 directions
+    dual, plain, released = DualGPM(1, d), DualGPM(1, d, dual=False), DualGPM(1, d, replicate_retain_bug=True)
+    for gpm in (dual, plain, released):
+        gpm.update([R1], eps)
+    ratio = torch.linalg.svdvals(R1) ** 2 / (torch.linalg.svdvals(R1) ** 2).sum()
+    k = int((torch.cumsum(ratio, 0) < eps).sum())
+    assert k >= d / 2
+    assert dual.kinds == released.kinds == ["retain"] and plain.kinds == ["remove"]
+    assert plain.basis(0).shape[1] == k and dual.basis(0).shape[1] == d - k  # different bases stored
+
+    def proj(gpm):
+        Q = gpm.free_basis(0)
+        return Q @ Q.T
+
+    torch.testing.assert_close(proj(dual), proj(plain), atol=1e-8, rtol=0)
+    assert float((proj(released) - proj(plain)).abs().max()) > 0.5  # the released DualGPM: a different A_t space
+    R2 = _psd(d, [4.0, 2.0, 1.0, 0.5, 0.3, 0.2, 0.1, 0.05], seed=3)
+    for gpm in (dual, plain):
+        gpm.update([R2], eps)
+    assert plain.kinds == ["remove"] and plain.basis(0).shape[1] > k  # plain GPM grows, never switches
+    assert _captured(R2, plain.basis(0)) >= eps
+    assert dual.kinds == ["retain"] and dual.basis(0).shape[1] < d - k  # DualGPM shrinks its free subspace
+
+
+def test_plain_gpm_first_task_keeps_a_small_basis_as_remove():
+    d = 16
+    R = _psd(d, [10.0, 5.0, 1.0] + [0.01] * (d - 3), seed=0)
+    dual, plain = DualGPM(1, d), DualGPM(1, d, dual=False)
+    dual.update([R], 0.95)
+    plain.update([R], 0.95)
+    assert torch.equal(dual.basis(0), plain.basis(0)) and dual.kinds == plain.kinds == ["remove"]
+
+
+def test_designed_projection_of_a_full_basis_is_zero():
+    A = designed_down_projection(_psd(4, [3.0, 2.0, 1.0, 0.5], seed=5), torch.zeros(4, 0, dtype=torch.float64), 2)
+    assert A.shape == (2, 4) and not A.any()
+
+
+def test_inflora_domainnet_job_of_paper_tables_is_the_reference_variant():
+    """liangyanshuo/InfLoRA configs/domainnet_inflora.json with methods/inflora_domain.py, written out."""
+    from runner.suite import expand_jobs, load_suite
+
+    jobs = expand_jobs(load_suite("paper_tables"), methods=["inflora"], benchmarks=["domainnet_5"])
+    assert jobs
+    for job in jobs:
+        c = job.method_cfg
+        assert c.preset == "domainnet" and c.gpm == "plain"
+        assert (c.optimizer, c.momentum, c.weight_decay, c.batch_size) == ("sgd", 0.9, 0.0, 128)
+        assert (c.lr, c.head_lr, c.init_lr) == (0.005, 0.01, None)
+        assert c.coda_cosine is False and (c.scheduler, c.milestones, c.lr_decay) == ("multistep", (4,), 0.1)
+        assert (c.epochs, c.init_epochs, c.rank, c.lamb, c.lame, c.slices) == (5, None, 30, 0.95, 1.0, ("k", "v"))
+    others = expand_jobs(load_suite("paper_tables"), methods=["inflora"], benchmarks=["imagenet_r_10", "cifar100_10"])
+    for job in others:  # the other benchmarks keep methods/inflora.py: DualGPM, Adam, CODA cosine, one lr
+        c = job.method_cfg
+        assert (c.gpm, c.optimizer, c.coda_cosine, c.head_lr, c.rank) == ("dual", "adam", True, None, 10)
+
+
+def test_inflora_head_lr_and_multistep_schedule():
+    def groups(s):
+        head = {id(p) for p in s.model.head.parameters()}
+        return sorted((g["lr"], all(id(p) in head for p in g["params"])) for g in s.optimizer.param_groups)
+
+    lrs = []
+
+    class Lr(SupervisedPlugin):
+        def before_training_epoch(self, strategy, **kwargs):
+            lrs.append([g["lr"] for g in strategy.optimizer.param_groups])
+
+    strategy = make_strategy("inflora", preset="domainnet", epochs=5, rank=4, batch_size=8,
+                             plugins=[Snapshot(groups), Lr()])
+    seen = strategy.plugins[0].values
+    train_tasks(strategy, synthetic_bench(), 1)
+    assert seen[0] == [(0.005, False), (0.01, True)]  # encoder B_t at lrate, head at fc_lrate
+    flat = [lr for epoch in lrs for lr in sorted(epoch)]
+    assert flat == pytest.approx([0.005, 0.01] * 4 + [0.0005, 0.001])  # MultiStepLR x0.1 at epoch 4
+    assert strategy.gpm.kinds and set(strategy.gpm.kinds) == {"remove"}
+
+
 def test_designed_projection_stays_in_a_small_free_subspace():
     d, rank = 6, 4
     R = _psd(d, [3.0, 2.0, 1.0, 0.5, 0.2, 0.1], seed=4)
@@ -168,11 +251,36 @@ def test_designed_projection_stays_in_a_small_free_subspace():
     assert float((A - A @ Q @ Q.T).abs().max()) < 1e-10
 
 
-def test_coda_cosine_schedule():
-    assert coda_cosine(50)(0) == 1.0
-    assert coda_cosine(50)(49) == pytest.approx(math.cos(99 * math.pi / 200))
-    assert coda_cosine(1)(0) == 1.0
-    strategy = make_strategy("inflora", epochs=3, lr=1e-3)
+def _reference_cosine_lrs(lr: float, K: int) -> list[float]:
+    """The lr of each epoch as GT-RIPL/CODA-Prompt runs ``utils/schedulers.py`` ``CosineSchedule`` (also SD-Lora-CL
+    ``models/coda_prompt.py``, InfLoRA ``utils/schedulers.py``), restated: the constructor calls ``step(0)`` (lr at
+    cos(0)) and then sets ``last_epoch = -1``; each later ``step()`` does ``last_epoch += 1`` and sets
+    ``lr * cos(99 pi last_epoch / (200 (K - 1)))``; the learners call it once per epoch, after the epoch
+    (SD-Lora-CL, InfLoRA) or before every epoch but the first (CODA ``learners/default.py``), the same thing."""
+    last_epoch, current, lrs = -1, lr * math.cos(0.0), []
+    for _ in range(K):
+        lrs.append(current)  # the epoch trains at the lr set so far
+        last_epoch += 1
+        current = lr * math.cos(99 * math.pi * last_epoch / (200 * (K - 1)))
+    return lrs
+
+
+def test_coda_cosine_schedule_matches_the_reference_stepping():
+    c = 99 * math.pi / 200
+    # written out: the first two epochs at the full rate, then cos(c * j / (K - 1)) for j = 1 .. K - 2
+    assert [coda_cosine(5)(e) for e in range(5)] == pytest.approx(
+        [1.0, 1.0, math.cos(c / 4), math.cos(2 * c / 4), math.cos(3 * c / 4)])
+    assert [coda_cosine(20)(e) for e in range(20)] == pytest.approx(
+        [1.0, 1.0] + [math.cos(c * j / 19) for j in range(1, 19)])
+    for K in (2, 5, 20, 50):
+        assert [1e-3 * coda_cosine(K)(e) for e in range(K)] == pytest.approx(_reference_cosine_lrs(1e-3, K))
+    assert coda_cosine(2)(1) == 1.0  # K = 2: both epochs at the full rate
+    assert coda_cosine(1)(0) == 1.0  # the reference divides by zero at K = 1: constant
+
+
+@pytest.mark.parametrize("method", ["inflora", "coda_prompt"])
+def test_coda_cosine_lr_per_epoch_in_training(method):
+    strategy = make_strategy(method, epochs=4, lr=1e-3)
     lrs = []
 
     class Lr(SupervisedPlugin):
@@ -181,7 +289,8 @@ def test_coda_cosine_schedule():
 
     strategy.plugins.append(Lr())
     train_tasks(strategy, synthetic_bench(), 1)
-    assert lrs == pytest.approx([1e-3 * coda_cosine(3)(e) for e in range(3)])
+    assert lrs == pytest.approx(_reference_cosine_lrs(1e-3, 4))
+    assert lrs[0] == lrs[1] == pytest.approx(1e-3)
 
 
 # ---------------------------------------------------------------------------------------------------- SimpleCIL
@@ -314,3 +423,98 @@ def test_avalanche_lwf_distils_old_outputs():
     lwf = [p for p in strategy.plugins if isinstance(p, LwFPlugin)]
     assert len(lwf) == 1 and lwf[0].lwf.prev_model is not None
     assert not any(p.requires_grad for p in strategy.model.backbone.parameters())
+
+
+class _LossCheck(SupervisedPlugin):
+    """After each training forward of task 2: (strategy's loss, CE over all seen logits, logits width, seen)."""
+
+    def __init__(self):
+        super().__init__()
+        self.values = []
+
+    def after_forward(self, strategy, **kwargs):
+        if strategy.task_id == 1:
+            full = torch.nn.functional.cross_entropy(strategy.mb_output, strategy.mb_y)
+            self.values.append((float(strategy.criterion()), float(full), strategy.mb_output.shape[1], strategy.seen))
+
+
+@pytest.mark.parametrize(("method", "kwargs", "masked"), [
+    ("avalanche:EWC", {"ewc_lambda": 10.0}, "ewc_masked"),
+    ("avalanche:LwF", {"alpha": 1.0, "temperature": 2.0}, "lwf_masked"),
+])
+def test_avalanche_ewc_lwf_train_with_avalanches_loss_by_default(method, kwargs, masked):
+    """Avalanche's EWC and LwF train with CE over every seen logit (no masking); ``<name>_masked`` masks."""
+    from methods import METHODS
+
+    losses = {}
+    for name in (method, masked):
+        check = _LossCheck()
+        strategy = make_strategy(name, plugins=[check], **kwargs)
+        train_tasks(strategy, synthetic_bench(), 2)
+        assert check.values and all(width == seen == strategy.seen for _, _, width, seen in check.values)
+        losses[name] = check.values
+    assert METHODS.make_config(method, kwargs).mask_old_logits is False
+    assert all(loss == pytest.approx(full, rel=1e-6) for loss, full, _, _ in losses[method])
+    assert all(loss != pytest.approx(full, rel=1e-3) for loss, full, _, _ in losses[masked])
+    info = METHODS.info(masked)
+    assert info.display.endswith("old logits masked") and METHODS.make_config(masked, kwargs).mask_old_logits is True
+
+
+
+# ---------------------------------------------------------------------------------------------------- head init
+def _documented_head_inits() -> dict[str, str]:
+    """docs/baselines.md section 14: method name -> head_init."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "baselines.md").read_text()
+    section = text.split("## 14. Head initialisation", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[2].startswith("`"):
+            for name in re.findall(r"`([^`]+)`", re.sub(r"\([^)]*\)", "", cells[0])):
+                table[name] = cells[2].strip("`")
+    return table
+
+
+def test_every_registered_method_has_its_documented_head_init():
+    from methods import METHODS
+    from methods.base import IncrementalHead
+
+    table = _documented_head_inits()
+    names = [n for n in METHODS.names() if not n.endswith(":<name>")] + ["avalanche:EWC", "avalanche:LwF"]
+    for name in names:
+        key = "avalanche:<Name>" if name.startswith("avalanche:") else name
+        assert key in table, f"{name} is missing from docs/baselines.md section 14"
+        kwargs = {"ewc_lambda": 1.0} if "EWC" in name or name == "ewc_masked" else {}
+        kwargs = {"alpha": 1.0, "temperature": 2.0} if "LwF" in name or name == "lwf_masked" else kwargs
+        cfg = METHODS.make_config(name, kwargs)
+        assert cfg.head_init == table[key], name
+        strategy = make_strategy(name, **kwargs)
+        heads = [m for m in strategy.model.modules() if isinstance(m, IncrementalHead)]
+        assert all(h.init == table[key] for h in heads), name
+    assert {table["l2p"], table["dualprompt"], table["hide_prompt"]} == {"trunc_normal"}
+    assert {table["coda_prompt"], table["inflora"], table["avalanche:<Name>"]} == {"linear"}
+    assert table["sd_lora"] == table["seq_lora"] == table["full_ft"] == "kaiming"
+
+
+@pytest.mark.parametrize("how", ["kaiming", "linear", "trunc_normal"])
+def test_head_rows_follow_head_init(how):
+    from methods.base import IncrementalHead
+
+    d, n = 64, 4000
+    torch.manual_seed(0)
+    head = IncrementalHead(d, init=how)
+    head.grow(3)
+    old_w, old_b = head.weight.detach().clone(), head.bias.detach().clone()
+    head.grow(3 + n)
+    assert torch.equal(head.weight[:3], old_w) and torch.equal(head.bias[:3], old_b)  # old rows kept
+    w, b = head.weight[3:].detach(), head.bias[3:].detach()
+    if how == "kaiming":  # U(+-sqrt(3/d)), bias 0
+        assert not b.any() and float(w.abs().max()) <= math.sqrt(3 / d) and float(w.std()) == pytest.approx(d**-0.5, rel=0.02)
+    elif how == "linear":  # nn.Linear: weight and bias U(+-1/sqrt(d))
+        assert float(w.abs().max()) <= d**-0.5 and float(w.std()) == pytest.approx((3 * d) ** -0.5, rel=0.02)
+        assert float(b.abs().max()) <= d**-0.5 and b.std() > 0
+    else:  # timm: trunc_normal std 0.02, bias 0
+        assert not b.any() and float(w.std()) == pytest.approx(0.02, rel=0.02)

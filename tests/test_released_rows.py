@@ -1,0 +1,63 @@
+"""Rows "as released" (``MethodInfo.released_of``): the class order and seeds their registration pins reach the
+jobs, and the job records hold them (docs/baselines.md section 15)."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+import run_suite
+from methods import METHODS
+from runner.suite import expand_jobs
+
+SUITE = {
+    "name": "released",
+    "seeds": [1993, 1994],
+    "backbones": {"tiny": {"tag": "vit_test_tiny", "pretrained": False}},
+    "benchmarks": {"synthetic": {"n_tasks": 3, "n_classes": 6}},
+    "defaults": {"epochs": 1, "batch_size": 8, "eval_batch_size": 16},
+    "methods": {"coda_prompt": {}, "coda_prompt_released": {}, "inflora": {"rank": 2},
+                "inflora_released": {"rank": 2}},
+}
+
+
+def test_released_registrations_name_their_fair_rows():
+    for name, fair, seeds in (("coda_prompt_released", "coda_prompt", (0,)),
+                              ("inflora_released", "inflora", (0, 1, 2, 3, 4))):
+        info, fair_info = METHODS.info(name), METHODS.info(fair)
+        assert info.released_of == fair and info.display.endswith("(as released)")
+        assert info.paper_key == fair_info.paper_key and info.identity_order and info.seeds == seeds
+        assert (info.train_cost, info.eval_cost) == (fair_info.train_cost, fair_info.eval_cost)
+        assert METHODS.get(name).obj is METHODS.get(fair).obj  # the same method, not a copy
+        assert not fair_info.identity_order and fair_info.seeds is None
+
+
+def test_released_rows_pin_identity_order_and_their_seeds():
+    jobs = expand_jobs(SUITE)
+    by_method = {}
+    for job in jobs:
+        by_method.setdefault(job.method, []).append(job)
+    assert [j.seed for j in by_method["coda_prompt_released"]] == [0]
+    assert [j.seed for j in by_method["inflora_released"]] == [0, 1, 2, 3, 4]
+    for m in ("coda_prompt", "inflora"):
+        assert [j.seed for j in by_method[m]] == [1993, 1994]
+        assert all(j.benchmark_cfg.order_seed is None for j in by_method[m])
+        assert all(j.config()["benchmark"]["order_seed"] == -1 for j in by_method[f"{m}_released"])
+    # --seeds narrows a pinned list; it never adds seeds the release did not run
+    narrowed = expand_jobs(SUITE, methods=["inflora_released", "inflora"], seeds=[1, 1993])
+    assert sorted((j.method, j.seed) for j in narrowed) == [("inflora", 1), ("inflora", 1993), ("inflora_released", 1)]
+
+
+def test_released_row_record_holds_identity_order_and_seed(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    out = tmp_path / "res"
+    assert run_suite.main(["--suite", str(suite), "--results-dir", str(out), "--no-report",
+                           "--methods", "inflora,inflora_released", "--seeds", "3"]) == 0
+    released = json.loads((out / "records" / "inflora_released__synthetic__s3.json").read_text())
+    fair = json.loads((out / "records" / "inflora__synthetic__s3.json").read_text())
+    assert released["status"] == fair["status"] == "done"
+    assert released["seed"] == 3 and released["config"]["benchmark"]["order_seed"] == -1
+    assert released["class_order"] == list(range(6))
+    assert fair["config"]["benchmark"]["order_seed"] is None and fair["class_order"] != list(range(6))
