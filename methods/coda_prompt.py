@@ -34,7 +34,7 @@ recipe with the suite's epochs and batch size.
 
 Row ``coda_prompt_released`` ("CODA-Prompt (as released)"): the same method with the class order and seed of the
 released configs, pinned by its registration (``MethodInfo.identity_order``, ``seeds=(0,)``; docs/baselines.md
-section 14).
+section 15).
 
 Deliberate deviations:
 
