@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 import run_suite
+from methods import METHODS
 from runner.suite import expand_jobs, list_suites, load_suite
 
 
@@ -28,7 +29,16 @@ def test_paper_tables_covers_every_cell_of_the_paper():
             assert (method, *bench) in cells
     for method in ["sd_lora_fixed_first", "sd_lora_single", "sd_lora_no_rescale"]:
         assert {(method, "imagenet_r", 5), (method, "imagenet_r", 10)} <= cells
-    assert {j.seed for j in jobs} == {1993, 1994, 1995, 1996, 1997}
+    # every "as released" row (docs/baselines.md section 15) beside its plain row on every paper benchmark
+    released = {n: METHODS.get(n).info.released_of for n in METHODS.names() if n in METHODS
+                and METHODS.get(n).info.released_of}
+    assert set(released) >= {"l2p_released", "dualprompt_released", "coda_prompt_released", "hide_prompt_released",
+                             "inflora_released"}
+    for twin, method in released.items():
+        for _, bench, n in {c for c in cells if c[0] == method}:
+            assert (twin, bench, n) in cells, (twin, bench, n)
+    assert {j.seed for j in jobs if not j.method.endswith("_released")} == {1993, 1994, 1995, 1996, 1997}
+    assert {j.seed for j in jobs if j.method in ("coda_prompt_released", "inflora_released")} == {0, 1, 2, 3, 4}
     by_id = {j.job_id: j for j in jobs}
     ina = by_id["sd_lora__imagenet_a_10__s1993"].method_cfg  # exps/sdlora_ina.json
     assert (ina.init_lr, ina.lr, ina.milestones, ina.lr_decay) == (0.01, 0.005, (10, 15), 0.05)
@@ -50,7 +60,8 @@ def test_paper_recipe_suite_extends_paper_tables():
 def test_dry_run_prints_jobs_and_a_gpu_estimate(capsys):
     assert run_suite.main(["--suite", "paper_tables", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "425 jobs; estimated" in out and "A100-hours" in out
+    # 425 plain jobs + 5 "as released" rows x 7 benchmarks x 5 seeds, except coda_prompt_released: its configs' one seed
+    assert f"{425 + 4 * 7 * 5 + 7} jobs; estimated" in out and "A100-hours" in out
     assert "sd_lora_kd__domainnet_5__s1997" in out
 
 
