@@ -322,6 +322,21 @@ def proximity_heatmap(matrix, labels: Sequence[str], out_dir: Path | str, name: 
     return _styled(draw)
 
 
+class _CdLabel(int):
+    """A method label that hashes (and compares) as its position but prints as its name."""
+
+    def __new__(cls, position: int, name: str):
+        obj = super().__new__(cls, position)
+        obj.name = name
+        return obj
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __format__(self, spec: str) -> str:
+        return format(self.name, spec)
+
+
 def critical_difference_plot(
     result: dict, out_dir: Path | str, name: str = "critical_difference", metric: str = "acc"
 ) -> list[Path] | None:
@@ -337,13 +352,20 @@ def critical_difference_plot(
 
     if result is None:
         return None
-    ranks = result["ranks"]
-    colors = method_colors(list(ranks.index))
+    # scikit-posthocs finds the crossbars with sets of labels: string labels hash differently in every process
+    # (PYTHONHASHSEED), which reorders the bars' stacking and drawing. Labels that hash as their position keep
+    # the figure byte-identical from run to run.
+    names = list(result["ranks"].index)
+    keys = pd.Index([_CdLabel(i, name) for i, name in enumerate(names)], dtype=object)
+    ranks = pd.Series(result["ranks"].to_numpy(), index=keys)
+    pvalues = pd.DataFrame(result["pvalues"].loc[names, names].to_numpy(), index=keys, columns=keys)
+    by_name = method_colors(names)
+    colors = {key: by_name[name] for key, name in zip(keys, names)}
 
     def draw():
         fig, (ax,) = _new_figure(1, width=7.0, height=0.9 + 0.22 * len(ranks))
         ax.grid(False)  # the style's grid would read as more crossbars
-        sp.critical_difference_diagram(ranks, result["pvalues"], ax=ax, color_palette=colors,
+        sp.critical_difference_diagram(ranks, pvalues, ax=ax, color_palette=colors,
                                        label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}")
         ax.set_title(
             f"average rank by {metric} over {result['n_benchmarks']} benchmarks (1 = best); Friedman "

@@ -16,6 +16,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -512,3 +513,29 @@ def test_generated_tables_compile_with_pdflatex_at_article_width(twin, tmp_path)
     assert (tmp_path / "doc.pdf").stat().st_size > 0
     log = (tmp_path / "doc.log").read_text(encoding="latin-1")
     assert "Overfull \\hbox" not in log, log[log.find("Overfull"):][:1500]
+
+
+CD_SCRIPT = """
+import sys
+import numpy as np, pandas as pd
+from analysis import figures, stats
+rng = np.random.default_rng(0)
+# 7 benchmarks x 9 methods, coarse accuracies so that ranks tie and several crossbars share their lowest rank
+table = pd.DataFrame(rng.integers(0, 4, size=(7, 9)).astype(float), index=[f"b{i}" for i in range(7)],
+                     columns=["sd_lora", "sd_lora_kd", "sd_lora_rr", "l2p", "dualprompt", "coda_prompt", "inflora",
+                              "full_ft", "hide_prompt"])
+figures.critical_difference_plot(stats.friedman_nemenyi(table), sys.argv[1])
+"""
+
+
+def test_critical_difference_figure_is_byte_identical_across_processes(tmp_path):
+    """scikit-posthocs groups the crossbars in sets of labels; a string's hash changes with PYTHONHASHSEED, so two
+    runs of `python -m analysis` must not depend on it (issue: the CD figure of `paper_tables --smoke` differed)."""
+    outs = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / seed
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", CD_SCRIPT, str(out)], check=True, env=env, cwd=ROOT)
+        outs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+    assert set(outs[0]) == {"critical_difference.png", "critical_difference.pdf"}
+    assert outs[0] == outs[1] == outs[2]
