@@ -611,7 +611,7 @@ def _efficiency_table(df: pd.DataFrame, stat: str, efficiency_csv: Path | str | 
         return None
     headers = [(h, who) for h, *_ in EFFICIENCY_COLUMNS for who in ("Ours", "Paper")] + [("Seeds", "")]
     rows = [data[lab] + [seeds_text(counts[lab])] for lab in labels]
-    cells = pd.DataFrame(rows, index=labels, columns=pd.MultiIndex.from_tuples(headers))
+    cells = pd.DataFrame(rows, index=row_names(d, labels), columns=pd.MultiIndex.from_tuples(headers))
     caption = (
         "Efficiency on ImageNet-R, N=20 (paper Table 5), counted as the paper counts: inference GFLOPs per image "
         "(attention included), learnable parameters of the last task without the classification head (millions) "
