@@ -22,6 +22,19 @@ SUITE = {
 }
 
 
+def test_every_released_row_shares_its_fair_rows_cost_and_paper_cell():
+    """A twin is the same method run as released: its registration repeats the fair row's group, cost factors and
+    paper key by hand (methods/*.py), so this keeps the copies from drifting (the dry-run cost and the paper cell
+    of a twin are its fair row's)."""
+    twins = {n: METHODS.info(n) for n in METHODS.names() if n in METHODS and METHODS.info(n).released_of}
+    assert len(twins) == 5
+    for name, info in twins.items():
+        fair = METHODS.info(info.released_of)
+        assert info.display == f"{fair.display} (as released)", name
+        assert (info.group, info.train_cost, info.eval_cost, info.trains_on_all_seen, info.paper_key) == (
+            fair.group, fair.train_cost, fair.eval_cost, fair.trains_on_all_seen, fair.paper_key), name
+
+
 def test_released_registrations_name_their_fair_rows():
     for name, fair, seeds in (("coda_prompt_released", "coda_prompt", (0,)),
                               ("inflora_released", "inflora", (0, 1, 2, 3, 4))):
