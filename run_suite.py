@@ -30,7 +30,7 @@ from benchmarks import BENCHMARKS
 from core.errors import UserError  # re-exported: callers catch run_suite.UserError
 from methods import METHODS
 from runner.checks import probe_writable, storage_error
-from runner.cost import cost_headline, cost_report
+from runner.cost import CostModel, cost_headline, cost_report
 from runner.executors import import_plugins
 from runner.plan import REPO, Plan, execute, key_settings, plan, plan_status, run_all, select_todo
 from runner.status import format_status, suite_status
@@ -51,9 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--force", action="store_true", help="rerun jobs whose record already exists")
     ap.add_argument("--results-dir", help="where records and artefacts go (default: results/<suite>)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    ap.add_argument("--jobs", type=int, default=1, help="parallel worker processes (CPU)")
+    ap.add_argument("--jobs", type=int, help="parallel worker processes (CPU; default: the suite's 'jobs:' key, "
+                                             "at most one per core, else 1)")
     ap.add_argument("--gpus", help="local GPU slots: 0,1 (one worker per GPU), 0,0,1,1 (two per GPU) or all; "
                                    "each worker sees only its GPU (CUDA_VISIBLE_DEVICES)")
+    ap.add_argument("--rates", help="--dry-run's cost model: a bench/throughput.py --out file (default: the newest "
+                                    "GPU measurement in results/reference/rates/, else the official logs' speed)")
     ap.add_argument("--executor", choices=("local", "slurm"),
                     help="where jobs run (default: the suite's 'executor:' key, else local)")
     ap.add_argument("--retry-failed", action="store_true", help="rerun only the jobs whose record says failed")
@@ -101,19 +104,28 @@ def print_listing() -> None:
             print(f"  {name:24s} {doc}")
 
 
-def print_jobs(jobs) -> None:
-    print(cost_headline(jobs))
+def print_jobs(jobs, args: argparse.Namespace) -> None:
+    model = CostModel.choose(args.rates)
+    print(cost_headline(jobs, model))
     print(f"{'job':48s} {'method':18s} {'benchmark':16s} {'N':>3s} {'seed':>5s}  key hyperparameters")
     for job in jobs:
         print(f"{job.job_id:48s} {job.method:18s} {job.benchmark:16s} {job.n_tasks():>3d} {job.seed:>5d}  "
               f"{key_settings(job.method_cfg)}")
     print()
-    print(cost_report(jobs))
+    print(cost_report(jobs, model, gpu_plan(args.gpus)))
+
+def gpu_plan(gpus: str | None) -> list[tuple[int, int]] | None:
+    """``--gpus 0,0,1,1`` -> [(2 GPUs, 2 slots each)] for the dry run's wall-clock; None: its default plans."""
+    if not gpus or gpus.strip() == "all":
+        return None
+    ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    return [(len(set(ids)), max(ids.count(g) for g in set(ids)))] if ids else None
+
 
 def run(args: argparse.Namespace) -> int:
     p: Plan = plan(args)
     if args.dry_run:
-        print_jobs(p.jobs)
+        print_jobs(p.jobs, args)
         return 0
     store = ResultStore(p.results_dir)
     todo, n_done, stale = select_todo(p.jobs, store, force=args.force, retry_failed=args.retry_failed,

@@ -10,7 +10,7 @@ out: :func:`benched`) is built on a randomly initialised timm ViT
 sizes, ranks, optimizer; batch size, workers and precision are the bench's) and trained through its real strategy
 API on a synthetic 20-task stream (200 classes, 10 per task): every task transition (head growth, new directions or
 prompts, merges, statistics) runs for real, but tasks 2 .. N-1 train only ``--between-steps`` iterations (default
-0: shapes, not values, set the cost). At task
+0: shapes, not values, set the cost) and HiDe-Prompt's between-task loops (TII training, alignment) one epoch each. At task
 1 and task N the bench times the method's own training iterations inside Avalanche's loop (callbacks included,
 data loading excluded) and, after the task, its evaluation iterations; after each timed iteration it times one
 floor step on the same batch, so method and floor alternate (A B A B); each ratio is the median of the pairs' ratios,
@@ -58,12 +58,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 GOALS = {
     ("adapter", "train_first"): (None, 1.25),
     ("adapter", "train_last"): (None, 1.35),
-    ("adapter", "eval_first"): (1.00, 1.05),
-    ("adapter", "eval_last"): (1.00, 1.05),
+    # the issue's 1.00-1.05x: only the upper end can be missed by the method. A merged evaluation runs the plain
+    # ViT's operations, so a ratio below 1.00 is timing noise; that it makes the passes its design needs, no fewer,
+    # is checked by the patch-embedding calls counted beside it (eval_passes_made)
+    ("adapter", "eval_first"): (None, 1.05),
+    ("adapter", "eval_last"): (None, 1.05),
     ("adapter", "peak_mem_last_vs_first"): (None, 1.10),
     ("prompt", "train_first"): (None, 2.3),
     ("prompt", "train_last"): (None, 2.3),
 }
+BETWEEN_TASK_EPOCHS = ("tii_epochs", "ca_epochs")  # config fields the bench sets to 1 (see run_method)
 FULL_SHARE = 0.5  # a method training more than this share of the pretrained weights gets the full-step floor
 
 
@@ -170,6 +174,16 @@ class Floors:
         with autocast(x.device.type, prec):
             loss = F.cross_entropy(self.head(self.frozen(x)).float(), y)
         loss.backward()
+
+    def warm_up(self, batch: int, img_size: int, device: str, steps: int) -> None:
+        """A few floor steps of every kind before the first method (the allocator's first large buffers and
+        lazy initialisation would otherwise fall on whichever method is measured first)."""
+        x = torch.randn(batch, 3, img_size, img_size, device=device)
+        y = torch.zeros(batch, dtype=torch.long, device=device)
+        for _ in range(steps):
+            self.train_step("frozen", x, y, "fp32")
+            self.train_step("full", x, y, "fp32")
+            self.eval_step(1, x, "fp32")
 
     @torch.no_grad()
     def eval_step(self, passes: int, x: torch.Tensor, prec: str) -> None:
@@ -370,6 +384,9 @@ def run_method(name: str, args, floors: Floors, precs: list[str], bench) -> dict
     over = {"batch_size": args.batch, "eval_batch_size": args.batch, "num_workers": 0, "amp": "none"}
     if trains:
         over.update(epochs=math.ceil(n_iters / per_epoch) + 1, init_epochs=None)
+    # between-task loops whose length is a recipe value, not a shape (HiDe-Prompt's TII epochs and alignment
+    # epochs: 20 and 30 in its recipe, 270 s of the CPU run): one pass each; no timed figure includes them
+    over.update({k: 1 for k in BETWEEN_TASK_EPOCHS})
     valid = set(entry.config_cls.field_names())
     cfg = METHODS.make_config(name, {k: v for k, v in {**base, **over}.items() if k in valid})
     torch.manual_seed(0)
@@ -420,7 +437,26 @@ def summarize(name: str, probe: Probe, precs: list[str], args, wall: float) -> d
         out["peak_mem_mb"] = {"first": round(probe.mem[first] / 2**20, 1), "last": round(probe.mem[last] / 2**20, 1)}
     out["ratios"] = ratios
     out["goals"] = check_goals(kind, ratios)
+    for label, made in out.get("eval_passes_made", {}).items():  # the passes the design needs, no more, no fewer
+        out["goals"][f"eval_passes_{label}"] = {"made": made, "design": probe.passes, "met": made == probe.passes}
     return out
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def markdown_table(result: dict) -> str:
+    """The figures of one run (its JSON) as the table docs/performance.md shows: per method its kind, the ratios
+    to its floor (fp32), training images/s at task 1, the peak-memory ratio and the goals it misses."""
+    cols = ["train_first", "train_last", "eval_first", "eval_last", "peak_mem_last_vs_first"]
+    lines = ["| method | kind | train t1 | train t20 | eval t1 | eval t20 | peak mem t20/t1 | train img/s t1 | misses |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name, res in result["methods"].items():
+        cells = [f"{res['ratios'][c]:.2f}" if res["ratios"].get(c) is not None else "-" for c in cols]
+        ips = res.get("images_per_s", {}).get("train_first", {}).get("method")
+        missed = [k for k, g in res["goals"].items() if not g["met"]]
+        kind = res["kind"] + (f" ({res['eval_passes']} passes)" if res["eval_passes"] > 1 else "")
+        lines.append(f"| {name} | {kind} | " + " | ".join(cells) + f" | {ips if ips is not None else '-'} | "
+                     + (", ".join(missed) or "none") + " |")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -433,13 +469,14 @@ def parse(argv):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--tasks", type=int, default=20, help="tasks of the job (measured at the first and the last)")
     ap.add_argument("--classes-per-task", type=int, default=10)
-    ap.add_argument("--reps", type=int, default=3, help="timed iterations per precision and target task")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed iterations per precision first")
+    ap.add_argument("--reps", type=int, default=7, help="timed iterations per precision and target task")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed iterations per precision first")
     ap.add_argument("--between-steps", type=int, default=0,
                     help="training iterations of tasks 2 .. N-1 (0: their transitions only)")
     ap.add_argument("--precisions", default="auto", help="comma-separated subset of fp32,tf32,bf16")
     ap.add_argument("--methods", default=None, help="comma-separated subset of the registered methods")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
+    ap.add_argument("--table", default=None, help="print the markdown table of a stored JSON (no measurement)")
     args = ap.parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -464,6 +501,13 @@ def main(argv=None) -> dict:
     from methods import METHODS
 
     args = parse(argv)
+    if args.table:
+        try:
+            result = json.loads(Path(args.table).read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"--table {args.table}: not a bench/throughput.py JSON ({err})") from None
+        print(markdown_table(result))
+        return result
     names = benched(METHODS)
     if args.methods:
         wanted = args.methods.split(",")
@@ -479,6 +523,7 @@ def main(argv=None) -> dict:
                  "test_per_class": args.train_per_class, "img_size": args.img_size, "order_seed": -1}
     bench = BENCHMARKS.get("synthetic").obj(BENCHMARKS.make_config("synthetic", synthetic), 0)
     floors = Floors.build(args.model, args.img_size, args.device, args.classes_per_task)
+    floors.warm_up(args.batch, args.img_size, args.device, args.warmup)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"# {args.model} at {args.img_size}px, batch {args.batch}, {args.tasks} tasks, device {args.device} "
           f"({device_name}), threads {torch.get_num_threads()}, precisions {','.join(precs)}", flush=True)
@@ -490,7 +535,11 @@ def main(argv=None) -> dict:
         missed = [k for k, g in res["goals"].items() if not g["met"]]
         print(f"{name:20s} [{res['kind']}, floor {res['train_floor']}, {res['eval_passes']} eval pass(es)] {shown}"
               + (f"  MISSES {','.join(missed)}" if missed else "") + f"  ({res['wall_s']} s)", flush=True)
-    out = {"date": dt.date.today().isoformat(), "device": args.device, "device_name": device_name,
+    from runner.run_job import git_state
+
+    commit, dirty = git_state()
+    out = {"date": dt.date.today().isoformat(), "git_commit": commit, "git_dirty": dirty,
+           "device": args.device, "device_name": device_name,
            "threads": torch.get_num_threads(), "model": args.model, "img_size": args.img_size, "batch": args.batch,
            "tasks": args.tasks, "precisions": precs, "reps": args.reps, "torch": torch.__version__,
            "methods": results}

@@ -142,11 +142,58 @@ def parse_gpus(text: str | None) -> list[str] | None:
         gpus = visible_gpus()
         if not gpus:
             raise UserError("--gpus all: no GPU found (nvidia-smi lists none); use --jobs N on a CPU machine")
-        return gpus
+        free = free_memory_mb()
+        optimum, job_mb, source = slot_policy()
+        slots = {g: slots_for(free.get(g), job_mb, optimum) for g in gpus}
+        print(f"--gpus all: {', '.join(f'GPU {g} x {n}' for g, n in slots.items())} ({source})", flush=True)
+        return [g for g in gpus for _ in range(slots[g])]
     gpus = [g.strip() for g in text.split(",") if g.strip()]
     if not gpus:
         raise UserError(f"--gpus {text!r}: give GPU ids separated by commas, e.g. 0,1 or 0,0,1,1 (two slots each)")
     return gpus
+
+
+SLOT_HEADROOM = 1.25  # a slot's memory: the measured peak of the costliest method x this
+
+
+def slots_for(free_mb: float | None, job_mb: float | None, optimum: int) -> int:
+    """Jobs to run at once on one GPU: the measured optimum, capped by how many measured peaks fit in its free
+    memory (with headroom); at least one."""
+    if free_mb is None or not job_mb:
+        return max(1, optimum)
+    return max(1, min(optimum, int(free_mb // (job_mb * SLOT_HEADROOM))))
+
+
+def slot_policy() -> tuple[int, float | None, str]:
+    """(jobs per GPU with the highest measured total throughput, peak MB of one job, where both come from): the
+    newest GPU measurement stored in results/reference/rates/ (docs/performance.md); 1 when none is stored."""
+    from runner.cost import stored_rates
+
+    gpu = [r for r in stored_rates() if r.on_gpu]
+    if not gpu or not gpu[-1].slots:
+        return 1, None, "one job per GPU: no measurement of several jobs per GPU is stored in results/reference/rates/"
+    rates = gpu[-1]
+    optimum = max(rates.slots, key=rates.slots.get)
+    peaks = [m.get("peak_mem_mb", {}).get("last", 0.0) for m in rates.methods.values()]
+    return optimum, max(peaks) or None, f"optimum {optimum} per GPU and peak memory from {rates.describe()}"
+
+
+def free_memory_mb() -> dict[str, float]:
+    """Free memory per GPU index as nvidia-smi reports it ({} when it cannot be asked)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.free", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    free = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit():
+            try:
+                free[parts[0]] = float(parts[1])
+            except ValueError:
+                continue
+    return free
 
 
 def visible_gpus() -> list[str]:

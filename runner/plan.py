@@ -75,7 +75,7 @@ def select(args, smoke: bool) -> tuple[dict[str, Any], str, list[Job], Path]:
 
 def plan(args) -> Plan:
     """A run's plan; every check on bad input (exit 2) happens here, before anything is written."""
-    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+    if (args.jobs is not None and args.jobs < 1) or (args.threads is not None and args.threads < 1):
         raise UserError("--jobs and --threads must be >= 1")
     if args.data_root:
         if not Path(args.data_root).is_dir() and not args.prepare:  # --prepare creates it
@@ -126,14 +126,23 @@ def plan_execution(args, suite: dict) -> dict[str, Any]:
     gpus = parse_gpus(args.gpus)
     if gpus and executor == "slurm":
         raise UserError("--gpus is for the local executor; with slurm give --slurm-gpus (GPUs per job)")
-    if gpus and args.jobs > 1:
+    if gpus and (args.jobs or 1) > 1:
         raise UserError("give either --gpus (one worker per GPU slot) or --jobs (CPU workers), not both")
     slurm = SlurmSettings.build(suite.get("slurm"), args.slurm)
+    jobs = args.jobs if args.jobs is not None else 1 if gpus else suite_jobs(suite)
     if executor == "slurm" and not args.dry_run:
         reason = available()
         if reason:
             raise UserError(f"executor slurm: {reason}")
-    return {"executor": executor, "gpus": gpus, "slurm": slurm}
+    return {"executor": executor, "gpus": gpus, "slurm": slurm, "jobs": jobs}
+
+
+def suite_jobs(suite: dict) -> int:
+    """CPU workers when ``--jobs`` is not given: the suite's ``jobs:`` key (at most one per core), else 1."""
+    wanted = suite.get("jobs", 1)
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 1:
+        raise UserError(f"suite {suite['name']}: jobs must be an integer >= 1 (CPU workers), got {wanted!r}")
+    return max(1, min(wanted, os.cpu_count() or 1))
 
 
 def apply_weights(jobs: list[Job], specs: list[str]) -> list[Job]:
@@ -182,7 +191,7 @@ def execute(todo: list[Job], results_dir: Path, args, execution: dict[str, Any])
     imports = absolute_imports(args.imports)
     if execution["executor"] == "slurm":
         return run_slurm(todo, str(results_dir), execution["slurm"], imports)
-    return run_local(todo, str(results_dir), args.jobs, args.threads, gpus=execution["gpus"], imports=imports)
+    return run_local(todo, str(results_dir), execution["jobs"], args.threads, gpus=execution["gpus"], imports=imports)
 
 
 def run_all(records: Iterable[Record | Skipped], n: int, results_dir: Path) -> list[Record]:

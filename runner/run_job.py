@@ -235,7 +235,8 @@ def _experience(job: Job, run: _Run, t: int, experience, progress: dict[str, Any
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    strategy.train(experience, eval_streams=[], **run.loader_kw)
+    # workers live for all epochs of the task (a new loader per task): no respawn per epoch (docs/performance.md 3)
+    strategy.train(experience, eval_streams=[], persistent_workers=run.loader_kw["num_workers"] > 0, **run.loader_kw)
     t1 = time.perf_counter()
     run.collector.reset()
     strategy.eval(run.bench.scenario.test_stream[: t + 1], **run.loader_kw)

@@ -38,7 +38,8 @@ def test_method_kind_and_goals():
     goals = tp.check_goals("adapter", {"train_first": 1.3, "train_last": 1.3, "eval_first": 0.99, "eval_last": 1.02})
     assert goals["train_first"]["met"] is False  # 1.25 at task 1
     assert goals["train_last"]["met"] is True  # 1.35 at the last task
-    assert goals["eval_first"]["met"] is False  # merged evaluation: 1.00-1.05
+    assert goals["eval_first"]["met"] is True  # merged evaluation: at most 1.05 (below 1.00 is timing noise)
+    assert tp.check_goals("adapter", {"eval_first": 1.06})["eval_first"]["met"] is False
     assert goals["eval_last"]["met"] is True
     assert "peak_mem_last_vs_first" not in goals  # not measured: not judged
     assert tp.check_goals("prompt", {"train_first": 2.2})["train_first"]["met"] is True
@@ -91,6 +92,30 @@ def test_throughput_json_has_a_ratio_for_every_registered_method(tmp_path, capsy
     assert methods["sd_lora"]["train_floor"] == "frozen" and methods["sd_lora"]["kind"] == "adapter"
     assert methods["l2p"]["kind"] == "prompt" and methods["l2p"]["eval_passes"] == 2
     assert methods["simple_cil"]["train_floor"] is None
+    # the table docs/performance.md shows, from the stored JSON alone; the JSON is a rates file of the cost model
+    assert tp.main(["--table", str(tmp_path / "tp.json")]) == out
+    table = capsys.readouterr().out.strip().splitlines()
+    assert [row.split(" | ")[0].lstrip("| ") for row in table[2:]] == list(methods)
+    from runner.cost import CostModel, Rates
+
+    assert CostModel(Rates.load(tmp_path / "tp.json")).unit == "CPU-hours"
+
+
+def test_slots_bench_runs_several_jobs_and_stores_the_ratios_in_a_rates_file(tmp_path, capsys):
+    import slots
+
+    rates = tmp_path / "rates.json"
+    rates.write_text(json.dumps({"device": "cpu", "device_name": "cpu", "date": "2026-12-02", "model": "m",
+                                 "img_size": 16, "tasks": 2, "methods": {"sd_lora": {}}}))
+    out = slots.main(["--device", "cpu", "--model", "vit_test_tiny", "--img-size", "16", "--batch", "2",
+                      "--counts", "1,2", "--seconds", "0.3", "--warmup", "1", "--merge-into", str(rates)])
+    assert [r["jobs"] for r in out["rows"]] == [1, 2] and all(r["images_per_s"] > 0 for r in out["rows"])
+    assert out["slots"]["1"] == 1.0
+    from runner.cost import Rates
+
+    assert Rates.load(rates).slots == {1: 1.0, 2: out["slots"]["2"]}
+    with pytest.raises(UserError, match="include 1"):
+        slots.main(["--device", "cpu", "--counts", "2,4"])
 
 
 def test_throughput_rejects_unknown_methods():

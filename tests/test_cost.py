@@ -5,7 +5,9 @@ the dry run's cost per method and benchmark. The one-factor and DINO suites' set
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +19,19 @@ from torch import nn
 import run_suite
 from analysis import tables
 from analysis.records import record_row, records_frame
+from benchmarks import BENCHMARKS
 from methods import METHODS
-from runner.cost import REFERENCE_CSV, estimate_table, feeds_paper_cell, paper_cells
+from runner.cost import (
+    REFERENCE_CSV,
+    CostModel,
+    Rates,
+    estimate_table,
+    feeds_paper_cell,
+    paper_cells,
+    stored_rates,
+    wall_clock,
+)
+from runner.executors import slots_for
 from runner.profile import efficiency, inference_gflops
 from runner.suite import expand_jobs, load_suite
 
@@ -157,7 +170,8 @@ def test_paper_tables_dry_run_prints_cost_per_method_and_benchmark_and_unpaired_
     assert run_suite.main(["--suite", "paper_tables", "--dry-run"]) == 0
     out = capsys.readouterr().out
     jobs = expand_jobs(load_suite("paper_tables"))
-    header = next(ln for ln in out.splitlines() if ln.startswith("A100-hours"))
+    unit = CostModel.choose().unit  # A100-hours while no GPU measurement is stored
+    header = next(ln for ln in out.splitlines() if ln.startswith(unit))
     benches = list(dict.fromkeys(j.benchmark for j in jobs))
     assert header.split()[1:] == [*benches, "total"]
     rows = {ln.split()[0]: ln.split()[1:] for ln in out.splitlines()[out.splitlines().index(header) + 1:]
@@ -165,7 +179,7 @@ def test_paper_tables_dry_run_prints_cost_per_method_and_benchmark_and_unpaired_
     assert set(rows) == {j.method for j in jobs} | {"total"}
     assert rows["sd_lora_single"][2] == "-"  # the ablations run on ImageNet-R N=5 and 10 only
     total = float(rows["total"][-1])
-    assert f"estimated {total:.1f} A100-hours" in out
+    assert f"estimated {total:.1f} {unit}" in out
     assert sum(float(r[-1]) for m, r in rows.items() if m != "total") == pytest.approx(total, abs=0.1 * len(rows))
     # jobs that feed no paper cell, counted here from the plan and the CSV
     with open(REFERENCE_CSV) as f:
@@ -190,3 +204,80 @@ def test_estimate_table_marks_unknown_sizes():
     table = estimate_table(jobs)
     assert table.splitlines()[0].split() == ["A100-hours", "split_fmnist", "total"]
     assert len(table.splitlines()) == len({j.method for j in jobs}) + 2
+
+
+# --- the cost model from measured rates ---------------------------------------------------------------------------
+
+
+def _hand_estimate(raw: dict, job, method: str, factors: tuple[float, float] = (1.0, 1.0)) -> float:
+    """The cost model written out over a rates file's raw JSON: per task, epochs x training images x seconds per
+    training image plus seen test images x seconds per evaluation image, the seconds linear in the task index
+    between the measured first and last task, scaled by tokens."""
+    ips = raw["methods"][method]["images_per_s"]
+    info = BENCHMARKS.get(job.benchmark_name).info
+    n, last = job.n_tasks(), raw["tasks"] - 1
+    scale = ((getattr(job.benchmark_cfg, "img_size", 224) or 224) / raw["img_size"]) ** 2
+    all_seen = METHODS.get(job.method_name).info.trains_on_all_seen
+    total = 0.0
+    for t in range(n):
+        frac = min(t, last) / last
+        sec = {w: (1 - frac) / ips[f"{w}_first"]["method"] + frac / ips[f"{w}_last"]["method"]
+               if f"{w}_first" in ips else 0.0 for w in ("train", "eval")}
+        images = info.train_size * ((t + 1) / n if all_seen else 1 / n)
+        total += job.method_cfg.for_task(t)[1] * images * sec["train"] * factors[0] * scale
+        total += info.test_size * (t + 1) / n * sec["eval"] * factors[1] * scale
+    return total
+
+
+def test_cost_model_estimate_is_the_formula_over_every_stored_rates_file():
+    stored = stored_rates()
+    assert stored, "no measured rates in results/reference/rates/ (python bench/throughput.py --out FILE)"
+    jobs = expand_jobs(load_suite("paper_tables"), benchmarks=["imagenet_r_10"], seeds=[1993])
+    by_method = {j.method: j for j in jobs if j.n_tasks() == 10}
+    # Avalanche's EWC on the same benchmark: in no rates file, so scaled from SD-LoRA's
+    by_method["ewc"] = dataclasses.replace(by_method["full_ft"], method="ewc", method_name="avalanche:EWC",
+                                           method_cfg=METHODS.make_config("avalanche:EWC", {"ewc_lambda": 100}))
+    for rates in stored:
+        raw = json.loads(rates.path.read_text())
+        model = CostModel(rates)
+        for name in ("sd_lora", "inflora", "l2p", "joint", "full_ft", "simple_cil"):
+            job = by_method[name]
+            assert model.job_seconds(job) == pytest.approx(_hand_estimate(raw, job, name), rel=1e-12), name
+        # a method the file does not hold (an Avalanche strategy): SD-LoRA's figures times its declared factors
+        ewc = by_method["ewc"]
+        info, anchor = METHODS.get(ewc.method_name).info, METHODS.get("sd_lora").info
+        factors = (info.train_cost / anchor.train_cost, info.eval_cost / anchor.eval_cost)
+        assert ewc.method_name not in raw["methods"]
+        assert model.job_seconds(ewc) == pytest.approx(_hand_estimate(raw, ewc, "sd_lora", factors), rel=1e-12)
+        # the measured model differs from the calibration (it is not silently the old constant)
+        assert model.job_seconds(by_method["sd_lora"]) != CostModel().job_seconds(by_method["sd_lora"])
+
+
+def test_wall_clock_spreads_longest_first_and_uses_the_slot_speedup():
+    assert wall_clock([10, 5, 5], gpus=1, slots=1, speedup=1.0) == 20
+    assert wall_clock([10, 5, 5], gpus=2, slots=1, speedup=1.0) == 10  # 10 | 5 + 5
+    assert wall_clock([10, 5, 5], gpus=1, slots=2, speedup=1.0) == 20  # two at once, each at half speed
+    assert wall_clock([10, 5, 5], gpus=1, slots=2, speedup=2.0) == 10  # two at once at full speed
+    assert wall_clock([10, 5, 5], gpus=1, slots=2, speedup=1.5) == pytest.approx(10 * 2 / 1.5 + 0.0)
+
+
+def test_slots_per_gpu_from_free_memory_and_the_measured_optimum():
+    assert slots_for(free_mb=140_000, job_mb=6_000, optimum=4) == 4  # memory for 18, the optimum is 4
+    assert slots_for(free_mb=20_000, job_mb=6_000, optimum=4) == 2  # 6,000 x 1.25 headroom fits twice
+    assert slots_for(free_mb=1_000, job_mb=6_000, optimum=4) == 1  # never fewer than one
+    assert slots_for(free_mb=None, job_mb=None, optimum=1) == 1
+
+
+def test_dry_run_names_its_cost_source_and_wall_clock_and_refuses_a_bad_rates_file(capsys, tmp_path, monkeypatch):
+    rates = stored_rates()[0]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # --gpus 0,0,1,1 is checked against the visible GPUs
+    argv = ["--suite", "paper_tables", "--methods", "sd_lora", "--dry-run", "--rates", str(rates.path)]
+    assert run_suite.main([*argv, "--gpus", "0,0,1,1"]) == 0
+    out = capsys.readouterr().out
+    assert f"source: images/s measured by bench/throughput.py on {rates.device_name}" in out
+    assert rates.date in out and "2 GPU(s) x 2 slot(s)" in out
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert run_suite.main(["--suite", "quick", "--dry-run", "--rates", str(bad)]) == 2
+    assert "not a bench/throughput.py --out file" in capsys.readouterr().err
+    assert isinstance(Rates.load(rates.path), Rates)

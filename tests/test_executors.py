@@ -237,6 +237,24 @@ def test_bad_executor_settings_exit_2_and_write_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_suite_jobs_key_sets_cpu_workers_unless_jobs_is_given(tmp_path, capsys, monkeypatch):
+    from runner.plan import plan_execution
+
+    suite = suite_file(tmp_path, {"noop": {}})
+    data = yaml.safe_load(suite.read_text())
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    for key, flag, want in [(None, None, 1), (2, None, 2), (16, None, 4), (2, 3, 3), (2, 1, 1)]:
+        body = {**data, **({"jobs": key} if key else {})}
+        args = run_suite.parse_args(["--suite", "x"] + (["--jobs", str(flag)] if flag else []))
+        assert plan_execution(args, {**body, "name": "x"})["jobs"] == want, (key, flag)
+    data["jobs"] = 0
+    suite.write_text(yaml.safe_dump(data))
+    out = tmp_path / "res"
+    assert main("--suite", suite, "--results-dir", out, "--import", NOOP) == 2
+    assert "jobs must be an integer >= 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------------- status
 def test_status_tells_done_failed_running_pending_and_stale(tmp_path, capsys):
     flag = tmp_path / "fail-now"
