@@ -165,6 +165,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--per-class", type=int, default=2, help="fixture training images per class")
     ap.add_argument("--throughput", default=None, help="a bench/throughput.py JSON: the consumption side")
     ap.add_argument("--root", default=None, help="where to write the fixtures (default: a temporary folder)")
+    ap.add_argument("--out", default=None, help="also write the JSON to this file")
     args = ap.parse_args(argv)
     names = [n for n in args.benchmarks.split(",") if n]
     unknown = [n for n in names if n not in TYPICAL_SIZES]
@@ -195,9 +196,16 @@ def main(argv=None) -> dict:
                 print(f"{name:11s} workers to feed the slowest / fastest method at 1 worker's rate: "
                       f"{row['workers_to_feed']['slowest']} / {row['workers_to_feed']['fastest']}", flush=True)
             results[name] = row
-    out = {"date": dt.date.today().isoformat(), "cpus": os.cpu_count(), "img_size": args.img_size,
+    from runner.run_job import git_state
+
+    commit, dirty = git_state()
+    out = {"date": dt.date.today().isoformat(), "git_commit": commit, "git_dirty": dirty,
+           "cpus": os.cpu_count(), "img_size": args.img_size,
            "batch": args.batch, "images": args.images, "benchmarks": results, "consumption": consume}
-    print(json.dumps(out))
+    line = json.dumps(out)
+    if args.out:
+        Path(args.out).write_text(line + "\n")
+    print(line)
     return out
 
 

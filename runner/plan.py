@@ -129,20 +129,24 @@ def plan_execution(args, suite: dict) -> dict[str, Any]:
     if gpus and (args.jobs or 1) > 1:
         raise UserError("give either --gpus (one worker per GPU slot) or --jobs (CPU workers), not both")
     slurm = SlurmSettings.build(suite.get("slurm"), args.slurm)
-    jobs = args.jobs if args.jobs is not None else 1 if gpus else suite_jobs(suite)
+    jobs = args.jobs if args.jobs is not None else 1 if gpus else suite_count(suite, "jobs", cap=os.cpu_count() or 1)
+    threads = args.threads if args.threads is not None else suite_count(suite, "threads", default=None)
     if executor == "slurm" and not args.dry_run:
         reason = available()
         if reason:
             raise UserError(f"executor slurm: {reason}")
-    return {"executor": executor, "gpus": gpus, "slurm": slurm, "jobs": jobs}
+    return {"executor": executor, "gpus": gpus, "slurm": slurm, "jobs": jobs, "threads": threads}
 
 
-def suite_jobs(suite: dict) -> int:
-    """CPU workers when ``--jobs`` is not given: the suite's ``jobs:`` key (at most one per core), else 1."""
-    wanted = suite.get("jobs", 1)
+def suite_count(suite: dict, key: str, default: int | None = 1, cap: int | None = None) -> int | None:
+    """``jobs:`` (CPU workers, at most one per core) or ``threads:`` (torch threads per job, so that records do not
+    depend on the machine's core count) from the suite file, for when the flag is not given."""
+    wanted = suite.get(key, default)
+    if wanted is None:
+        return None
     if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 1:
-        raise UserError(f"suite {suite['name']}: jobs must be an integer >= 1 (CPU workers), got {wanted!r}")
-    return max(1, min(wanted, os.cpu_count() or 1))
+        raise UserError(f"suite {suite['name']}: {key} must be an integer >= 1, got {wanted!r}")
+    return max(1, min(wanted, cap)) if cap else wanted
 
 
 def apply_weights(jobs: list[Job], specs: list[str]) -> list[Job]:
@@ -191,7 +195,8 @@ def execute(todo: list[Job], results_dir: Path, args, execution: dict[str, Any])
     imports = absolute_imports(args.imports)
     if execution["executor"] == "slurm":
         return run_slurm(todo, str(results_dir), execution["slurm"], imports)
-    return run_local(todo, str(results_dir), execution["jobs"], args.threads, gpus=execution["gpus"], imports=imports)
+    return run_local(todo, str(results_dir), execution["jobs"], execution["threads"], gpus=execution["gpus"],
+                     imports=imports)
 
 
 def run_all(records: Iterable[Record | Skipped], n: int, results_dir: Path) -> list[Record]:

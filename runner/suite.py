@@ -43,7 +43,7 @@ from runner.jobs import Job
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 TOP_KEYS = {"name", "description", "extends", "seeds", "backbones", "benchmarks", "methods", "defaults",
-            "overrides", "experiments", "executor", "slurm", "jobs"}
+            "overrides", "experiments", "executor", "slurm", "jobs", "threads"}
 MERGED_KEYS = ("backbones", "benchmarks", "methods", "defaults")
 
 

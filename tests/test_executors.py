@@ -237,7 +237,7 @@ def test_bad_executor_settings_exit_2_and_write_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_suite_jobs_key_sets_cpu_workers_unless_jobs_is_given(tmp_path, capsys, monkeypatch):
+def test_suite_jobs_and_threads_keys_apply_unless_the_flags_are_given(tmp_path, capsys, monkeypatch):
     from runner.plan import plan_execution
 
     suite = suite_file(tmp_path, {"noop": {}})
@@ -247,6 +247,11 @@ def test_suite_jobs_key_sets_cpu_workers_unless_jobs_is_given(tmp_path, capsys, 
         body = {**data, **({"jobs": key} if key else {})}
         args = run_suite.parse_args(["--suite", "x"] + (["--jobs", str(flag)] if flag else []))
         assert plan_execution(args, {**body, "name": "x"})["jobs"] == want, (key, flag)
+    args = run_suite.parse_args(["--suite", "x"])
+    assert plan_execution(args, {**data, "name": "x"})["threads"] is None  # the executor's share of the cores
+    assert plan_execution(args, {**data, "threads": 1, "name": "x"})["threads"] == 1
+    assert plan_execution(run_suite.parse_args(["--suite", "x", "--threads", "2"]),
+                          {**data, "threads": 1, "name": "x"})["threads"] == 2
     data["jobs"] = 0
     suite.write_text(yaml.safe_dump(data))
     out = tmp_path / "res"
