@@ -30,7 +30,7 @@ from benchmarks import BENCHMARKS
 from core.errors import UserError  # re-exported: callers catch run_suite.UserError
 from methods import METHODS
 from runner.checks import probe_writable, storage_error
-from runner.cost import CostModel, cost_headline, cost_report
+from runner.cost import CostModel, cost_headline, cost_report, gpu_plan
 from runner.executors import import_plugins
 from runner.plan import REPO, Plan, execute, key_settings, plan, plan_status, run_all, select_todo
 from runner.status import format_status, suite_status
@@ -113,14 +113,6 @@ def print_jobs(jobs, args: argparse.Namespace) -> None:
               f"{key_settings(job.method_cfg)}")
     print()
     print(cost_report(jobs, model, gpu_plan(args.gpus)))
-
-def gpu_plan(gpus: str | None) -> list[tuple[int, int]] | None:
-    """``--gpus 0,0,1,1`` -> [(2 GPUs, 2 slots each)] for the dry run's wall-clock; None: its default plans."""
-    if not gpus or gpus.strip() == "all":
-        return None
-    ids = [g.strip() for g in gpus.split(",") if g.strip()]
-    return [(len(set(ids)), max(ids.count(g) for g in set(ids)))] if ids else None
-
 
 def run(args: argparse.Namespace) -> int:
     p: Plan = plan(args)

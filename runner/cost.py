@@ -296,6 +296,15 @@ def wall_clock_lines(jobs: list[Job], model: CostModel, plans: list[tuple[int, i
     return lines
 
 
+def gpu_plan(gpus: str | None) -> list[tuple[int, int]] | None:
+    """``--gpus 0,0,1,1`` -> [(2 GPUs, 2 slots each)] for the dry run's wall-clock; None (its default plans) when
+    not given or ``all``."""
+    if not gpus or gpus.strip() == "all":
+        return None
+    ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    return [(len(set(ids)), max(ids.count(g) for g in set(ids)))] if ids else None
+
+
 def default_plans(model: CostModel) -> list[tuple[int, int]]:
     """1, 4 and 8 GPUs with one job each, and with the measured best number of jobs per GPU (if measured)."""
     best = max(model.rates.slots, key=model.rates.slots.get) if model.rates is not None and model.rates.slots else 1

@@ -15,6 +15,12 @@ fields), then which combinations run::
       - {methods: [sd_lora], benchmarks: [split_fmnist], set: {lr: 0.02}}
     experiments:                                           # optional: default is the full product
       - {methods: [sd_lora, full_ft], benchmarks: [split_fmnist]}
+    jobs: 2                                                # optional: CPU workers when --jobs is not given
+    threads: 1                                             # optional: torch threads per job (default: cores / jobs)
+    executor: local                                        # optional: local or slurm, with a `slurm:` mapping
+
+``jobs`` is capped at one worker per core (runner/plan.py); ``threads`` fixed keeps a suite's records independent of
+the machine's core count (a full fine-tuning row's weight gradients round differently with 1 and 2 threads).
 
 A method's fields come from, last wins: its config class's defaults, the suite's ``defaults`` (only fields the
 method has; never the ``epochs``/``init_epochs`` of a ``TRAINING_FREE`` method), its entry, matching ``overrides``,

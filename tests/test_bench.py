@@ -157,3 +157,17 @@ def test_dataloader_bench_on_the_cifar_pipeline(capsys):
     rows = out["benchmarks"]["cifar100"]["workers"]
     assert set(rows) == {"0", "1"} and all(r["images_per_s"] > 0 for r in rows.values())
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(out))
+
+
+def test_performance_page_tables_are_the_stored_runs():
+    """docs/performance.md shows each stored throughput run as ``bench/throughput.py --table FILE`` prints it."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "performance.md").read_text()
+    blocks = re.findall(r"<!-- throughput-table: (\S+) -->\n(.*?)\n<!-- end -->", page, flags=re.DOTALL)
+    assert blocks, "docs/performance.md shows no stored throughput run"
+    for path, table in blocks:
+        result = json.loads((root / path).read_text())
+        assert table.strip() == tp.markdown_table(result), path
+        assert result["git_dirty"] is False and result["git_commit"], f"{path}: measured on a tree with changes"
