@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(FMNIST_WEIGHTS))
+    ap.add_argument("--classes", default=None,
+                    help="comma-separated labels to pretrain on (default: all 10; bench/mini_designs.py)")
     args = ap.parse_args(argv)
 
     import timm
@@ -40,9 +42,12 @@ def main(argv: list[str] | None = None) -> dict:
     torch.use_deterministic_algorithms(True)
     raw = load_fmnist()
     pre, _ = halves(len(raw["train_labels"]))
+    classes = sorted({int(c) for c in args.classes.split(",")}) if args.classes else list(range(10))
+    pre = pre[np.isin(raw["train_labels"][pre], classes)]
     x = to_tensor(raw["train_images"][pre])
     y = torch.from_numpy(raw["train_labels"][pre].astype(np.int64))
-    xt, yt = to_tensor(raw["test_images"]), torch.from_numpy(raw["test_labels"].astype(np.int64))
+    seen = np.isin(raw["test_labels"], classes)  # held-out accuracy on the pretraining classes
+    xt, yt = to_tensor(raw["test_images"][seen]), torch.from_numpy(raw["test_labels"][seen].astype(np.int64))
 
     model = timm.create_model("vit_fmnist_p7_28", pretrained=False, num_classes=10)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)

@@ -171,3 +171,20 @@ def test_performance_page_tables_are_the_stored_runs():
         result = json.loads((root / path).read_text())
         assert table.strip() == tp.markdown_table(result), path
         assert result["git_dirty"] is False and result["git_commit"], f"{path}: measured on a tree with changes"
+
+
+def test_mini_design_styles_and_bad_design_names():
+    import mini_designs as md
+    import torch
+
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(md.styled(x, "clean"), x)
+    assert torch.allclose(md.styled(x, "inverted"), 1 - x)
+    r = x
+    for _ in range(4):
+        r = md.styled(r, "rot90")
+    assert torch.equal(r, x) and not torch.equal(md.styled(x, "rot90"), x)
+    assert set(md.DESIGNS) >= {"quick", "held_out_classes", "inverted", "rot90"}
+    assert all(d["style"] in ("clean", "inverted", "rot90") for d in md.DESIGNS.values())
+    with pytest.raises(UserError, match="unknown nope"):
+        md.main(["--designs", "nope"])
