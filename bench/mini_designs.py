@@ -50,19 +50,10 @@ DESIGNS = {
 }
 
 
-def styled(x: torch.Tensor, style: str) -> torch.Tensor:
-    if style == "clean":
-        return x
-    if style == "inverted":
-        return 1.0 - x
-    if style == "rot90":
-        return torch.rot90(x, 1, dims=(2, 3)).contiguous()
-    raise ValueError(style)
-
-
 def stream(style: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train images, labels, test images, labels) of the continual half, 1,000 per class, in ``style``."""
     from benchmarks.fmnist import halves, load_fmnist, per_class_subset, to_tensor
+    from benchmarks.fmnist_styles import styled
 
     raw = load_fmnist()
     _, cont = halves(len(raw["train_labels"]))

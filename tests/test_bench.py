@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -177,14 +178,33 @@ def test_mini_design_styles_and_bad_design_names():
     import mini_designs as md
     import torch
 
+    from benchmarks.fmnist_styles import styled
+
     x = torch.rand(3, 1, 28, 28)
-    assert torch.equal(md.styled(x, "clean"), x)
-    assert torch.allclose(md.styled(x, "inverted"), 1 - x)
+    assert torch.equal(styled(x, "clean"), x)
+    assert torch.allclose(styled(x, "inverted"), 1 - x)
     r = x
     for _ in range(4):
-        r = md.styled(r, "rot90")
-    assert torch.equal(r, x) and not torch.equal(md.styled(x, "rot90"), x)
+        r = styled(r, "rot90")
+    assert torch.equal(r, x) and not torch.equal(styled(x, "rot90"), x)
     assert set(md.DESIGNS) >= {"quick", "held_out_classes", "inverted", "rot90"}
     assert all(d["style"] in ("clean", "inverted", "rot90") for d in md.DESIGNS.values())
     with pytest.raises(UserError, match="unknown nope"):
         md.main(["--designs", "nope"])
+
+
+def test_styled_fmnist_is_the_quick_stream_restyled():
+    from benchmarks import BENCHMARKS
+    from runner.suite import expand_jobs, load_suite
+
+    quick = BENCHMARKS.get("split_fmnist").obj(BENCHMARKS.make_config("split_fmnist", {}), 1993)
+    inv = BENCHMARKS.get("split_fmnist_styled").obj(BENCHMARKS.make_config("split_fmnist_styled", {}), 1993)
+    a, b = quick.scenario.train_stream[0].dataset, inv.scenario.train_stream[0].dataset
+    assert len(a) == len(b) and quick.class_order == inv.class_order
+    for i in (0, len(a) - 1):
+        assert torch.allclose(b[i][0], 1 - a[i][0]) and b[i][1] == a[i][1]
+    with pytest.raises(UserError, match="style must be one of"):
+        BENCHMARKS.make_config("split_fmnist_styled", {"style": "sketch"})
+    jobs = expand_jobs(load_suite("mini"))
+    assert {j.benchmark_name for j in jobs} == {"split_fmnist_styled"} and len(jobs) == 42
+    assert {j.method for j in jobs} == {j.method for j in expand_jobs(load_suite("quick"))}
