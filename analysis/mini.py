@@ -1,0 +1,138 @@
+"""Does a CPU suite separate methods as issue 17 asks? Its requirements, measured from the suite's records.
+
+    python -m analysis.mini --results-dir docs/results/mini --probe docs/results/mini/designs.json --design inverted
+
+Prints a Markdown table, one requirement per row (what is measured, the value, the bound, whether it holds), then
+the Kendall rank correlation between the suite's method ranking (final class-incremental Acc, seed means) and the
+paper's ImageNet-R N=10 ranking (``results/reference/paper_results.csv``, methods both have), as a diagnostic, not a
+target. The linear probe comes from ``bench/mini_designs.py`` (``--probe``, repeatable: one file per seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import kendalltau
+
+from analysis.records import done, load_records, mean_se, paper_key
+from core.errors import UserError
+from methods import METHODS
+
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "paper_results.csv"
+ADAPTERS = ("sd_lora", "sd_lora_rr", "sd_lora_kd", "seq_lora", "inflora")  # LoRA-family rows of the CPU suites
+BOUNDS = {"wall_min": 20.0, "joint_minus_simple_cil": 10.0, "joint_minus_probe": 10.0, "spread_over_se": 5.0,
+          "adapter_til_minus_full_ft": 5.0}
+
+
+def seed_means(df: pd.DataFrame, metric: str) -> dict[str, tuple[float, float, int]]:
+    """method -> (mean, standard error, seeds) of ``metric`` over the done records."""
+    return {m: mean_se(g[metric]) for m, g in df.groupby("method", sort=False)}
+
+
+def wall_minutes(df: pd.DataFrame) -> float:
+    """First job's start to last job's end, from the records' provenance."""
+    starts = [dt.datetime.fromisoformat(r["provenance"]["started"]) for r in df["record"]]
+    ends = [dt.datetime.fromisoformat(r["provenance"]["finished"]) for r in df["record"]]
+    return (max(ends) - min(starts)).total_seconds() / 60
+
+
+def probe_mean(paths: list[Path], design: str) -> tuple[float, int]:
+    values = []
+    for path in paths:
+        try:
+            values.append(json.loads(path.read_text())["designs"][design]["linear_probe"])
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"--probe {path}: no linear probe for design {design!r} ({err}); "
+                            "write it with python bench/mini_designs.py --out FILE") from None
+    return float(np.mean(values)), len(values)
+
+
+def paper_acc(benchmark: str = "imagenet_r", n_tasks: int = 10, reference: Path = REFERENCE) -> dict[str, float]:
+    """The paper's final Acc per method name of the reference CSV (its main table's rows)."""
+    lines = [ln for ln in reference.read_text().splitlines() if ln and not ln.startswith("#")]
+    return {r["method"]: float(r["acc"]) for r in csv.DictReader(lines)
+            if r["benchmark"] == benchmark and int(r["n_tasks"]) == n_tasks and r["method"] in PAPER_TABLE_METHODS}
+
+
+# the paper's Table 2 rows (its ablation rows are other configurations of SD-LoRA, not methods)
+PAPER_TABLE_METHODS = ("full_ft", "l2p", "dualprompt", "coda_prompt", "hide_prompt", "inflora", "sd_lora",
+                       "sd_lora_rr", "sd_lora_kd")
+
+
+def rank_agreement(acc: dict[str, float], reference: Path = REFERENCE) -> tuple[float, float, list[str]]:
+    """(Kendall tau, p-value, methods compared) between our seed-mean Acc and the paper's ImageNet-R N=10 Acc."""
+    paper = paper_acc(reference=reference)
+    ours = {paper_key(m): a for m, a in acc.items() if paper_key(m) in paper}
+    common = sorted(ours)
+    if len(common) < 3:
+        raise UserError(f"only {len(common)} methods shared with the paper's ImageNet-R N=10 rows; need 3")
+    tau, p = kendalltau([ours[m] for m in common], [paper[m] for m in common])
+    return float(tau), float(p), common
+
+
+def requirements(df: pd.DataFrame, probe: float | None) -> list[dict]:
+    acc, til = seed_means(df, "acc"), seed_means(df, "til_acc")
+    for needed in ("joint", "simple_cil", "full_ft"):
+        if needed not in acc:
+            raise UserError(f"the records hold no {needed} row; the requirements compare against it")
+    names = dict(zip(df["method"], df["method_name"], strict=False))
+    ranked = {m: v for m, v in acc.items() if METHODS.get(names[m]).info.group != "reference"}
+    spread = max(v[0] for v in ranked.values()) - min(v[0] for v in ranked.values())
+    max_se = max(v[1] for v in ranked.values())
+    adapters = [m for m in ADAPTERS if m in til]
+    rows = [
+        ("suite wall-clock (minutes, from the records)", wall_minutes(df), "<=", BOUNDS["wall_min"]),
+        ("joint Acc - SimpleCIL Acc", acc["joint"][0] - acc["simple_cil"][0], ">=", BOUNDS["joint_minus_simple_cil"]),
+    ]
+    if probe is not None:
+        rows.append(("joint Acc - linear probe of the frozen backbone", acc["joint"][0] - probe, ">=",
+                     BOUNDS["joint_minus_probe"]))
+    rows += [
+        ("spread of method means / largest standard error (joint left out)", spread / max_se, ">=",
+         BOUNDS["spread_over_se"]),
+        ("lowest adapter task-incr. Acc - full_ft task-incr. Acc", min(til[m][0] for m in adapters) - til["full_ft"][0],
+         ">=", BOUNDS["adapter_til_minus_full_ft"]),
+    ]
+    return [{"requirement": name, "value": round(value, 2), "bound": f"{op} {bound:g}",
+             "holds": bool(value <= bound if op == "<=" else value >= bound)} for name, value, op, bound in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.mini", description=__doc__.splitlines()[0])
+    ap.add_argument("--results-dir", type=Path, required=True)
+    ap.add_argument("--probe", type=Path, action="append", default=[], help="bench/mini_designs.py JSON (per seed)")
+    ap.add_argument("--design", default="inverted", help="the probe's design that the suite runs")
+    args = ap.parse_args(argv)
+    try:
+        df = done(load_records(args.results_dir))
+        if df.empty:
+            raise UserError(f"--results-dir {args.results_dir}: no done records")
+        probe, n_probe = probe_mean(args.probe, args.design) if args.probe else (None, 0)
+        rows = requirements(df, probe)
+        acc = {m: v[0] for m, v in seed_means(df, "acc").items()}
+        tau, p, common = rank_agreement(acc)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("| requirement | measured | bound | holds |")
+    print("|---|---:|---|---|")
+    for r in rows:
+        print(f"| {r['requirement']} | {r['value']:.2f} | {r['bound']} | {'yes' if r['holds'] else 'no'} |")
+    if probe is not None:
+        print(f"\nlinear probe: {probe:.2f} (mean of {n_probe} seed(s), design {args.design})")
+    order = sorted(acc, key=acc.get, reverse=True)
+    print("ranking (seed-mean Acc): " + " > ".join(f"{m} {acc[m]:.2f}" for m in order))
+    print(f"Kendall tau vs the paper's ImageNet-R N=10 Acc over {len(common)} methods ({', '.join(common)}): "
+          f"{tau:.3f} (p = {p:.3f}); a diagnostic, not a target")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

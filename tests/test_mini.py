@@ -1,0 +1,66 @@
+"""analysis.mini: issue 17's requirements measured from a suite's records, and the rank agreement with the paper."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from scipy.stats import kendalltau
+
+from analysis import mini
+from analysis.records import done, load_records
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "docs" / "results" / "quick"
+
+
+def test_requirements_are_the_seed_means_of_the_records():
+    df = done(load_records(QUICK))
+    acc = df.groupby("method")["acc"].mean()
+    til = df.groupby("method")["til_acc"].mean()
+    rows = {r["requirement"]: r for r in mini.requirements(df, probe=80.0)}
+    assert rows["joint Acc - SimpleCIL Acc"]["value"] == pytest.approx(acc["joint"] - acc["simple_cil"], abs=0.005)
+    assert rows["joint Acc - SimpleCIL Acc"]["holds"] is False  # the quick suite: prototypes equal joint training
+    assert rows["joint Acc - linear probe of the frozen backbone"]["value"] == pytest.approx(acc["joint"] - 80, abs=0.005)
+    low = min(til[m] for m in mini.ADAPTERS)
+    key = "lowest adapter task-incr. Acc - full_ft task-incr. Acc"
+    assert rows[key]["value"] == pytest.approx(low - til["full_ft"], abs=0.005)
+    ranked = df[df["method"] != "joint"].groupby("method")["acc"]
+    se = ranked.std(ddof=1) / ranked.count() ** 0.5
+    spread = (ranked.mean().max() - ranked.mean().min()) / se.max()
+    assert rows["spread of method means / largest standard error (joint left out)"]["value"] == pytest.approx(
+        spread, abs=0.005)
+
+
+def test_rank_agreement_is_kendall_tau_over_the_shared_paper_rows():
+    paper = mini.paper_acc()
+    assert set(paper) == set(mini.PAPER_TABLE_METHODS)
+    ours = {m: float(i) for i, m in enumerate(sorted(paper))}
+    tau, _p, common = mini.rank_agreement({**ours, "joint": 99.0, "ewc": 1.0})
+    assert common == sorted(paper)  # joint and EWC are no rows of the paper's table
+    assert tau == pytest.approx(kendalltau([ours[m] for m in common], [paper[m] for m in common])[0])
+
+
+def test_cli_prints_the_table_and_refuses_a_bad_probe(tmp_path, capsys):
+    probe = tmp_path / "designs.json"
+    probe.write_text(json.dumps({"designs": {"quick": {"linear_probe": 84.0}}}))
+    assert mini.main(["--results-dir", str(QUICK), "--probe", str(probe), "--design", "quick"]) == 0
+    out = capsys.readouterr().out
+    assert "| joint Acc - SimpleCIL Acc |" in out and "Kendall tau" in out
+    assert mini.main(["--results-dir", str(QUICK), "--probe", str(probe), "--design", "nope"]) == 2
+    assert "no linear probe for design 'nope'" in capsys.readouterr().err
+
+
+def test_design_page_requirements_are_what_the_committed_records_give(capsys):
+    page = (ROOT / "docs" / "results" / "mini" / "DESIGN.md").read_text()
+    shown = page.split("<!-- mini:requirements:start -->\n")[1].split("\n<!-- mini:requirements:end -->")[0]
+    mini_dir = ROOT / "docs" / "results" / "mini"
+    probes = [mini_dir / "designs.json", mini_dir / "designs_inverted_1994.json", mini_dir / "designs_inverted_1995.json"]
+    argv = ["--results-dir", str(mini_dir), "--design", "inverted"]
+    for probe in probes:
+        argv += ["--probe", str(probe)]
+    assert mini.main(argv) == 0
+    assert capsys.readouterr().out.strip() == shown.strip()
+    for probe in probes:
+        assert json.loads(probe.read_text())["git_dirty"] is False
