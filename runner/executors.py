@@ -166,7 +166,9 @@ def slots_for(free_mb: float | None, job_mb: float | None, optimum: int) -> int:
 
 def slot_policy() -> tuple[int, float | None, str]:
     """(jobs per GPU with the highest measured total throughput, peak MB of one job, where both come from): the
-    newest GPU measurement stored in results/reference/rates/ (docs/performance.md); 1 when none is stored."""
+    newest GPU measurement stored in results/reference/rates/ (docs/performance.md); 1 when none is stored. The
+    peak is the costliest method's ``max_memory_allocated`` in the throughput bench, whose process also holds its
+    floor ViTs: an overestimate of one job, so the memory cap errs towards fewer slots."""
     from runner.cost import stored_rates
 
     gpu = [r for r in stored_rates() if r.on_gpu]
