@@ -64,3 +64,14 @@ def test_design_page_requirements_are_what_the_committed_records_give(capsys):
     assert capsys.readouterr().out.strip() == shown.strip()
     for probe in probes:
         assert json.loads(probe.read_text())["git_dirty"] is False
+
+
+def test_design_page_tables_are_generated_from_the_committed_records(tmp_path):
+    from analysis.readme import main as readme_main
+
+    page = ROOT / "docs" / "results" / "mini" / "DESIGN.md"
+    copy = tmp_path / "DESIGN.md"
+    copy.write_text(page.read_text())
+    for folder in ("mini", "mini_epochs"):
+        readme_main(["--results-dir", str(ROOT / "docs" / "results" / folder), "--readme", str(copy), "--name", folder])
+    assert copy.read_text() == page.read_text(), "regenerate with python -m analysis.readme (see the page)"
