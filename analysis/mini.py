@@ -11,7 +11,6 @@ target. The linear probe comes from ``bench/mini_designs.py`` (``--probe``, repe
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import sys
@@ -22,10 +21,10 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from analysis.records import done, load_records, mean_se, paper_key
+from analysis.tables import PAPER_RESULTS, PAPER_TABLES, _read_reference
 from core.errors import UserError
 from methods import METHODS
 
-REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "paper_results.csv"
 ADAPTERS = ("sd_lora", "sd_lora_rr", "sd_lora_kd", "seq_lora", "inflora")  # LoRA-family rows of the CPU suites
 BOUNDS = {"wall_min": 20.0, "joint_minus_simple_cil": 10.0, "joint_minus_probe": 10.0, "spread_over_se": 5.0,
           "adapter_til_minus_full_ft": 5.0}
@@ -54,19 +53,17 @@ def probe_mean(paths: list[Path], design: str) -> tuple[float, int]:
     return float(np.mean(values)), len(values)
 
 
-def paper_acc(benchmark: str = "imagenet_r", n_tasks: int = 10, reference: Path = REFERENCE) -> dict[str, float]:
-    """The paper's final Acc per method name of the reference CSV (its main table's rows)."""
-    lines = [ln for ln in reference.read_text().splitlines() if ln and not ln.startswith("#")]
-    return {r["method"]: float(r["acc"]) for r in csv.DictReader(lines)
-            if r["benchmark"] == benchmark and int(r["n_tasks"]) == n_tasks and r["method"] in PAPER_TABLE_METHODS}
+def paper_acc(benchmark: str = "imagenet_r", n_tasks: int = 10, reference: Path = PAPER_RESULTS) -> dict[str, float]:
+    """The paper's final Acc per method name of the reference CSV, from the table that reports ``benchmark`` at
+    ``n_tasks`` (ImageNet-R: Table 2; the ablation rows of Table 4 are configurations of SD-LoRA, not methods)."""
+    table = next(t for t, layout in PAPER_TABLES.items() if not layout.requires and any(
+        c.benchmark_name == benchmark and c.n_tasks == n_tasks for c in layout.columns))
+    ref = _read_reference(reference)
+    rows = ref[(ref["table"] == table) & (ref["benchmark"] == benchmark) & (ref["n_tasks"] == n_tasks)]
+    return dict(zip(rows["method"], rows["acc"].astype(float), strict=True))
 
 
-# the paper's Table 2 rows (its ablation rows are other configurations of SD-LoRA, not methods)
-PAPER_TABLE_METHODS = ("full_ft", "l2p", "dualprompt", "coda_prompt", "hide_prompt", "inflora", "sd_lora",
-                       "sd_lora_rr", "sd_lora_kd")
-
-
-def rank_agreement(acc: dict[str, float], reference: Path = REFERENCE) -> tuple[float, float, list[str]]:
+def rank_agreement(acc: dict[str, float], reference: Path = PAPER_RESULTS) -> tuple[float, float, list[str]]:
     """(Kendall tau, p-value, methods compared) between our seed-mean Acc and the paper's ImageNet-R N=10 Acc."""
     paper = paper_acc(reference=reference)
     ours = {paper_key(m): a for m, a in acc.items() if paper_key(m) in paper}

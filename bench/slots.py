@@ -26,25 +26,23 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def worker(args: argparse.Namespace, barrier, out_q) -> None:
-    from throughput import make_backbone, sync  # bench/ is sys.path[0] in the spawned process too
+    from throughput import frozen_step, make_backbone, sync  # bench/ is sys.path[0] in the spawned process too
 
     if args.device == "cpu":
         torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = make_backbone(args.model, args.img_size, args.device).requires_grad_(False).train()
+    model = make_backbone(args.model, args.img_size, args.device).requires_grad_(False)
     head = torch.nn.Linear(model.num_features, 10).to(args.device).requires_grad_(False)
     x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=args.device)
     y = torch.randint(0, 10, (args.batch,), device=args.device)
 
     def step() -> None:
-        xi = x.detach().requires_grad_(True)
-        F.cross_entropy(head(model(xi)), y).backward()
+        frozen_step(model, head, x, y)
 
     for _ in range(args.warmup):
         step()

@@ -169,11 +169,7 @@ class Floors:
             loss.backward()
             self.full_opt.step()
             return
-        self.frozen.train()
-        x = x.detach().requires_grad_(True)  # activation backward only: no weight gradients
-        with autocast(x.device.type, prec):
-            loss = F.cross_entropy(self.head(self.frozen(x)).float(), y)
-        loss.backward()
+        frozen_step(self.frozen, self.head, x, y, prec)
 
     def warm_up(self, batch: int, img_size: int, device: str, steps: int) -> None:
         """A few floor steps of every kind before the first method (the allocator's first large buffers and
@@ -191,6 +187,16 @@ class Floors:
         with autocast(x.device.type, prec):
             for _ in range(passes):
                 self.head(self.frozen(x))
+
+
+def frozen_step(model: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, prec: str = "fp32") -> None:
+    """The adapter methods' training floor: a frozen ViT's forward and activation backward (no weight gradients).
+    Also each job of bench/slots.py."""
+    model.train()
+    x = x.detach().requires_grad_(True)  # activation backward only: no weight gradients
+    with autocast(x.device.type, prec):
+        loss = F.cross_entropy(head(model(x)).float(), y)
+    loss.backward()
 
 
 def make_backbone(model: str, img_size: int, device: str) -> nn.Module:

@@ -80,6 +80,11 @@ class Rates:
     def on_gpu(self) -> bool:
         return self.device.startswith("cuda")
 
+    @property
+    def best_slots(self) -> int:
+        """Jobs per GPU with the highest measured total throughput (1 where several jobs were not measured)."""
+        return max(self.slots, key=self.slots.get) if self.slots else 1
+
     def figures(self, method: str) -> dict:
         return self.methods.get(method, {}).get("images_per_s", {})
 
@@ -113,6 +118,12 @@ def stored_rates(rates_dir: Path = RATES_DIR) -> list[Rates]:
     return sorted((Rates.load(p) for p in sorted(rates_dir.glob("*.json"))), key=lambda r: r.date)
 
 
+def newest_gpu_rates(rates_dir: Path = RATES_DIR) -> Rates | None:
+    """The newest stored rates measured on a GPU (what ``--dry-run`` and ``--gpus all`` read), None if none is."""
+    gpu = [r for r in stored_rates(rates_dir) if r.on_gpu]
+    return gpu[-1] if gpu else None
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Seconds per job from measured rates, or from the official logs' calibration when ``rates`` is None."""
@@ -122,10 +133,7 @@ class CostModel:
     @classmethod
     def choose(cls, path: str | None = None, rates_dir: Path = RATES_DIR) -> CostModel:
         """``--rates PATH`` when given, else the newest stored GPU measurement, else the calibration."""
-        if path:
-            return cls(Rates.load(path))
-        gpu = [r for r in stored_rates(rates_dir) if r.on_gpu]
-        return cls(gpu[-1] if gpu else None)
+        return cls(Rates.load(path) if path else newest_gpu_rates(rates_dir))
 
     @property
     def unit(self) -> str:
@@ -307,7 +315,7 @@ def gpu_plan(gpus: str | None) -> list[tuple[int, int]] | None:
 
 def default_plans(model: CostModel) -> list[tuple[int, int]]:
     """1, 4 and 8 GPUs with one job each, and with the measured best number of jobs per GPU (if measured)."""
-    best = max(model.rates.slots, key=model.rates.slots.get) if model.rates is not None and model.rates.slots else 1
+    best = model.rates.best_slots if model.rates is not None else 1
     return [(g, s) for g in (1, 4, 8) for s in dict.fromkeys((1, best))]
 
 

@@ -169,13 +169,12 @@ def slot_policy() -> tuple[int, float | None, str]:
     newest GPU measurement stored in results/reference/rates/ (docs/performance.md); 1 when none is stored. The
     peak is the costliest method's ``max_memory_allocated`` in the throughput bench, whose process also holds its
     floor ViTs: an overestimate of one job, so the memory cap errs towards fewer slots."""
-    from runner.cost import stored_rates
+    from runner.cost import newest_gpu_rates
 
-    gpu = [r for r in stored_rates() if r.on_gpu]
-    if not gpu or not gpu[-1].slots:
+    rates = newest_gpu_rates()
+    if rates is None or not rates.slots:
         return 1, None, "one job per GPU: no measurement of several jobs per GPU is stored in results/reference/rates/"
-    rates = gpu[-1]
-    optimum = max(rates.slots, key=rates.slots.get)
+    optimum = rates.best_slots
     peaks = [m.get("peak_mem_mb", {}).get("last", 0.0) for m in rates.methods.values()]
     return optimum, max(peaks) or None, f"optimum {optimum} per GPU and peak memory from {rates.describe()}"
 
