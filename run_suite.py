@@ -32,7 +32,18 @@ from methods import METHODS
 from runner.checks import probe_writable, storage_error
 from runner.cost import CostModel, cost_headline, cost_report, gpu_plan
 from runner.executors import import_plugins
-from runner.plan import REPO, Plan, execute, key_settings, plan, plan_status, run_all, select_todo
+from runner.plan import (
+    REPO,
+    Plan,
+    execute,
+    key_settings,
+    plan,
+    plan_status,
+    recipe_note,
+    resolve_recipe,
+    run_all,
+    select_todo,
+)
 from runner.status import format_status, suite_status
 from runner.store import ResultStore
 from runner.suite import list_suites
@@ -118,7 +129,11 @@ def run(args: argparse.Namespace) -> int:
     p: Plan = plan(args)
     if args.dry_run:
         print_jobs(p.jobs, args)
+        note = recipe_note(p, args)
+        if note:
+            print(note)
         return 0
+    p = resolve_recipe(p, args)
     store = ResultStore(p.results_dir)
     todo, n_done, stale = select_todo(p.jobs, store, force=args.force, retry_failed=args.retry_failed,
                                       rerun_stale=args.rerun_stale)

@@ -21,10 +21,12 @@ import benchmarks  # noqa: F401  (registers the built-in benchmarks)
 import methods  # noqa: F401  (registers the built-in methods)
 from benchmarks.prepare import prepare_jobs
 from core.errors import UserError
+from runner import recipe
 from runner.checks import device_problems, folder_problems, path_problems
 from runner.executors import absolute_imports, import_plugins, parse_gpus, run_local
 from runner.jobs import Job
 from runner.locks import Skipped
+from runner.recipe import RecipeRule
 from runner.record import Record
 from runner.slurm import SlurmSettings, available, run_slurm
 from runner.smoke import smoke_jobs
@@ -70,7 +72,40 @@ def select(args, smoke: bool) -> tuple[dict[str, Any], str, list[Job], Path]:
     results_dir = Path(args.results_dir) if args.results_dir else REPO / "results" / name
     if args.smoke and smoke:
         jobs = smoke_jobs(jobs, results_dir / "smoke_data")
+    elif not args.smoke:  # the recipe rule's stored choices (runner/recipe.py); a smoke run keeps the entries'
+        jobs, _ = recipe.apply(RecipeRule.from_suite(suite), jobs, suite_jobs(suite, args), results_dir)
     return suite, name, jobs, results_dir
+
+
+def suite_jobs(suite: dict[str, Any], args) -> list[Job]:
+    """Every job of the suite, unnarrowed (the recipe rule's probes), with --weights."""
+    return apply_weights(expand_jobs(suite), args.weights)
+
+
+def resolve_recipe(p: Plan, args) -> Plan:
+    """A real run makes the recipe rule's missing choices (training its probes) before the jobs, then applies them."""
+    rule = RecipeRule.from_suite(p.suite)
+    if rule is None or args.smoke:
+        return p
+    everything = [replace(job, runtime={**job.runtime, "device": args.device}) for job in suite_jobs(p.suite, args)]
+    recipe.select(rule, everything, p.jobs, p.results_dir, p.execution["jobs"], p.execution["threads"])
+    jobs, pending = recipe.apply(rule, p.jobs, everything, p.results_dir)
+    if pending:  # cannot happen unless recipe.json could not be written
+        raise UserError(f"recipe: {pending} choice(s) could not be stored in {p.results_dir / 'recipe.json'}")
+    return replace(p, jobs=jobs)
+
+
+def recipe_note(p: Plan, args) -> str | None:
+    """A dry run's line on the recipe rule: which choices are stored and how many the run would make first."""
+    rule = RecipeRule.from_suite(p.suite)
+    if rule is None or args.smoke:
+        return None
+    _, pending = recipe.apply(rule, p.jobs, suite_jobs(p.suite, args), p.results_dir)
+    runs = len(rule.lrs or [0]) * len(rule.epochs or [0])
+    stored = "" if not (Path(p.results_dir) / "recipe.json").exists() else f"; stored: {p.results_dir / 'recipe.json'}"
+    return (f"recipe rule: lr in {list(rule.lrs)}, epochs in {list(rule.epochs)} per family, on {rule.validation:g} of "
+            f"the first task held out (runner/recipe.py); {pending} choice(s) to make first ({pending * runs} "
+            f"validation runs){stored}")
 
 
 def plan(args) -> Plan:

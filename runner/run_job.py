@@ -20,6 +20,7 @@ import subprocess
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,13 +167,16 @@ class _Run:
     loader_kw: dict
 
 
-def _build(job: Job, log: logging.Logger, provenance: Provenance) -> _Run:
+def build_run(job: Job, log: logging.Logger, provenance: Provenance,
+              bench: Callable[[Any], Any] | None = None) -> _Run:
+    """Benchmark, backbone and strategy of ``job``; ``bench`` may turn the built benchmark into another (the recipe
+    rule's validation split of the first task, runner/recipe.py) before anything else is built."""
     rt = job.runtime
     configure_threads(rt.get("threads"))
     device = resolve_device(rt.get("device", "auto"))
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     seed_everything(job.seed)
-    bench = BENCHMARKS.get(job.benchmark_name).obj(job.benchmark_cfg, job.seed)
+    bench = (bench or (lambda b: b))(BENCHMARKS.get(job.benchmark_name).obj(job.benchmark_cfg, job.seed))
     seed_everything(job.seed)  # the benchmark builder may touch RNGs; the model starts from a known state
     backbone, prov = build_backbone(job.backbone_cfg)
     prov["weights_path"] = portable_path(prov["weights_path"])
@@ -188,7 +192,7 @@ def _build(job: Job, log: logging.Logger, provenance: Provenance) -> _Run:
 
 def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, record: Record) -> None:
     """Train and evaluate task by task (resuming where a resume state says), filling ``record``'s results."""
-    run = _build(job, log, record.provenance)
+    run = build_run(job, log, record.provenance)
     bench, strategy, device = run.bench, run.strategy, run.device
     # progress = the record fields that grow task by task; exactly what a resume state carries
     progress: dict[str, Any] = {"acc_matrix": [], "til_matrix": [], "pooled_acc": [], "til_pooled_acc": [],

@@ -18,6 +18,8 @@ fields), then which combinations run::
     jobs: 2                                                # optional: CPU workers when --jobs is not given
     threads: 1                                             # optional: torch threads per job (default: cores / jobs)
     executor: local                                        # optional: local or slurm, with a `slurm:` mapping
+    recipe: {...}                                          # optional: lr/epochs per method family, chosen on a
+                                                           # validation split by code (runner/recipe.py)
 
 ``jobs`` is capped at one worker per core (runner/plan.py); ``threads`` fixed keeps a suite's records independent of
 the machine's core count (a full fine-tuning row's weight gradients round differently with 1 and 2 threads).
@@ -49,7 +51,7 @@ from runner.jobs import Job
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 TOP_KEYS = {"name", "description", "extends", "seeds", "backbones", "benchmarks", "methods", "defaults",
-            "overrides", "experiments", "executor", "slurm", "jobs", "threads"}
+            "overrides", "experiments", "executor", "slurm", "jobs", "threads", "recipe"}
 MERGED_KEYS = ("backbones", "benchmarks", "methods", "defaults")
 
 

@@ -1,0 +1,269 @@
+"""A suite's recipe rule: training settings chosen per method family on a validation split, by code, before any job.
+
+A suite may declare (``recipe:``, inherited through ``extends`` like every top-level key; ``recipe: null`` drops it)::
+
+    recipe:
+      validation: 0.2              # fraction of the first task's training images held out, per class
+      seed: 1993                   # class order, split and initialisation of the selection runs
+      grid: {lr: [0.003, 0.01, 0.03, 0.1], epochs: [2]}
+      families:                    # suite method labels; the first is the family's probe
+        full: [full_ft, ewc, lwf, joint]
+        lora: [sd_lora, sd_lora_rr, sd_lora_kd, seq_lora]
+
+For each benchmark of the suite and each family with a selected member, the probe is trained on the first task's
+other images at every grid point (from its own suite config, only ``lr`` and ``epochs`` changed) and scored by its
+accuracy on the held-out images; the best point (ties: fewer epochs, then the smaller lr) becomes ``lr`` and
+``epochs`` of every member on that benchmark. Test images are never seen by the rule. A family's probe stands for
+its members because on the first task they train the same parameters with the same loss (full fine-tuning, EWC,
+LwF and joint training; the LoRA methods before any direction is frozen); a method unlike the others is a family
+of its own.
+
+The choices are kept in ``<results>/recipe.json`` with every grid point's validation accuracy, keyed by a hash of
+the rule, the probe's config and its code, so a resumed or repeated run reuses them and a changed rule or method
+selects again. Each job then carries its family's choice in ``runtime["recipe"]`` (kept in its record).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.config import stable_hash
+from core.errors import UserError
+from runner.jobs import Job
+from runner.store import atomic_write_text
+
+RULE_KEYS = ("validation", "seed", "grid", "families")
+GRID_KEYS = ("lr", "epochs")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    members: tuple[str, ...]  # suite method labels; members[0] is the probe
+
+    @property
+    def probe(self) -> str:
+        return self.members[0]
+
+
+@dataclass(frozen=True)
+class RecipeRule:
+    """A suite's ``recipe:`` mapping, checked (bad values exit 2 naming the fix)."""
+
+    validation: float
+    seed: int
+    lrs: tuple[float, ...]
+    epochs: tuple[int, ...]
+    families: tuple[Family, ...]
+
+    @classmethod
+    def from_suite(cls, suite: dict) -> RecipeRule | None:
+        spec = suite.get("recipe")
+        if spec is None:
+            return None
+        where = f"suite {suite['name']}: recipe"
+        if not isinstance(spec, dict) or sorted(spec) != sorted(RULE_KEYS):
+            raise UserError(f"{where} must be a mapping with exactly the keys {', '.join(RULE_KEYS)}")
+        grid, families = spec["grid"], spec["families"]
+        if not isinstance(grid, dict) or not set(grid) <= set(GRID_KEYS) or not grid:
+            raise UserError(f"{where}.grid must map some of {', '.join(GRID_KEYS)} to lists of values")
+        lrs, epochs = tuple(grid.get("lr") or ()), tuple(grid.get("epochs") or ())
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in lrs):
+            raise UserError(f"{where}.grid.lr must be a list of learning rates > 0, got {lrs}")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in epochs):
+            raise UserError(f"{where}.grid.epochs must be a list of integers >= 1, got {epochs}")
+        fraction, seed = spec["validation"], spec["seed"]
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise UserError(f"{where}.validation must be a fraction in (0, 1), got {fraction!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise UserError(f"{where}.seed must be an integer, got {seed!r}")
+        if not isinstance(families, dict) or not families or not all(
+                isinstance(m, list) and m and all(isinstance(x, str) for x in m) for m in families.values()):
+            raise UserError(f"{where}.families must map each family name to a non-empty list of method labels")
+        labels = [m for members in families.values() for m in members]
+        twice = sorted({m for m in labels if labels.count(m) > 1})
+        if twice:
+            raise UserError(f"{where}.families: {', '.join(twice)} in more than one family; give each one family")
+        unknown = sorted(set(labels) - set(suite.get("methods") or {}))
+        if unknown:
+            raise UserError(f"{where}.families name(s) {', '.join(unknown)} not among the suite's methods; "
+                            "use the suite's method labels")
+        return cls(float(fraction), seed, tuple(float(v) for v in lrs), epochs,
+                   tuple(Family(str(k), tuple(v)) for k, v in families.items()))
+
+    def points(self, job: Job) -> list[dict[str, Any]]:
+        """The grid points for a probe job (an axis the rule leaves out keeps the job's own value)."""
+        lrs = self.lrs or (job.method_cfg.lr,)
+        epochs = self.epochs or (job.method_cfg.epochs,)
+        return [{"epochs": e, "lr": lr} for e in sorted(epochs) for lr in sorted(lrs)]
+
+    def family_of(self, label: str) -> Family | None:
+        return next((f for f in self.families if label in f.members), None)
+
+    def describe(self) -> dict[str, Any]:
+        return {"validation": self.validation, "seed": self.seed, "lr": list(self.lrs), "epochs": list(self.epochs),
+                "families": {f.name: list(f.members) for f in self.families}}
+
+
+def check_training(rule: RecipeRule, jobs: list[Job]) -> None:
+    """Every family member must train (a training-free method has nothing to choose)."""
+    for job in jobs:
+        if rule.family_of(job.method) and getattr(job.method_cfg, "TRAINING_FREE", False):
+            raise UserError(f"recipe: {job.method} trains nothing (training-free); remove it from recipe.families")
+
+
+def probe_jobs(rule: RecipeRule, jobs: list[Job]) -> dict[tuple[str, str], Job]:
+    """(benchmark label, family) -> the probe's job at the rule's seed, for every family with a member in ``jobs``.
+
+    ``jobs`` is the suite's unnarrowed job list: a ``--methods`` selection without the probe still needs its config.
+    """
+    need = {(j.benchmark, f.name) for j in jobs if (f := rule.family_of(j.method))}
+    probes: dict[tuple[str, str], Job] = {}
+    for job in jobs:
+        family = rule.family_of(job.method)
+        if family and job.method == family.probe and (job.benchmark, family.name) in need:
+            probes.setdefault((job.benchmark, family.name), replace(job, seed=rule.seed))
+    missing = sorted(need - set(probes))
+    if missing:
+        bench, family = missing[0]
+        raise UserError(f"recipe: family {family} has no job of its probe {rule_probe(rule, family)} on benchmark "
+                        f"{bench}; add that pair to the suite's experiments or put another member first")
+    return probes
+
+
+def rule_probe(rule: RecipeRule, family: str) -> str:
+    return next(f.probe for f in rule.families if f.name == family)
+
+
+def cache_key(rule: RecipeRule, probe: Job) -> str:
+    return stable_hash({"rule": rule.describe(), "probe": probe.config(), "code": probe.code_hash()})
+
+
+def load_choices(results_dir: Path) -> dict[str, Any]:
+    path = Path(results_dir) / "recipe.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text()).get("choices", {})
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def apply(rule: RecipeRule | None, jobs: list[Job], all_jobs: list[Job], results_dir: Path) -> tuple[list[Job], int]:
+    """(jobs with their family's stored choice applied, number of (benchmark, family) choices still to make)."""
+    if rule is None:
+        return jobs, 0
+    check_training(rule, jobs)
+    choices = load_choices(results_dir)
+    probes = probe_jobs(rule, all_jobs)
+    pending = 0
+    ready: dict[tuple[str, str], dict] = {}
+    for key, probe in probes.items():
+        stored = choices.get(f"{key[0]}/{key[1]}")
+        if stored is not None and stored.get("key") == cache_key(rule, probe):
+            ready[key] = stored
+        else:
+            pending += 1
+    out = []
+    for job in jobs:
+        family = rule.family_of(job.method)
+        choice = ready.get((job.benchmark, family.name)) if family else None
+        if choice is not None:
+            cfg = job.method_cfg.replace(lr=choice["lr"], epochs=choice["epochs"])
+            runtime = {**job.runtime, "recipe": {"family": family.name, "probe": family.probe, "lr": choice["lr"],
+                                                 "epochs": choice["epochs"], "val_acc": choice["val_acc"]}}
+            job = replace(job, method_cfg=cfg, runtime=runtime)
+        out.append(job)
+    return out, pending
+
+
+def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: Path, n_workers: int,
+           threads: int | None, log=print) -> None:
+    """Make the choices :func:`apply` still lacks (the probes' grid runs, on ``n_workers`` CPU workers) and store
+    them in ``<results>/recipe.json``."""
+    from joblib import Parallel, delayed
+
+    needed = {(j.benchmark, f.name) for j in jobs if (f := rule.family_of(j.method))}
+    choices = load_choices(results_dir)
+    todo = {key: probe for key, probe in probe_jobs(rule, all_jobs).items() if key in needed and
+            choices.get(f"{key[0]}/{key[1]}", {}).get("key") != cache_key(rule, probe)}
+    if not todo:
+        return
+    runs = [(key, point) for key, probe in todo.items() for point in rule.points(probe)]
+    log(f"recipe: {len(runs)} validation runs ({len(todo)} famil{'y' if len(todo) == 1 else 'ies'} x grid) on "
+        f"{rule.validation:g} of the first task's training images, seed {rule.seed}")
+    accs = Parallel(n_jobs=max(1, n_workers), backend="loky")(
+        delayed(validation_accuracy)(todo[key], point, rule.validation, threads) for key, point in runs)
+    for key, probe in todo.items():
+        scored = [(point, acc) for (k, point), acc in zip(runs, accs) if k == key]
+        best_point, best_acc = max(scored, key=lambda pa: (pa[1], -pa[0]["epochs"], -pa[0]["lr"]))
+        choices[f"{key[0]}/{key[1]}"] = {
+            "key": cache_key(rule, probe), "probe": probe.method, **best_point, "val_acc": best_acc,
+            "grid": [{**point, "val_acc": acc} for point, acc in scored]}
+        log(f"recipe: {key[0]} / {key[1]}: lr {best_point['lr']:g}, epochs {best_point['epochs']} "
+            f"(validation accuracy {best_acc:.2f}; grid " +
+            ", ".join(f"{p['lr']:g}x{p['epochs']}: {a:.2f}" for p, a in scored) + ")")
+    from runner.run_job import git_state
+
+    commit, dirty = git_state()
+    document = {"rule": rule.describe(), "git_commit": commit, "git_dirty": dirty,
+                "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "choices": choices}
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(results_dir) / "recipe.json", json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def split_first_task(bench, fraction: float, seed: int):
+    """(training part, held-out part) of the first task's training images: ``fraction`` of each class held out."""
+    dataset = bench.scenario.train_stream[0].dataset
+    targets = np.asarray(list(dataset.targets))
+    rng = np.random.default_rng(seed)
+    held: list[int] = []
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        held += rng.permutation(idx)[: max(1, round(fraction * len(idx)))].tolist()
+    keep = sorted(set(range(len(targets))) - set(held))
+    return dataset.subset(keep), dataset.subset(sorted(held)).eval()
+
+
+def validation_benchmark(bench, fraction: float, seed: int):
+    """A one-task benchmark: the first task's kept images to train, its held-out images to evaluate."""
+    from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
+
+    from benchmarks.base import CILBenchmark
+
+    train, held = split_first_task(bench, fraction, seed)
+    k = bench.classes_per_task[0]
+    scenario = class_incremental_benchmark({"train": train, "test": held}, class_order=list(range(k)),
+                                           num_classes_per_exp=[k])
+    return CILBenchmark(scenario, bench.class_order[:k], [k], bench.class_names[:k], bench.image_shape,
+                        {**bench.info, "recipe_validation": fraction})
+
+
+def validation_accuracy(probe: Job, point: dict[str, Any], fraction: float, threads: int | None) -> float:
+    """Train ``probe`` at ``point`` on the kept part of its first task; its accuracy (%) on the held-out part."""
+    import torch
+
+    from runner.env import configure_threads
+    from runner.record import Provenance
+    from runner.run_job import build_run, now
+
+    configure_threads(threads)
+    job = replace(probe, method_cfg=probe.method_cfg.replace(**point))
+    log = logging.getLogger("sdlb.recipe")
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
+    run = build_run(job, log, Provenance(started=now()), bench=lambda b: validation_benchmark(b, fraction, job.seed))
+    experience = run.bench.scenario.train_stream[0]
+    run.strategy.train(experience, eval_streams=[], **run.loader_kw)
+    run.collector.reset()
+    with torch.no_grad():
+        run.strategy.eval(run.bench.scenario.test_stream[:1], **run.loader_kw)
+    cil, _, _, _ = run.collector.row()
+    return float(cil[0])
