@@ -18,7 +18,8 @@ its members because on the first task they train the same parameters with the sa
 LwF and joint training; the LoRA methods before any direction is frozen); a method unlike the others is a family
 of its own.
 
-The choices are kept in ``<results>/recipe.json`` with every grid point's validation accuracy, keyed by a hash of
+The choices are kept in ``<results>/recipe.json`` (with the selection's commit, start and seconds, which count in
+the suite's wall-clock time) with every grid point's validation accuracy, keyed by a hash of
 the rule, the probe's config and its code, so a resumed or repeated run reuses them and a changed rule or method
 selects again. Each job then carries its family's choice in ``runtime["recipe"]`` (kept in its record).
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -196,6 +198,7 @@ def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: 
             choices.get(f"{key[0]}/{key[1]}", {}).get("key") != cache_key(rule, probe)}
     if not todo:
         return
+    started, t0 = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     runs = [(key, point) for key, probe in todo.items() for point in rule.points(probe)]
     log(f"recipe: {len(runs)} validation runs ({len(todo)} famil{'y' if len(todo) == 1 else 'ies'} x grid) on "
         f"{rule.validation:g} of the first task's training images, seed {rule.seed}")
@@ -213,8 +216,8 @@ def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: 
     from runner.run_job import git_state
 
     commit, dirty = git_state()
-    document = {"rule": rule.describe(), "git_commit": commit, "git_dirty": dirty,
-                "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "choices": choices}
+    document = {"rule": rule.describe(), "git_commit": commit, "git_dirty": dirty, "started": started,
+                "elapsed_s": round(time.perf_counter() - t0, 1), "runs": len(runs), "choices": choices}
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(results_dir) / "recipe.json", json.dumps(document, indent=2, sort_keys=True) + "\n")
 

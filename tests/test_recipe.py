@@ -1,0 +1,178 @@
+"""The recipe rule (runner/recipe.py): choices made on a validation split of the first task, by code, then applied."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import synthetic_bench
+from test_runner import TINY_SUITE, run, write_suite
+
+from core.errors import UserError
+from runner import recipe
+from runner.recipe import RecipeRule
+from runner.suite import expand_jobs
+
+RULE = {"validation": 0.25, "seed": 0, "grid": {"lr": [0.01, 0.1], "epochs": [1]},
+        "families": {"adapters": ["sd_lora"], "full": ["full_ft"]}}
+
+
+def suite_with_rule(**rule_changes) -> dict:
+    suite = json.loads(json.dumps(TINY_SUITE))
+    suite["recipe"] = {**RULE, **rule_changes}
+    return suite
+
+
+def test_split_holds_out_each_class_fraction_of_training_images_only():
+    bench = synthetic_bench(0, n_tasks=3, n_classes=6)
+    train, held = recipe.split_first_task(bench, 0.25, seed=0)
+    first = bench.scenario.train_stream[0].dataset
+    assert len(train) + len(held) == len(first)
+    kept_t, held_t = np.asarray(list(train.targets)), np.asarray(list(held.targets))
+    for c in np.unique(np.asarray(list(first.targets))):
+        n = int((np.asarray(list(first.targets)) == c).sum())
+        assert int((held_t == c).sum()) == round(0.25 * n) and int((kept_t == c).sum()) == n - round(0.25 * n)
+    # the same seed, the same split; another seed, another one
+    again = recipe.split_first_task(bench, 0.25, seed=0)[1]
+    other = recipe.split_first_task(bench, 0.25, seed=1)[1]
+    x = [held[i][0] for i in range(len(held))]
+    assert all(np.array_equal(a, again[i][0]) for i, a in enumerate(x))
+    assert not all(np.array_equal(a, other[i][0]) for i, a in enumerate(x))
+
+
+def test_run_makes_the_choices_on_validation_and_applies_them(tmp_path, capsys):
+    out = tmp_path / "res"
+    assert run(["--suite", str(write_suite(tmp_path, suite_with_rule())), "--results-dir", str(out),
+                "--no-report"]) == 0
+    doc = json.loads((out / "recipe.json").read_text())
+    assert set(doc["choices"]) == {"synthetic/adapters", "synthetic/full"}
+    for label, key in (("sd_lora", "synthetic/adapters"), ("full_ft", "synthetic/full")):
+        choice = doc["choices"][key]
+        grid = {p["lr"]: p["val_acc"] for p in choice["grid"]}
+        assert set(grid) == {0.01, 0.1} and choice["val_acc"] == max(grid.values())
+        best = min(lr for lr, acc in grid.items() if acc == choice["val_acc"])  # ties: the smaller lr
+        assert choice["lr"] == best and choice["epochs"] == 1
+        rec = json.loads((out / "records" / f"{label}__synthetic__s0.json").read_text())
+        assert rec["config"]["method"]["lr"] == best
+        assert rec["config"]["runtime"]["recipe"]["lr"] == best
+    assert "recipe: 4 validation runs" in capsys.readouterr().out
+    # a rerun reuses the stored choices: nothing selected again, every job already done
+    assert run(["--suite", str(write_suite(tmp_path, suite_with_rule())), "--results-dir", str(out),
+                "--no-report"]) == 0
+    assert "validation runs" not in capsys.readouterr().out
+    assert json.loads((out / "recipe.json").read_text())["choices"] == doc["choices"]
+
+
+def test_validation_accuracy_is_deterministic_on_cpu():
+    rule = RecipeRule.from_suite(suite_with_rule())
+    jobs = expand_jobs(suite_with_rule())
+    probe = recipe.probe_jobs(rule, jobs)[("synthetic", "adapters")]
+    a = recipe.validation_accuracy(probe, {"lr": 0.1, "epochs": 1}, 0.25, threads=1)
+    b = recipe.validation_accuracy(probe, {"lr": 0.1, "epochs": 1}, 0.25, threads=1)
+    assert a == b and 0.0 <= a <= 100.0
+
+
+def test_ties_go_to_fewer_epochs_then_the_smaller_lr(tmp_path, monkeypatch):
+    suite = suite_with_rule(grid={"lr": [0.3, 0.03], "epochs": [3, 2]})
+    rule, jobs = RecipeRule.from_suite(suite), expand_jobs(suite)
+    monkeypatch.setattr(recipe, "validation_accuracy", lambda probe, point, fraction, threads: 50.0)
+    recipe.select(rule, jobs, jobs, tmp_path, n_workers=1, threads=1, log=lambda _: None)
+    applied, pending = recipe.apply(rule, jobs, jobs, tmp_path)
+    assert pending == 0
+    assert {(j.method_cfg.lr, j.method_cfg.epochs) for j in applied} == {(0.03, 2)}
+
+
+def test_a_changed_rule_or_probe_config_selects_again(tmp_path, monkeypatch):
+    suite = suite_with_rule()
+    rule, jobs = RecipeRule.from_suite(suite), expand_jobs(suite)
+    monkeypatch.setattr(recipe, "validation_accuracy", lambda probe, point, fraction, threads: point["lr"])
+    recipe.select(rule, jobs, jobs, tmp_path, n_workers=1, threads=1, log=lambda _: None)
+    assert recipe.apply(rule, jobs, jobs, tmp_path)[1] == 0
+    wider = suite_with_rule(validation=0.5)
+    assert recipe.apply(RecipeRule.from_suite(wider), jobs, jobs, tmp_path)[1] == 2
+    changed = json.loads(json.dumps(suite))
+    changed["methods"]["sd_lora"]["rank"] = 3
+    jobs2 = expand_jobs(changed)
+    assert recipe.apply(rule, jobs2, jobs2, tmp_path)[1] == 1  # the full family's probe is unchanged
+
+
+def test_a_narrowed_run_still_uses_its_family_probe(tmp_path, monkeypatch):
+    suite = suite_with_rule(families={"all": ["full_ft", "sd_lora"]})
+    rule, every = RecipeRule.from_suite(suite), expand_jobs(suite)
+    narrowed = expand_jobs(suite, methods=["sd_lora"])
+    seen = []
+    monkeypatch.setattr(recipe, "validation_accuracy",
+                        lambda probe, point, fraction, threads: seen.append(probe.method) or point["lr"])
+    recipe.select(rule, every, narrowed, tmp_path, n_workers=1, threads=1, log=lambda _: None)
+    assert set(seen) == {"full_ft"}
+    (job,) = recipe.apply(rule, narrowed, every, tmp_path)[0]
+    assert job.method == "sd_lora" and job.method_cfg.lr == 0.1 and job.runtime["recipe"]["probe"] == "full_ft"
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"seed": "one"}, "recipe.seed must be an integer"),
+    ({"validation": 1.5}, "recipe.validation must be a fraction"),
+    ({"grid": {"lr": [0.1], "momentum": [0.9]}}, "recipe.grid must map some of lr, epochs"),
+    ({"grid": {"lr": [-1]}}, "recipe.grid.lr must be a list of learning rates > 0"),
+    ({"families": {"a": ["sd_lora"], "b": ["sd_lora"]}}, "sd_lora in more than one family"),
+    ({"families": {"a": ["sd_lora_rr"]}}, "not among the suite's methods"),
+])
+def test_bad_rule_exits_2_naming_the_fix_and_writes_nothing(tmp_path, capsys, change, message):
+    out = tmp_path / "res"
+    assert run(["--suite", str(write_suite(tmp_path, suite_with_rule(**change))), "--results-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_missing_keys_and_probe_without_jobs_are_named():
+    suite = suite_with_rule()
+    del suite["recipe"]["seed"]
+    with pytest.raises(UserError, match="exactly the keys validation, seed, grid, families"):
+        RecipeRule.from_suite(suite)
+    suite = suite_with_rule(families={"all": ["full_ft", "sd_lora"]})
+    suite["experiments"] = [{"methods": ["sd_lora"]}]
+    rule, jobs = RecipeRule.from_suite(suite), expand_jobs(suite)
+    with pytest.raises(UserError, match="no job of its probe full_ft on benchmark synthetic"):
+        recipe.probe_jobs(rule, jobs)
+
+
+def test_dry_run_names_the_rule_and_the_choices_to_make(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert run(["--suite", str(write_suite(tmp_path, suite_with_rule())), "--dry-run", "--results-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "recipe rule: lr in [0.01, 0.1], epochs in [1]" in text and "2 choice(s) to make first (4 validation" in text
+    assert not out.exists()
+
+
+def test_cpu_suites_share_one_rule_and_diagnostics_opt_out():
+    from runner.suite import load_suite
+
+    quick, mini = load_suite("quick"), load_suite("mini")
+    assert quick["recipe"] == mini["recipe"] and RecipeRule.from_suite(quick) is not None
+    assert load_suite("mini_epochs").get("recipe") is None  # a fixed-settings measurement, said in its file
+    rule = RecipeRule.from_suite(quick)
+    trained = {label for label in quick["methods"] if label != "simple_cil"}
+    assert {m for f in rule.families for m in f.members} == trained  # every trained method has a family
+
+
+def test_committed_choices_match_the_records(tmp_path):
+    """The committed CPU suites' recipe.json names the lr and epochs every record of a family member ran with."""
+    repo = Path(__file__).resolve().parent.parent
+    for folder in ("quick", "mini"):
+        path = repo / "docs" / "results" / folder / "recipe.json"
+        if not path.exists():
+            pytest.skip(f"docs/results/{folder}/recipe.json not committed yet")
+        doc = json.loads(path.read_text())
+        assert doc["git_dirty"] is False
+        for rec_path in sorted((repo / "docs" / "results" / folder / "records").glob("*.json")):
+            rec = json.loads(rec_path.read_text())
+            chosen = rec["config"]["runtime"].get("recipe")
+            if rec["method"] == "simple_cil":
+                assert chosen is None
+                continue
+            choice = doc["choices"][f"{rec['benchmark']}/{chosen['family']}"]
+            assert rec["config"]["method"]["lr"] == choice["lr"] == chosen["lr"]
+            assert rec["config"]["method"]["epochs"] == choice["epochs"]
