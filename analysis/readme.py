@@ -42,13 +42,17 @@ def results_markdown(results_dirs: list[Path]) -> str:
 
 
 def update_readme(results_dirs: list[Path], readme: Path, name: str | None = None) -> None:
-    name = name or results_dirs[0].name
-    start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+    replace_block(readme, "results", name or results_dirs[0].name, results_markdown(results_dirs))
+
+
+def replace_block(readme: Path, kind: str, name: str, body: str) -> None:
+    """Put ``body`` between ``<!-- KIND:NAME:start -->`` and ``<!-- KIND:NAME:end -->`` of ``readme``."""
+    start, end = f"<!-- {kind}:{name}:start -->", f"<!-- {kind}:{name}:end -->"
     text = readme.read_text()
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(text):
         raise SystemExit(f"error: {readme} has no {start} ... {end} block; add the two markers where the table goes")
-    block = f"{start}\n{results_markdown(results_dirs)}\n{end}"
+    block = f"{start}\n{body}\n{end}"
     readme.write_text(pattern.sub(lambda _: block, text))
 
 

@@ -53,16 +53,22 @@ def test_cli_prints_the_table_and_refuses_a_bad_probe(tmp_path, capsys):
     assert "no linear probe for design 'nope'" in capsys.readouterr().err
 
 
-def test_design_page_requirements_are_what_the_committed_records_give(capsys):
-    page = (ROOT / "docs" / "results" / "mini" / "DESIGN.md").read_text()
-    shown = page.split("<!-- mini:requirements:start -->\n")[1].split("\n<!-- mini:requirements:end -->")[0]
+MINI_FOLDERS = ("mini_before_rule", "mini_lr_rule", "mini")  # the candidate under each recipe (DESIGN.md 2-4)
+
+
+@pytest.mark.parametrize("folder", MINI_FOLDERS)
+def test_design_page_requirements_are_what_the_committed_records_give(tmp_path, folder):
+    page = ROOT / "docs" / "results" / "mini" / "DESIGN.md"
+    copy = tmp_path / "DESIGN.md"
+    copy.write_text(page.read_text())
     mini_dir = ROOT / "docs" / "results" / "mini"
     probes = [mini_dir / "designs.json", mini_dir / "designs_inverted_1994.json", mini_dir / "designs_inverted_1995.json"]
-    argv = ["--results-dir", str(mini_dir), "--design", "inverted"]
+    argv = ["--results-dir", str(ROOT / "docs" / "results" / folder), "--design", "inverted", "--readme", str(copy)]
     for probe in probes:
         argv += ["--probe", str(probe)]
     assert mini.main(argv) == 0
-    assert capsys.readouterr().out.strip() == shown.strip()
+    assert copy.read_text() == page.read_text(), "regenerate with the python -m analysis.mini line of the page"
+    assert f"<!-- requirements:{folder}:start -->\n| requirement |" in page.read_text()
     for probe in probes:
         assert json.loads(probe.read_text())["git_dirty"] is False
 
@@ -73,6 +79,36 @@ def test_design_page_tables_are_generated_from_the_committed_records(tmp_path):
     page = ROOT / "docs" / "results" / "mini" / "DESIGN.md"
     copy = tmp_path / "DESIGN.md"
     copy.write_text(page.read_text())
-    for folder in ("mini", "mini_epochs"):
+    for folder in (*MINI_FOLDERS, "mini_epochs"):
         readme_main(["--results-dir", str(ROOT / "docs" / "results" / folder), "--readme", str(copy), "--name", folder])
     assert copy.read_text() == page.read_text(), "regenerate with python -m analysis.readme (see the page)"
+
+
+def test_committed_mini_records_are_clean_and_the_rule_recorded_its_time():
+    for folder in MINI_FOLDERS:
+        for path in (ROOT / "docs" / "results" / folder / "records").glob("*.json"):
+            assert json.loads(path.read_text())["provenance"]["git_dirty"] is False, path
+    doc = json.loads((ROOT / "docs" / "results" / "mini" / "recipe.json").read_text())
+    assert doc["git_dirty"] is False and doc["elapsed_s"] > 0 and doc["runs"] == 56
+
+
+def test_wall_clock_adds_the_recipe_selection(tmp_path):
+    df = done(load_records(ROOT / "docs" / "results" / "mini"))
+    jobs_only = mini.wall_minutes(df)
+    selection = json.loads((ROOT / "docs" / "results" / "mini" / "recipe.json").read_text())["elapsed_s"]
+    assert mini.wall_minutes(df, ROOT / "docs" / "results" / "mini") == pytest.approx(jobs_only + selection / 60)
+    assert mini.wall_minutes(df, tmp_path) == jobs_only  # a suite without a recipe rule
+
+
+def test_readme_mini_blocks_are_generated_from_the_committed_records(tmp_path):
+    from analysis.readme import main as readme_main
+
+    copy = tmp_path / "README.md"
+    copy.write_text((ROOT / "README.md").read_text())
+    mini_dir = ROOT / "docs" / "results" / "mini"
+    readme_main(["--results-dir", str(mini_dir), "--readme", str(copy), "--name", "mini"])
+    argv = ["--results-dir", str(mini_dir), "--design", "inverted", "--readme", str(copy)]
+    for probe in ("designs.json", "designs_inverted_1994.json", "designs_inverted_1995.json"):
+        argv += ["--probe", str(mini_dir / probe)]
+    assert mini.main(argv) == 0
+    assert copy.read_text() == (ROOT / "README.md").read_text(), "regenerate README's mini blocks (see README)"
