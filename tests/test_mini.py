@@ -112,3 +112,15 @@ def test_readme_mini_blocks_are_generated_from_the_committed_records(tmp_path):
         argv += ["--probe", str(mini_dir / probe)]
     assert mini.main(argv) == 0
     assert copy.read_text() == (ROOT / "README.md").read_text(), "regenerate README's mini blocks (see README)"
+
+
+def test_design_page_choice_table_is_the_stored_recipe():
+    page = (ROOT / "docs" / "results" / "mini" / "DESIGN.md").read_text()
+    choices = json.loads((ROOT / "docs" / "results" / "mini" / "recipe.json").read_text())["choices"]
+    table = page.split("| family | lr | epochs | validation accuracy |\n|---|---:|---:|---:|\n")[1].split("\n\n")[0]
+    rows = table.splitlines()
+    assert len(rows) == len(choices) == 7
+    for line in rows:
+        family, lr, epochs, acc = [c.strip() for c in line.strip("|").split("|")]
+        stored = choices[f"split_fmnist_inverted/{family.split(' ')[0]}"]
+        assert (float(lr), int(epochs), float(acc)) == (stored["lr"], stored["epochs"], stored["val_acc"])
