@@ -72,8 +72,9 @@ def select(args, smoke: bool) -> tuple[dict[str, Any], str, list[Job], Path]:
     results_dir = Path(args.results_dir) if args.results_dir else REPO / "results" / name
     if args.smoke and smoke:
         jobs = smoke_jobs(jobs, results_dir / "smoke_data")
-    elif not args.smoke:  # the recipe rule's stored choices (runner/recipe.py); a smoke run keeps the entries'
-        jobs, _ = recipe.apply(RecipeRule.from_suite(suite), jobs, suite_jobs(suite, args), results_dir)
+    elif not args.smoke and (rule := RecipeRule.from_suite(suite)) is not None:
+        # the recipe rule's stored choices (runner/recipe.py); a smoke run keeps the entries'
+        jobs, _ = recipe.apply(rule, jobs, suite_jobs(suite, args), results_dir)
     return suite, name, jobs, results_dir
 
 

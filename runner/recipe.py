@@ -158,21 +158,25 @@ def load_choices(results_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def stored(rule: RecipeRule, probes: dict[tuple[str, str], Job], choices: dict[str, Any]
+           ) -> tuple[dict[tuple[str, str], dict], dict[tuple[str, str], Job]]:
+    """(choices stored for the current rule and probe config, probes whose choice is still to make)."""
+    ready, todo = {}, {}
+    for key, probe in probes.items():
+        choice = choices.get(f"{key[0]}/{key[1]}")
+        if choice is not None and choice.get("key") == cache_key(rule, probe):
+            ready[key] = choice
+        else:
+            todo[key] = probe
+    return ready, todo
+
+
 def apply(rule: RecipeRule | None, jobs: list[Job], all_jobs: list[Job], results_dir: Path) -> tuple[list[Job], int]:
     """(jobs with their family's stored choice applied, number of (benchmark, family) choices still to make)."""
     if rule is None:
         return jobs, 0
     check_training(rule, jobs)
-    choices = load_choices(results_dir)
-    probes = probe_jobs(rule, all_jobs)
-    pending = 0
-    ready: dict[tuple[str, str], dict] = {}
-    for key, probe in probes.items():
-        stored = choices.get(f"{key[0]}/{key[1]}")
-        if stored is not None and stored.get("key") == cache_key(rule, probe):
-            ready[key] = stored
-        else:
-            pending += 1
+    ready, todo = stored(rule, probe_jobs(rule, all_jobs), load_choices(results_dir))
     out = []
     for job in jobs:
         family = rule.family_of(job.method)
@@ -183,7 +187,7 @@ def apply(rule: RecipeRule | None, jobs: list[Job], all_jobs: list[Job], results
                                                  "epochs": choice["epochs"], "val_acc": choice["val_acc"]}}
             job = replace(job, method_cfg=cfg, runtime=runtime)
         out.append(job)
-    return out, pending
+    return out, len(todo)
 
 
 def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: Path, n_workers: int,
@@ -194,8 +198,7 @@ def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: 
 
     needed = {(j.benchmark, f.name) for j in jobs if (f := rule.family_of(j.method))}
     choices = load_choices(results_dir)
-    todo = {key: probe for key, probe in probe_jobs(rule, all_jobs).items() if key in needed and
-            choices.get(f"{key[0]}/{key[1]}", {}).get("key") != cache_key(rule, probe)}
+    _, todo = stored(rule, {k: p for k, p in probe_jobs(rule, all_jobs).items() if k in needed}, choices)
     if not todo:
         return
     started, t0 = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
@@ -251,22 +254,15 @@ def validation_benchmark(bench, fraction: float, seed: int):
 
 def validation_accuracy(probe: Job, point: dict[str, Any], fraction: float, threads: int | None) -> float:
     """Train ``probe`` at ``point`` on the kept part of its first task; its accuracy (%) on the held-out part."""
-    import torch
-
-    from runner.env import configure_threads
     from runner.record import Provenance
     from runner.run_job import build_run, now
 
-    configure_threads(threads)
-    job = replace(probe, method_cfg=probe.method_cfg.replace(**point))
-    log = logging.getLogger("sdlb.recipe")
-    log.addHandler(logging.NullHandler())
-    log.propagate = False
+    job = replace(probe, method_cfg=probe.method_cfg.replace(**point), runtime={**probe.runtime, "threads": threads})
+    log = logging.getLogger("sdlb.recipe")  # the selection's runs keep no log of their own
+    log.disabled = True
     run = build_run(job, log, Provenance(started=now()), bench=lambda b: validation_benchmark(b, fraction, job.seed))
-    experience = run.bench.scenario.train_stream[0]
-    run.strategy.train(experience, eval_streams=[], **run.loader_kw)
+    run.strategy.train(run.bench.scenario.train_stream[0], eval_streams=[], **run.loader_kw)
     run.collector.reset()
-    with torch.no_grad():
-        run.strategy.eval(run.bench.scenario.test_stream[:1], **run.loader_kw)
+    run.strategy.eval(run.bench.scenario.test_stream[:1], **run.loader_kw)
     cil, _, _, _ = run.collector.row()
     return float(cil[0])

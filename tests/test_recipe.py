@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_bench
 from test_runner import TINY_SUITE, run, write_suite
+from test_runner import test_bad_suite_exits_2_with_one_line_and_writes_nothing as bad_suite_exits_2
 
 from core.errors import UserError
 from runner import recipe
@@ -120,11 +121,7 @@ def test_a_narrowed_run_still_uses_its_family_probe(tmp_path, monkeypatch):
     ({"families": {"a": ["sd_lora_rr"]}}, "not among the suite's methods"),
 ])
 def test_bad_rule_exits_2_naming_the_fix_and_writes_nothing(tmp_path, capsys, change, message):
-    out = tmp_path / "res"
-    assert run(["--suite", str(write_suite(tmp_path, suite_with_rule(**change))), "--results-dir", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1, err
-    assert not out.exists()
+    bad_suite_exits_2(tmp_path, capsys, {"recipe": {**RULE, **change}}, message)
 
 
 def test_missing_keys_and_probe_without_jobs_are_named():
