@@ -61,7 +61,8 @@ def git_state() -> tuple[str | None, bool | None]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True, timeout=5, check=False)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        # --no-optional-locks: a job killed mid-call (tests kill runners) must not leave .git/index.lock behind
+        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                                capture_output=True, text=True, timeout=5, check=False)
         return (commit.stdout.strip() or None), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
