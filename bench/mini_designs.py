@@ -47,6 +47,21 @@ DESIGNS = {
                  "what": "pretraining as quick; the stream's images with inverted intensities (1 - x)"},
     "rot90": {"pretrain_classes": ALL, "style": "rot90",
               "what": "pretraining as quick; the stream's images rotated by 90 degrees"},
+    "flip_v": {"pretrain_classes": ALL, "style": "flip_v",
+               "what": "pretraining as quick; the stream's images upside down"},
+    "patch_shuffle": {"pretrain_classes": ALL, "style": "patch_shuffle",
+                      "what": "pretraining as quick; the stream's 7 x 7 tiles (the backbone's patches) in a fixed "
+                              "shuffled arrangement: every patch's content unchanged, its position not"},
+    "held_out_flip_v": {"pretrain_classes": (0, 2, 4, 6, 8), "style": "flip_v",
+                        "what": "held_out_classes' pretraining; the stream upside down"},
+    "held_out_patch_shuffle": {"pretrain_classes": (0, 2, 4, 6, 8), "style": "patch_shuffle",
+                               "what": "held_out_classes' pretraining; the stream's patches shuffled"},
+    "mixed": {"pretrain_classes": ALL, "style": "mixed",
+              "what": "pretraining as quick; each stream image rotated, flipped or patch-shuffled (one, fixed)"},
+    "held_out_mixed": {"pretrain_classes": (0, 2, 4, 6, 8), "style": "mixed",
+                       "what": "held_out_classes' pretraining; the mixed stream"},
+    "blur": {"pretrain_classes": ALL, "style": "blur",
+             "what": "pretraining as quick; the stream's images blurred (Gaussian, sigma 1.5 pixels)"},
 }
 
 

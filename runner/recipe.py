@@ -171,12 +171,19 @@ def stored(rule: RecipeRule, probes: dict[tuple[str, str], Job], choices: dict[s
     return ready, todo
 
 
+def needed_probes(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job]) -> dict[tuple[str, str], Job]:
+    """The probe jobs of the (benchmark, family) pairs that ``jobs`` (a run narrowed by --methods, --benchmarks
+    or --seeds) belong to; the probes themselves come from the whole suite (``all_jobs``)."""
+    needed = {(j.benchmark, f.name) for j in jobs if (f := rule.family_of(j.method))}
+    return {k: p for k, p in probe_jobs(rule, all_jobs).items() if k in needed}
+
+
 def apply(rule: RecipeRule | None, jobs: list[Job], all_jobs: list[Job], results_dir: Path) -> tuple[list[Job], int]:
     """(jobs with their family's stored choice applied, number of (benchmark, family) choices still to make)."""
     if rule is None:
         return jobs, 0
     check_training(rule, jobs)
-    ready, todo = stored(rule, probe_jobs(rule, all_jobs), load_choices(results_dir))
+    ready, todo = stored(rule, needed_probes(rule, all_jobs, jobs), load_choices(results_dir))
     out = []
     for job in jobs:
         family = rule.family_of(job.method)
@@ -196,9 +203,8 @@ def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: 
     them in ``<results>/recipe.json``."""
     from joblib import Parallel, delayed
 
-    needed = {(j.benchmark, f.name) for j in jobs if (f := rule.family_of(j.method))}
     choices = load_choices(results_dir)
-    _, todo = stored(rule, {k: p for k, p in probe_jobs(rule, all_jobs).items() if k in needed}, choices)
+    _, todo = stored(rule, needed_probes(rule, all_jobs, jobs), choices)
     if not todo:
         return
     started, t0 = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), time.perf_counter()

@@ -178,7 +178,7 @@ def test_mini_design_styles_and_bad_design_names():
     import mini_designs as md
     import torch
 
-    from benchmarks.fmnist_styles import styled
+    from benchmarks.fmnist_styles import STYLES, styled
 
     x = torch.rand(3, 1, 28, 28)
     assert torch.equal(styled(x, "clean"), x)
@@ -187,8 +187,21 @@ def test_mini_design_styles_and_bad_design_names():
     for _ in range(4):
         r = styled(r, "rot90")
     assert torch.equal(r, x) and not torch.equal(styled(x, "rot90"), x)
-    assert set(md.DESIGNS) >= {"quick", "held_out_classes", "inverted", "rot90"}
-    assert all(d["style"] in ("clean", "inverted", "rot90") for d in md.DESIGNS.values())
+    assert torch.equal(styled(styled(x, "flip_v"), "flip_v"), x) and torch.equal(styled(x, "flip_v")[:, :, 0], x[:, :, -1])
+    shuffled = styled(x, "patch_shuffle")  # the same 16 tiles of 7 x 7, rearranged
+    tiles = [x[0, 0, r:r + 7, c:c + 7] for r in range(0, 28, 7) for c in range(0, 28, 7)]
+    moved = [shuffled[0, 0, r:r + 7, c:c + 7] for r in range(0, 28, 7) for c in range(0, 28, 7)]
+    assert all(any(torch.equal(m, t) for t in tiles) for m in moved) and not torch.equal(shuffled, x)
+    flat = torch.ones(1, 1, 28, 28)
+    assert torch.allclose(styled(flat, "blur")[..., 3:-3, 3:-3], flat[..., 3:-3, 3:-3])  # a blur keeps a flat image
+    mixed = styled(torch.rand(30, 1, 28, 28), "mixed")
+    assert mixed.shape == (30, 1, 28, 28) and torch.equal(styled(x, "mixed"), styled(x, "mixed"))  # fixed draw
+    many = torch.rand(30, 1, 28, 28)
+    kinds = [next(k for k in ("rot90", "flip_v", "patch_shuffle") if torch.equal(styled(many[i:i + 1], k)[0], m))
+             for i, m in enumerate(styled(many, "mixed"))]
+    assert len(set(kinds)) == 3  # every image in one of the three styles, all three used
+    assert set(md.DESIGNS) >= {"quick", "held_out_classes", "inverted", "rot90", "mixed"}
+    assert all(d["style"] in ("clean", *STYLES) for d in md.DESIGNS.values())
     with pytest.raises(UserError, match="unknown nope"):
         md.main(["--designs", "nope"])
 

@@ -112,6 +112,21 @@ def test_a_narrowed_run_still_uses_its_family_probe(tmp_path, monkeypatch):
     assert job.method == "sd_lora" and job.method_cfg.lr == 0.1 and job.runtime["recipe"]["probe"] == "full_ft"
 
 
+def test_a_run_narrowed_to_one_family_makes_and_needs_only_that_familys_choice(tmp_path, monkeypatch):
+    suite = suite_with_rule()  # two families: adapters (sd_lora) and full (full_ft)
+    rule, every = RecipeRule.from_suite(suite), expand_jobs(suite)
+    narrowed = expand_jobs(suite, methods=["full_ft"])
+    seen = []
+    monkeypatch.setattr(recipe, "validation_accuracy",
+                        lambda probe, point, fraction, threads: seen.append(probe.method) or point["lr"])
+    assert recipe.apply(rule, narrowed, every, tmp_path)[1] == 1  # what a dry run reports: one choice, not two
+    recipe.select(rule, every, narrowed, tmp_path, n_workers=1, threads=1, log=lambda _: None)
+    assert set(seen) == {"full_ft"}
+    jobs, pending = recipe.apply(rule, narrowed, every, tmp_path)
+    assert pending == 0 and all(j.method_cfg.lr == 0.1 for j in jobs)
+    assert recipe.apply(rule, every, every, tmp_path)[1] == 1  # the adapters' choice is still to make
+
+
 @pytest.mark.parametrize("change,message", [
     ({"seed": "one"}, "recipe.seed must be an integer"),
     ({"validation": 1.5}, "recipe.validation must be a fraction"),
