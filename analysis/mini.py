@@ -4,6 +4,7 @@
         [--readme docs/results/mini/DESIGN.md]
 
 Prints a Markdown table, one requirement per row (what is measured, the value, the bound, whether it holds), then
+each adapter's and full fine-tuning's task-incremental accuracy (the last requirement's inputs), the ranking, and
 the Kendall rank correlation between the suite's method ranking (final class-incremental Acc, seed means) and the
 paper's ImageNet-R N=10 ranking (``results/reference/paper_results.csv``, methods both have), as a diagnostic, not a
 target. The linear probe comes from ``bench/mini_designs.py`` (``--probe``, repeatable: one file per seed).
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
               for r in rows]
     if probe is not None:
         lines += ["", f"linear probe: {probe:.2f} (mean of {n_probe} seed(s), design {args.design})"]
+    til = {m: v[0] for m, v in seed_means(df, "til_acc").items()}
+    lines.append("task-incr. Acc (seed means): full_ft " + f"{til['full_ft']:.2f}; adapters: "
+                 + ", ".join(f"{m} {til[m]:.2f}" for m in sorted((m for m in ADAPTERS if m in til), key=til.get)))
     order = sorted(acc, key=acc.get, reverse=True)
     lines.append("ranking (seed-mean Acc): " + " > ".join(f"{m} {acc[m]:.2f}" for m in order))
     lines.append(f"Kendall tau vs the paper's ImageNet-R N=10 Acc over {len(common)} methods ({', '.join(common)}): "

@@ -53,50 +53,95 @@ def test_cli_prints_the_table_and_refuses_a_bad_probe(tmp_path, capsys):
     assert "no linear probe for design 'nope'" in capsys.readouterr().err
 
 
-MINI_FOLDERS = ("mini_before_rule", "mini_lr_rule", "mini")  # the candidate under each recipe (DESIGN.md 2-4)
+RESULTS = ROOT / "docs" / "results"
+PAGE = RESULTS / "mini" / "DESIGN.md"
+INVERTED = ("designs.json", "designs_inverted_1994.json", "designs_inverted_1995.json")
+MIXED = ("designs_more.json", "designs_mixed_1994.json", "designs_mixed_1995.json")
+# The candidate suites' folders (DESIGN.md sections 2-5): the design each ran and the probe files of its seeds.
+MINI_FOLDERS = {"mini_before_rule": ("inverted", INVERTED), "mini_lr_rule": ("inverted", INVERTED),
+                "mini": ("inverted", INVERTED), "mini_mixed": ("mixed", MIXED)}
+
+
+def requirements_argv(folder: str, page: Path) -> list[str]:
+    design, probes = MINI_FOLDERS[folder]
+    argv = ["--results-dir", str(RESULTS / folder), "--design", design, "--readme", str(page), "--name", folder]
+    for probe in probes:
+        argv += ["--probe", str(RESULTS / "mini" / probe)]
+    return argv
 
 
 @pytest.mark.parametrize("folder", MINI_FOLDERS)
 def test_design_page_requirements_are_what_the_committed_records_give(tmp_path, folder):
-    page = ROOT / "docs" / "results" / "mini" / "DESIGN.md"
     copy = tmp_path / "DESIGN.md"
-    copy.write_text(page.read_text())
-    mini_dir = ROOT / "docs" / "results" / "mini"
-    probes = [mini_dir / "designs.json", mini_dir / "designs_inverted_1994.json", mini_dir / "designs_inverted_1995.json"]
-    argv = ["--results-dir", str(ROOT / "docs" / "results" / folder), "--design", "inverted", "--readme", str(copy)]
-    for probe in probes:
-        argv += ["--probe", str(probe)]
-    assert mini.main(argv) == 0
-    assert copy.read_text() == page.read_text(), "regenerate with the python -m analysis.mini line of the page"
-    assert f"<!-- requirements:{folder}:start -->\n| requirement |" in page.read_text()
-    for probe in probes:
-        assert json.loads(probe.read_text())["git_dirty"] is False
+    copy.write_text(PAGE.read_text())
+    assert mini.main(requirements_argv(folder, copy)) == 0
+    assert copy.read_text() == PAGE.read_text(), "regenerate with the python -m analysis.mini line of the page"
+    assert f"<!-- requirements:{folder}:start -->\n| requirement |" in PAGE.read_text()
+    for probe in MINI_FOLDERS[folder][1]:
+        assert json.loads((RESULTS / "mini" / probe).read_text())["git_dirty"] is False
+
+
+def page_table(header: str, which: int = 0) -> list[list[str]]:
+    """The cells of the ``which``-th Markdown table of DESIGN.md whose header line is ``header``."""
+    table = PAGE.read_text().split(header + "\n")[which + 1].split("\n\n")[0].splitlines()[1:]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in table]
+
+
+def test_design_page_probe_tables_are_the_committed_probes():
+    header = ("| design | pretraining classes | stream style | SimpleCIL | linear probe | joint | joint - SimpleCIL | "
+              "joint - probe | adaptation matters |")
+    for which, name in enumerate(("designs.json", "designs_more.json")):
+        doc = json.loads((RESULTS / "mini" / name).read_text())
+        assert doc["git_dirty"] is False
+        rows = page_table(header, which)
+        assert [r[0] for r in rows] == list(doc["designs"])
+        for design, classes, style, *numbers, matters in rows:
+            d = doc["designs"][design]
+            assert style == d["style"] and classes == ("all 10" if len(d["pretrain_classes"]) == 10 else
+                                                       ", ".join(map(str, d["pretrain_classes"])))
+            assert [float(x) for x in numbers] == [d[k] for k in ("simple_cil", "linear_probe", "joint",
+                                                               "joint_minus_simple_cil", "joint_minus_linear_probe")]
+            assert matters == ("yes" if d["adaptation_matters"] else "no")
+
+
+def test_design_page_task_incremental_table_is_the_committed_records():
+    rows = page_table("| run | stream | LoRA lr | epochs | full_ft | seq_lora | sd_lora | sd_lora_rr | sd_lora_kd | inflora |")
+    assert [r[0] for r in rows] == ["quick", *list(MINI_FOLDERS)[:3], "mini_epochs", "mini_mixed"]
+    for run, stream, lr, epochs, *til in rows:
+        df = done(load_records(RESULTS / run))
+        seq = df[df["method"] == "seq_lora"]["record"].iloc[0]["config"]
+        assert stream == seq["benchmark"].get("style", "clean")
+        assert (float(lr), int(epochs)) == (seq["method"]["lr"], seq["method"]["epochs"])
+        means = df.groupby("method")["til_acc"].mean()
+        for method, cell in zip(("full_ft", "seq_lora", "sd_lora", "sd_lora_rr", "sd_lora_kd", "inflora"), til,
+                                strict=True):
+            assert cell == (f"{means[method]:.2f}" if method in means else "-"), (run, method)
 
 
 def test_design_page_tables_are_generated_from_the_committed_records(tmp_path):
     from analysis.readme import main as readme_main
 
-    page = ROOT / "docs" / "results" / "mini" / "DESIGN.md"
     copy = tmp_path / "DESIGN.md"
-    copy.write_text(page.read_text())
+    copy.write_text(PAGE.read_text())
     for folder in (*MINI_FOLDERS, "mini_epochs"):
-        readme_main(["--results-dir", str(ROOT / "docs" / "results" / folder), "--readme", str(copy), "--name", folder])
-    assert copy.read_text() == page.read_text(), "regenerate with python -m analysis.readme (see the page)"
+        readme_main(["--results-dir", str(RESULTS / folder), "--readme", str(copy), "--name", folder])
+    assert copy.read_text() == PAGE.read_text(), "regenerate with python -m analysis.readme (see the page)"
 
 
 def test_committed_mini_records_are_clean_and_the_rule_recorded_its_time():
     for folder in MINI_FOLDERS:
-        for path in (ROOT / "docs" / "results" / folder / "records").glob("*.json"):
+        for path in (RESULTS / folder / "records").glob("*.json"):
             assert json.loads(path.read_text())["provenance"]["git_dirty"] is False, path
-    doc = json.loads((ROOT / "docs" / "results" / "mini" / "recipe.json").read_text())
-    assert doc["git_dirty"] is False and doc["elapsed_s"] > 0 and doc["runs"] == 56
+    for folder in ("mini", "mini_mixed"):
+        doc = json.loads((RESULTS / folder / "recipe.json").read_text())
+        assert doc["git_dirty"] is False and doc["elapsed_s"] > 0 and doc["runs"] == 56
 
 
 def test_wall_clock_adds_the_recipe_selection(tmp_path):
-    df = done(load_records(ROOT / "docs" / "results" / "mini"))
+    df = done(load_records(RESULTS / "mini"))
     jobs_only = mini.wall_minutes(df)
-    selection = json.loads((ROOT / "docs" / "results" / "mini" / "recipe.json").read_text())["elapsed_s"]
-    assert mini.wall_minutes(df, ROOT / "docs" / "results" / "mini") == pytest.approx(jobs_only + selection / 60)
+    selection = json.loads((RESULTS / "mini" / "recipe.json").read_text())["elapsed_s"]
+    assert mini.wall_minutes(df, RESULTS / "mini") == pytest.approx(jobs_only + selection / 60)
     assert mini.wall_minutes(df, tmp_path) == jobs_only  # a suite without a recipe rule
 
 
@@ -105,22 +150,19 @@ def test_readme_mini_blocks_are_generated_from_the_committed_records(tmp_path):
 
     copy = tmp_path / "README.md"
     copy.write_text((ROOT / "README.md").read_text())
-    mini_dir = ROOT / "docs" / "results" / "mini"
-    readme_main(["--results-dir", str(mini_dir), "--readme", str(copy), "--name", "mini"])
-    argv = ["--results-dir", str(mini_dir), "--design", "inverted", "--readme", str(copy)]
-    for probe in ("designs.json", "designs_inverted_1994.json", "designs_inverted_1995.json"):
-        argv += ["--probe", str(mini_dir / probe)]
-    assert mini.main(argv) == 0
+    readme_main(["--results-dir", str(RESULTS / "mini"), "--readme", str(copy), "--name", "mini"])
+    for folder in ("mini", "mini_mixed"):
+        assert mini.main(requirements_argv(folder, copy)) == 0
     assert copy.read_text() == (ROOT / "README.md").read_text(), "regenerate README's mini blocks (see README)"
+    assert "<!-- requirements:mini_mixed:start -->\n| requirement |" in copy.read_text()
 
 
-def test_design_page_choice_table_is_the_stored_recipe():
-    page = (ROOT / "docs" / "results" / "mini" / "DESIGN.md").read_text()
-    choices = json.loads((ROOT / "docs" / "results" / "mini" / "recipe.json").read_text())["choices"]
-    table = page.split("| family | lr | epochs | validation accuracy |\n|---|---:|---:|---:|\n")[1].split("\n\n")[0]
-    rows = table.splitlines()
-    assert len(rows) == len(choices) == 7
-    for line in rows:
-        family, lr, epochs, acc = [c.strip() for c in line.strip("|").split("|")]
-        stored = choices[f"split_fmnist_inverted/{family.split(' ')[0]}"]
+@pytest.mark.parametrize("folder,which", [("mini", 0), ("mini_mixed", 1)])
+def test_design_page_choice_table_is_the_stored_recipe(folder, which):
+    doc = json.loads((RESULTS / folder / "recipe.json").read_text())
+    (benchmark,) = {key.split("/")[0] for key in doc["choices"]}
+    rows = page_table("| family | lr | epochs | validation accuracy |", which)
+    assert len(rows) == len(doc["choices"]) == 7
+    for family, lr, epochs, acc in rows:
+        stored = doc["choices"][f"{benchmark}/{family.split(' ')[0]}"]
         assert (float(lr), int(epochs), float(acc)) == (stored["lr"], stored["epochs"], stored["val_acc"])

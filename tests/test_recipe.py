@@ -162,8 +162,8 @@ def test_dry_run_names_the_rule_and_the_choices_to_make(tmp_path, capsys):
 def test_cpu_suites_share_one_rule_and_diagnostics_opt_out():
     from runner.suite import load_suite
 
-    quick, mini = load_suite("quick"), load_suite("mini")
-    assert quick["recipe"] == mini["recipe"] and RecipeRule.from_suite(quick) is not None
+    quick, mini, mixed = load_suite("quick"), load_suite("mini"), load_suite("mini_mixed")
+    assert quick["recipe"] == mini["recipe"] == mixed["recipe"] and RecipeRule.from_suite(quick) is not None
     assert load_suite("mini_epochs").get("recipe") is None  # a fixed-settings measurement, said in its file
     rule = RecipeRule.from_suite(quick)
     trained = {label for label in quick["methods"] if label != "simple_cil"}
@@ -173,7 +173,7 @@ def test_cpu_suites_share_one_rule_and_diagnostics_opt_out():
 def test_committed_choices_match_the_records(tmp_path):
     """The committed CPU suites' recipe.json names the lr and epochs every record of a family member ran with."""
     repo = Path(__file__).resolve().parent.parent
-    for folder in ("quick", "mini"):
+    for folder in ("quick", "mini", "mini_mixed"):
         doc = json.loads((repo / "docs" / "results" / folder / "recipe.json").read_text())
         assert doc["git_dirty"] is False
         for rec_path in sorted((repo / "docs" / "results" / folder / "records").glob("*.json")):
