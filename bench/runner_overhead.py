@@ -19,7 +19,8 @@ Prints one line per figure, then a JSON line with all of them (the last line).
 The ``noop`` method also serves the runner tests (tests/test_executors.py, loaded with ``--import``): its fields
 ``fail_if_exists`` / ``kill_if_exists`` make a job raise, or its worker process die, in task ``fail_task`` while that
 file exists, ``alloc_gb`` allocates that much memory on the job's device in that task (a job that runs out of
-memory), and ``sleep_s`` makes each task take a while.
+memory), ``sleep_s`` makes each task take a while, and ``hold_until_exists`` holds task ``fail_task`` until that
+file exists (at most ``hold_s`` seconds), so that a test decides when a running job may finish.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class NoopConfig(MethodConfig):
     fail_task: int = 0
     sleep_s: float = 0.0
     alloc_gb: float = 0.0
+    hold_until_exists: str = ""
+    hold_s: float = 120.0
 
 
 class Noop(CILStrategy):
@@ -60,6 +63,11 @@ class Noop(CILStrategy):
         cfg = self.config
         if cfg.sleep_s:
             time.sleep(cfg.sleep_s)
+        deadline = time.monotonic() + cfg.hold_s
+        while t == cfg.fail_task and cfg.hold_until_exists and not Path(cfg.hold_until_exists).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"noop: {cfg.hold_until_exists} did not appear within {cfg.hold_s:g} s")
+            time.sleep(0.1)
         if t == cfg.fail_task and cfg.fail_if_exists and Path(cfg.fail_if_exists).exists():
             raise RuntimeError(f"noop: failing in task {t} because {cfg.fail_if_exists} exists")
         if t == cfg.fail_task and cfg.kill_if_exists and Path(cfg.kill_if_exists).exists():

@@ -383,7 +383,8 @@ def test_slurm_task_cancelled_is_recorded_as_failed(tmp_path, slurm_cluster, cap
 
 @pytest.mark.slurm
 def test_a_restarted_runner_waits_for_its_running_slurm_jobs_instead_of_submitting_them_again(tmp_path, slurm_cluster):
-    suite = suite_file(tmp_path, {"noop": {"sleep_s": 4}})
+    release = tmp_path / "release"  # the task runs until the test creates this file, however slow the machine
+    suite = suite_file(tmp_path, {"noop": {"hold_until_exists": str(release)}})
     out = tmp_path / "slurm"
     cmd = [sys.executable, str(REPO / "run_suite.py"), "--suite", str(suite), "--results-dir", str(out),
            "--no-report", "--import", NOOP, *SLURM_FLAGS]
@@ -391,9 +392,19 @@ def test_a_restarted_runner_waits_for_its_running_slurm_jobs_instead_of_submitti
     wait_for(lambda: log_has(out, "noop__synthetic__s0", "start"), 120, "the task to start")
     first.kill()  # the runner dies; its SLURM task runs on
     first.wait()
-    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "waiting for 1 job(s) an earlier runner submitted" in again.stdout
-    assert "submitted" not in again.stdout.replace("earlier runner submitted", "")
+    again = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    try:
+        for line in again.stdout:  # the second runner, while the task still runs
+            seen.append(line)
+            if "waiting for" in line:
+                break
+    finally:
+        release.touch()
+    rest, _ = again.communicate(timeout=180)
+    output = "".join(seen) + rest
+    assert again.returncode == 0, output
+    assert "waiting for 1 job(s) an earlier runner submitted" in output
+    assert "submitted" not in output.replace("earlier runner submitted", "")
     assert records(out)["noop__synthetic__s0"]["status"] == "done"
     assert (out / "logs" / "noop__synthetic__s0.log").read_text().count(" start ") == 1  # it ran once
