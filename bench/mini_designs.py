@@ -4,8 +4,9 @@
 
 A design is a pretraining set (which classes of Fashion-MNIST's pretraining half) and a style of the continual
 stream's images (the other half, 1,000 per class, and the full test set, in that style). For each design the
-script pretrains the quick suite's 0.31 M ViT with ``benchmarks.pretrain_fmnist``'s recipe (or takes the committed
-quick backbone when the pretraining set is the quick suite's) and measures, on the stream's 10 classes:
+script takes the committed backbone pretrained on that set (``benchmarks.backbones.LOCAL_BACKBONES``: all 10 classes,
+the quick suite's; the five even labels, the mini suite's), or pretrains the same 0.31 M ViT with
+``benchmarks.pretrain_fmnist``'s recipe when none is committed, and measures, on the stream's 10 classes:
 
 * **SimpleCIL**: cosine similarity to the class means of the frozen backbone's features (``methods/simple_cil.py``;
   its final accuracy does not depend on the class order);
@@ -138,12 +139,14 @@ def joint(weights: Path, x, y, xt, yt, seed: int, epochs: int = 2) -> float:
 
 def measure(name: str, design: dict, seed: int, workdir: Path) -> dict:
     from benchmarks import pretrain_fmnist
-    from benchmarks.backbones import FMNIST_WEIGHTS
+    from benchmarks.backbones import LOCAL_BACKBONES, local_weights, sha256_of
 
     t0 = time.time()
     row = {"what": design["what"], "pretrain_classes": list(design["pretrain_classes"]), "style": design["style"]}
-    if tuple(design["pretrain_classes"]) == ALL:
-        weights = FMNIST_WEIGHTS
+    committed = [tag for tag, classes in LOCAL_BACKBONES.items() if classes == tuple(design["pretrain_classes"])]
+    if committed:
+        weights = local_weights(committed[0])
+        row["backbone"] = {"tag": committed[0], "sha256": sha256_of(str(weights))}
     else:
         weights = workdir / f"{name}.pth"
         pre = pretrain_fmnist.main(["--classes", ",".join(map(str, design["pretrain_classes"])), "--out", str(weights)])

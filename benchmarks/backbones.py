@@ -7,6 +7,8 @@ same path as ViT-B/16:
 
 * ``vit_fmnist_p7_28.fmnist_half``: 28 px, patch 7, width 96, depth 4, 1 channel (0.31 M parameters),
   pretrained by ``benchmarks/pretrain_fmnist.py`` on the pretraining half of Fashion-MNIST; weights committed.
+* ``vit_fmnist_p7_28.fmnist_half_even``: the same architecture and recipe, pretrained on the images of the five
+  even labels only (the mini suite's backbone: half of the stream's classes unseen); weights committed.
 * ``vit_test_tiny``: a random ViT for tests (16 px, patch 4, width 32, depth 2).
 """
 
@@ -30,12 +32,23 @@ from core.errors import UserError
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FMNIST_TAG = "vit_fmnist_p7_28.fmnist_half"
 FMNIST_WEIGHTS = WEIGHTS_DIR / "vit_fmnist_p7_28.fmnist_half.pth"
+FMNIST_EVEN_TAG = "vit_fmnist_p7_28.fmnist_half_even"
+# Our own pretrained small ViTs: tag -> the classes of Fashion-MNIST's pretraining half it was pretrained on (all
+# by benchmarks/pretrain_fmnist.py, which writes the committed file benchmarks/weights/<tag>.pth).
+LOCAL_BACKBONES: dict[str, tuple[int, ...]] = {FMNIST_TAG: tuple(range(10)), FMNIST_EVEN_TAG: (0, 2, 4, 6, 8)}
+
+
+def local_weights(tag: str) -> Path:
+    """The committed weights file of one of our own pretrained small ViTs (``LOCAL_BACKBONES``)."""
+    return WEIGHTS_DIR / f"{tag}.pth"
+
 
 # Small ViTs registered with timm (mean/std 0/1: inputs stay in [0, 1], as in the SD-LoRA pipeline).
 _LOCAL_CFG = {"num_classes": 10, "mean": (0.0,), "std": (1.0,), "first_conv": "patch_embed.proj", "classifier": "head"}
 default_cfgs = generate_default_cfgs(
     {
         "vit_fmnist_p7_28.fmnist_half": dict(input_size=(1, 28, 28), **_LOCAL_CFG),
+        "vit_fmnist_p7_28.fmnist_half_even": dict(input_size=(1, 28, 28), **_LOCAL_CFG),
         "vit_test_tiny.untrained": dict(input_size=(3, 16, 16), **_LOCAL_CFG),
     }
 )
@@ -84,8 +97,8 @@ class BackboneConfig(Config):
             if not path.exists():
                 raise UserError(f"backbone weights not found: {path} (set backbone.weights to an existing file)")
             return path
-        if self.tag == FMNIST_TAG:
-            return FMNIST_WEIGHTS
+        if self.tag in LOCAL_BACKBONES:
+            return local_weights(self.tag)
         return None
 
     def validate_paths(self) -> None:
@@ -95,7 +108,7 @@ class BackboneConfig(Config):
         elif path is not None and not path.exists():
             raise UserError(
                 f"backbone weights not found: {path}; create them with "
-                f"'python -m benchmarks.pretrain_fmnist' or set backbone.weights"
+                f"'python -m benchmarks.pretrain_fmnist --tag {self.tag}' or set backbone.weights"
             )
 
 

@@ -1,6 +1,7 @@
 """Pretrain the CPU backbone ``vit_fmnist_p7_28`` on the pretraining half of Fashion-MNIST.
 
     python -m benchmarks.pretrain_fmnist            # writes benchmarks/weights/vit_fmnist_p7_28.fmnist_half.pth
+    python -m benchmarks.pretrain_fmnist --tag vit_fmnist_p7_28.fmnist_half_even   # the five even labels only
 
 Supervised, with labels, on the 30,000 training images that the continual stream never uses
 (:func:`benchmarks.fmnist.halves`), deterministically (fixed seed, one process, deterministic kernels).
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.backbones import FMNIST_WEIGHTS, sha256_of
+from benchmarks.backbones import FMNIST_TAG, LOCAL_BACKBONES, local_weights, sha256_of
 from benchmarks.fmnist import halves, load_fmnist, to_tensor
 
 
@@ -28,10 +29,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(FMNIST_WEIGHTS))
+    ap.add_argument("--tag", default=FMNIST_TAG, choices=sorted(LOCAL_BACKBONES),
+                    help="which committed backbone to make: its classes and file (benchmarks.backbones.LOCAL_BACKBONES)")
+    ap.add_argument("--out", default=None, help="weights file (default: the tag's committed file)")
     ap.add_argument("--classes", default=None,
-                    help="comma-separated labels to pretrain on (default: all 10; bench/mini_designs.py)")
+                    help="comma-separated labels to pretrain on (default: the tag's; bench/mini_designs.py)")
     args = ap.parse_args(argv)
+    args.out = args.out or str(local_weights(args.tag))
 
     import timm
 
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.use_deterministic_algorithms(True)
     raw = load_fmnist()
     pre, _ = halves(len(raw["train_labels"]))
-    classes = sorted({int(c) for c in args.classes.split(",")}) if args.classes else list(range(10))
+    classes = sorted({int(c) for c in args.classes.split(",")}) if args.classes else list(LOCAL_BACKBONES[args.tag])
     pre = pre[np.isin(raw["train_labels"][pre], classes)]
     x = to_tensor(raw["train_images"][pre])
     y = torch.from_numpy(raw["train_labels"][pre].astype(np.int64))

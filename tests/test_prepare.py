@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import BENCHMARKS
 from benchmarks.fixtures import write_fixture
@@ -413,6 +414,24 @@ def test_weights_through_the_resolve_api(server, tmp_path, monkeypatch):
         "path": str(local),
         "sha256": hashlib.sha256(b"local weights").hexdigest(),
     }
+
+
+def test_committed_backbones_resolve_to_their_files_with_the_documented_sha256():
+    """Every small ViT of ours (benchmarks.backbones.LOCAL_BACKBONES) loads its committed file, whose sha256 is the
+    one benchmarks/weights/README.md gives, and builds as timm's architecture with the weights loaded."""
+    from benchmarks.backbones import LOCAL_BACKBONES, BackboneConfig, build_backbone, local_weights, sha256_of
+
+    readme = (Path(__file__).resolve().parent.parent / "benchmarks" / "weights" / "README.md").read_text()
+    assert len(LOCAL_BACKBONES) == 2 and LOCAL_BACKBONES["vit_fmnist_p7_28.fmnist_half_even"] == (0, 2, 4, 6, 8)
+    models = []
+    for tag in LOCAL_BACKBONES:
+        cfg = BackboneConfig(tag=tag)
+        assert cfg.resolved_weights() == local_weights(tag) and local_weights(tag).name == f"{tag}.pth"
+        assert f"`{tag}.pth`" in readme and f"sha256: `{sha256_of(str(local_weights(tag)))}`" in readme
+        model, provenance = build_backbone(cfg)
+        assert provenance["weights_sha256"] == sha256_of(str(local_weights(tag)))
+        models.append(model.state_dict()["patch_embed.proj.weight"])
+    assert not torch.equal(*models)  # two pretrainings, two sets of weights
 
 
 def test_prepare_jobs_records_sha256(server, archives, tmp_path, monkeypatch):
