@@ -1,7 +1,8 @@
 """Does a CPU suite separate methods as issue 17 asks? Its requirements, measured from the suite's records.
 
-    python -m analysis.mini --results-dir docs/results/mini --probe docs/results/mini/designs.json --design inverted \
-        [--readme docs/results/mini/DESIGN.md]
+    python -m analysis.mini --results-dir docs/results/mini --design held_out_mixed \
+        --probe docs/results/mini/designs_held_out_mixed_1993.json [--probe ... one per seed] \
+        [--readme README.md --name mini]
 
 Prints a Markdown table, one requirement per row (what is measured, the value, the bound, whether it holds), then
 each adapter's and full fine-tuning's task-incremental accuracy (the last requirement's inputs), the ranking, and
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.mini", description=__doc__.splitlines()[0])
     ap.add_argument("--results-dir", type=Path, required=True)
     ap.add_argument("--probe", type=Path, action="append", default=[], help="bench/mini_designs.py JSON (per seed)")
-    ap.add_argument("--design", default="inverted", help="the probe's design that the suite runs")
+    ap.add_argument("--design", default="held_out_mixed", help="the probe's design that the suite runs (the mini suite's)")
     ap.add_argument("--readme", type=Path, help="also write the output between <!-- requirements:NAME:start --> "
                                                 "and <!-- requirements:NAME:end --> of this Markdown file")
     ap.add_argument("--name", help="the marker's NAME (default: the results folder's name)")

@@ -57,9 +57,11 @@ RESULTS = ROOT / "docs" / "results"
 PAGE = RESULTS / "mini" / "DESIGN.md"
 INVERTED = ("designs.json", "designs_inverted_1994.json", "designs_inverted_1995.json")
 MIXED = ("designs_more.json", "designs_mixed_1994.json", "designs_mixed_1995.json")
-# The candidate suites' folders (DESIGN.md sections 2-5): the design each ran and the probe files of its seeds.
+HELD_OUT_MIXED = tuple(f"designs_held_out_mixed_{seed}.json" for seed in (1993, 1994, 1995))
+# The candidate suites' folders (DESIGN.md sections 2-6): the design each ran and the probe files of its seeds.
 MINI_FOLDERS = {"mini_before_rule": ("inverted", INVERTED), "mini_lr_rule": ("inverted", INVERTED),
-                "mini": ("inverted", INVERTED), "mini_mixed": ("mixed", MIXED)}
+                "mini_inverted": ("inverted", INVERTED), "mini_mixed": ("mixed", MIXED),
+                "mini": ("held_out_mixed", HELD_OUT_MIXED)}
 
 
 def requirements_argv(folder: str, page: Path) -> list[str]:
@@ -105,12 +107,16 @@ def test_design_page_probe_tables_are_the_committed_probes():
 
 
 def test_design_page_task_incremental_table_is_the_committed_records():
-    rows = page_table("| run | stream | LoRA lr | epochs | full_ft | seq_lora | sd_lora | sd_lora_rr | sd_lora_kd | inflora |")
-    assert [r[0] for r in rows] == ["quick", *list(MINI_FOLDERS)[:3], "mini_epochs", "mini_mixed"]
-    for run, stream, lr, epochs, *til in rows:
+    from benchmarks.backbones import LOCAL_BACKBONES
+
+    rows = page_table("| run | pretraining classes | stream | LoRA lr | epochs | full_ft | seq_lora | sd_lora | sd_lora_rr | "
+                      "sd_lora_kd | inflora |")
+    assert [r[0] for r in rows] == ["quick", *list(MINI_FOLDERS)[:3], "mini_epochs", "mini_mixed", "mini"]
+    for run, classes, stream, lr, epochs, *til in rows:
         df = done(load_records(RESULTS / run))
         seq = df[df["method"] == "seq_lora"]["record"].iloc[0]["config"]
         assert stream == seq["benchmark"].get("style", "clean")
+        assert int(classes) == len(LOCAL_BACKBONES[seq["backbone"]["tag"]])
         assert (float(lr), int(epochs)) == (seq["method"]["lr"], seq["method"]["epochs"])
         means = df.groupby("method")["til_acc"].mean()
         for method, cell in zip(("full_ft", "seq_lora", "sd_lora", "sd_lora_rr", "sd_lora_kd", "inflora"), til,
@@ -132,7 +138,7 @@ def test_committed_mini_records_are_clean_and_the_rule_recorded_its_time():
     for folder in MINI_FOLDERS:
         for path in (RESULTS / folder / "records").glob("*.json"):
             assert json.loads(path.read_text())["provenance"]["git_dirty"] is False, path
-    for folder in ("mini", "mini_mixed"):
+    for folder in ("mini_inverted", "mini_mixed", "mini"):
         doc = json.loads((RESULTS / folder / "recipe.json").read_text())
         assert doc["git_dirty"] is False and doc["elapsed_s"] > 0 and doc["runs"] == 56
 
@@ -151,13 +157,12 @@ def test_readme_mini_blocks_are_generated_from_the_committed_records(tmp_path):
     copy = tmp_path / "README.md"
     copy.write_text((ROOT / "README.md").read_text())
     readme_main(["--results-dir", str(RESULTS / "mini"), "--readme", str(copy), "--name", "mini"])
-    for folder in ("mini", "mini_mixed"):
-        assert mini.main(requirements_argv(folder, copy)) == 0
+    assert mini.main(requirements_argv("mini", copy)) == 0
     assert copy.read_text() == (ROOT / "README.md").read_text(), "regenerate README's mini blocks (see README)"
-    assert "<!-- requirements:mini_mixed:start -->\n| requirement |" in copy.read_text()
+    assert "<!-- requirements:mini:start -->\n| requirement |" in copy.read_text()
 
 
-@pytest.mark.parametrize("folder,which", [("mini", 0), ("mini_mixed", 1)])
+@pytest.mark.parametrize("folder,which", [("mini_inverted", 0), ("mini_mixed", 1), ("mini", 2)])
 def test_design_page_choice_table_is_the_stored_recipe(folder, which):
     doc = json.loads((RESULTS / folder / "recipe.json").read_text())
     (benchmark,) = {key.split("/")[0] for key in doc["choices"]}
@@ -166,3 +171,16 @@ def test_design_page_choice_table_is_the_stored_recipe(folder, which):
     for family, lr, epochs, acc in rows:
         stored = doc["choices"][f"{benchmark}/{family.split(' ')[0]}"]
         assert (float(lr), int(epochs), float(acc)) == (stored["lr"], stored["epochs"], stored["val_acc"])
+
+
+def test_the_committed_mini_backbone_probes_as_the_scratch_pretraining_did():
+    """designs_more.json pretrained the held-out backbone in a scratch folder; the committed one (same script, seed
+    and classes) gives the same probe at the same seed, so both name one backbone (DESIGN.md sections 1 and 6)."""
+    from benchmarks.backbones import FMNIST_EVEN_TAG, local_weights, sha256_of
+
+    scratch = json.loads((RESULTS / "mini" / "designs_more.json").read_text())["designs"]["held_out_mixed"]
+    committed = json.loads((RESULTS / "mini" / HELD_OUT_MIXED[0]).read_text())
+    row = committed["designs"]["held_out_mixed"]
+    assert committed["seed"] == 1993 and committed["git_dirty"] is False
+    assert row["backbone"] == {"tag": FMNIST_EVEN_TAG, "sha256": sha256_of(str(local_weights(FMNIST_EVEN_TAG)))}
+    assert [row[k] for k in ("simple_cil", "linear_probe", "joint")] == [scratch[k] for k in ("simple_cil", "linear_probe", "joint")]

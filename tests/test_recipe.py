@@ -173,7 +173,7 @@ def test_cpu_suites_share_one_rule_and_diagnostics_opt_out():
 def test_committed_choices_match_the_records(tmp_path):
     """The committed CPU suites' recipe.json names the lr and epochs every record of a family member ran with."""
     repo = Path(__file__).resolve().parent.parent
-    for folder in ("quick", "mini", "mini_mixed"):
+    for folder in ("quick", "mini_inverted", "mini_mixed", "mini"):
         doc = json.loads((repo / "docs" / "results" / folder / "recipe.json").read_text())
         assert doc["git_dirty"] is False
         for rec_path in sorted((repo / "docs" / "results" / folder / "records").glob("*.json")):
