@@ -35,12 +35,14 @@ from runner.executors import import_plugins
 from runner.plan import (
     REPO,
     Plan,
+    dry_run_jobs,
     execute,
     key_settings,
     plan,
     plan_status,
     recipe_note,
     resolve_recipe,
+    rule_mark,
     run_all,
     select_todo,
 )
@@ -121,14 +123,14 @@ def print_jobs(jobs, args: argparse.Namespace) -> None:
     print(f"{'job':48s} {'method':18s} {'benchmark':16s} {'N':>3s} {'seed':>5s}  key hyperparameters")
     for job in jobs:
         print(f"{job.job_id:48s} {job.method:18s} {job.benchmark:16s} {job.n_tasks():>3d} {job.seed:>5d}  "
-              f"{key_settings(job.method_cfg)}")
+              f"{key_settings(job.method_cfg)}{rule_mark(job)}")
     print()
     print(cost_report(jobs, model, gpu_plan(args.gpus)))
 
 def run(args: argparse.Namespace) -> int:
     p: Plan = plan(args)
     if args.dry_run:
-        print_jobs(p.jobs, args)
+        print_jobs(dry_run_jobs(p, args), args)
         note = recipe_note(p, args)
         if note:
             print(note)

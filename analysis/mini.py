@@ -5,8 +5,10 @@
         [--readme README.md --name mini]
 
 Prints a Markdown table, one requirement per row (what is measured, the value, the bound, whether it holds), then
-each adapter's and full fine-tuning's task-incremental accuracy (the last requirement's inputs), the ranking, and
-the Kendall rank correlation between the suite's method ranking (final class-incremental Acc, seed means) and the
+each adapter's and full fine-tuning's task-incremental accuracy (the last requirement's inputs), two diagnostics
+of what the separation rests on (:func:`largest_se_seeds`: the row with the largest standard error, seed by seed,
+with its accuracy on the task it learned last; :func:`near_chance`: the rows whose task-incremental accuracy fell
+to chance at some seed, i.e. whose training collapsed), the ranking, and the Kendall rank correlation between the suite's method ranking (final class-incremental Acc, seed means) and the
 paper's ImageNet-R N=10 ranking (``results/reference/paper_results.csv``, methods both have), as a diagnostic, not a
 target. The linear probe comes from ``bench/mini_designs.py`` (``--probe``, repeatable: one file per seed).
 """
@@ -30,6 +32,7 @@ from core.errors import UserError
 from methods import METHODS
 
 ADAPTERS = ("sd_lora", "sd_lora_rr", "sd_lora_kd", "seq_lora", "inflora")  # LoRA-family rows of the CPU suites
+NEAR_CHANCE = 5.0  # points above chance under which a seed's final task-incremental Acc counts as collapsed
 BOUNDS = {"wall_min": 20.0, "joint_minus_simple_cil": 10.0, "joint_minus_probe": 10.0, "spread_over_se": 5.0,
           "adapter_til_minus_full_ft": 5.0}
 
@@ -37,6 +40,47 @@ BOUNDS = {"wall_min": 20.0, "joint_minus_simple_cil": 10.0, "joint_minus_probe":
 def seed_means(df: pd.DataFrame, metric: str) -> dict[str, tuple[float, float, int]]:
     """method -> (mean, standard error, seeds) of ``metric`` over the done records."""
     return {m: mean_se(g[metric]) for m, g in df.groupby("method", sort=False)}
+
+
+def ranked_rows(df: pd.DataFrame) -> dict[str, tuple[float, float, int]]:
+    """The seed means of Acc of the rows the separation requirement compares (every row but the reference ones)."""
+    names = dict(zip(df["method"], df["method_name"], strict=False))
+    return {m: v for m, v in seed_means(df, "acc").items() if METHODS.get(names[m]).info.group != "reference"}
+
+
+def largest_se_seeds(df: pd.DataFrame) -> str:
+    """The row whose standard error bounds the separation, seed by seed: final Acc, and its class- and
+    task-incremental Acc on the task it learned last (the last entries of the two accuracy matrices), with that
+    task's classes. A last task near 0 class-incremental but well above chance task-incremental is one whose
+    classes the features separate but whose heads earlier classes outscore."""
+    ranked = ranked_rows(df)
+    worst = max(ranked, key=lambda m: ranked[m][1])
+    parts = []
+    for record in df[df["method"] == worst].sort_values("seed")["record"]:
+        last = record["classes_per_task"][-1]
+        classes = ",".join(str(c) for c in record["class_order"][-last:])
+        parts.append(f"seed {record['seed']}: Acc {record['metrics']['acc']:.2f}, last task (classes {classes}) "
+                     f"{record['acc_matrix'][-1][-1]:.1f} class-incr., {record['til_matrix'][-1][-1]:.1f} task-incr.")
+    return f"largest standard error: {worst} {ranked[worst][1]:.2f} ({'; '.join(parts)})"
+
+
+def chance_til(record: dict) -> float:
+    """Task-incremental accuracy of guessing: the mean over tasks of 100 / classes in the task."""
+    return float(np.mean([100.0 / c for c in record["classes_per_task"]]))
+
+
+def near_chance(df: pd.DataFrame, margin: float = NEAR_CHANCE) -> str:
+    """The rows with a seed whose final task-incremental Acc is within ``margin`` points of chance: a network that
+    no longer separates even the classes of one task has collapsed, which is not the same as forgetting."""
+    counts = {}
+    for method, group in df.groupby("method", sort=False):
+        hits = [r for r in group["record"] if r["metrics"]["til_acc"] <= chance_til(r) + margin]
+        if hits:
+            counts[method] = f"{method} {len(hits)} of {len(group)} seed(s) (" + ", ".join(
+                f"{r['metrics']['til_acc']:.1f}" for r in sorted(hits, key=lambda r: r["seed"])) + ")"
+    chance = ", ".join(sorted({f"{chance_til(r):.1f}" for r in df["record"]}))
+    return (f"final task-incr. Acc within {margin:g} points of chance ({chance}): "
+            + ("; ".join(counts.values()) if counts else "no row"))
 
 
 def wall_minutes(df: pd.DataFrame, results_dir: Path | None = None) -> float:
@@ -93,8 +137,7 @@ def requirements(df: pd.DataFrame, probe: float | None, results_dir: Path | None
     for needed in ("joint", "simple_cil", "full_ft"):
         if needed not in acc:
             raise UserError(f"the records hold no {needed} row; the requirements compare against it")
-    names = dict(zip(df["method"], df["method_name"], strict=False))
-    ranked = {m: v for m, v in acc.items() if METHODS.get(names[m]).info.group != "reference"}
+    ranked = ranked_rows(df)
     spread = max(v[0] for v in ranked.values()) - min(v[0] for v in ranked.values())
     max_se = max(v[1] for v in ranked.values())
     adapters = [m for m in ADAPTERS if m in til]
@@ -147,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     til = {m: v[0] for m, v in seed_means(df, "til_acc").items()}
     lines.append("task-incr. Acc (seed means): full_ft " + f"{til['full_ft']:.2f}; adapters: "
                  + ", ".join(f"{m} {til[m]:.2f}" for m in sorted((m for m in ADAPTERS if m in til), key=til.get)))
+    lines += [largest_se_seeds(df), near_chance(df)]
     order = sorted(acc, key=acc.get, reverse=True)
     lines.append("ranking (seed-mean Acc): " + " > ".join(f"{m} {acc[m]:.2f}" for m in order))
     lines.append(f"Kendall tau vs the paper's ImageNet-R N=10 Acc over {len(common)} methods ({', '.join(common)}): "

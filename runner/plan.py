@@ -96,6 +96,20 @@ def resolve_recipe(p: Plan, args) -> Plan:
     return replace(p, jobs=jobs)
 
 
+def dry_run_jobs(p: Plan, args) -> list[Job]:
+    """The jobs as a dry run shows and costs them: a family's stored choice applied; where the rule has still to
+    choose, the grid's most epochs (the cost's upper bound) and ``runtime["recipe"] = {"pending": True}``."""
+    rule = RecipeRule.from_suite(p.suite)
+    if rule is None or args.smoke:
+        return p.jobs
+    jobs, _ = recipe.apply(rule, p.jobs, suite_jobs(p.suite, args), p.results_dir)
+    most = max(rule.epochs)
+    return [job if "recipe" in job.runtime or rule.family_of(job.method) is None else
+            replace(job, method_cfg=job.method_cfg.replace(epochs=most), runtime={**job.runtime,
+                                                                                 "recipe": {"pending": True}})
+            for job in jobs]
+
+
 def recipe_note(p: Plan, args) -> str | None:
     """A dry run's line on the recipe rule: which choices are stored and how many the run would make first."""
     rule = RecipeRule.from_suite(p.suite)
@@ -104,9 +118,11 @@ def recipe_note(p: Plan, args) -> str | None:
     _, pending = recipe.apply(rule, p.jobs, suite_jobs(p.suite, args), p.results_dir)
     runs = len(rule.lrs or [0]) * len(rule.epochs or [0])
     stored = "" if not (Path(p.results_dir) / "recipe.json").exists() else f"; stored: {p.results_dir / 'recipe.json'}"
+    bound = (f"; the jobs above marked 'rule: to choose' are costed at {max(rule.epochs)} epochs, the grid's most"
+             if pending else "")
     return (f"recipe rule: lr in {list(rule.lrs)}, epochs in {list(rule.epochs)} per family, on {rule.validation:g} of "
             f"the first task held out (runner/recipe.py); {pending} choice(s) to make first ({pending * runs} "
-            f"validation runs){stored}")
+            f"validation runs){stored}{bound}")
 
 
 def plan(args) -> Plan:
@@ -135,6 +151,16 @@ def key_settings(m) -> str:
     if sched == "multistep":
         sched += "[" + ",".join(str(e) for e in m.milestones) + f"]x{m.lr_decay:g}"
     return f"epochs={m.epochs} lr={lr} sched={sched} bs={m.batch_size} opt={m.optimizer}"
+
+
+def rule_mark(job: Job) -> str:
+    """What the recipe rule did to a dry run's job line: nothing, a stored choice, or a choice still to make."""
+    choice = job.runtime.get("recipe")
+    if choice is None:
+        return ""
+    if choice.get("pending"):
+        return "  [rule: to choose]"
+    return f"  [rule: chosen, validation {choice['val_acc']:.2f}]"
 
 
 def report_problems(args, jobs: list[Job], execution: dict[str, Any], results_dir: Path) -> None:

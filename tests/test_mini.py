@@ -184,3 +184,27 @@ def test_the_committed_mini_backbone_probes_as_the_scratch_pretraining_did():
     assert committed["seed"] == 1993 and committed["git_dirty"] is False
     assert row["backbone"] == {"tag": FMNIST_EVEN_TAG, "sha256": sha256_of(str(local_weights(FMNIST_EVEN_TAG)))}
     assert [row[k] for k in ("simple_cil", "linear_probe", "joint")] == [scratch[k] for k in ("simple_cil", "linear_probe", "joint")]
+
+
+def test_near_chance_flags_exactly_the_seeds_whose_task_incremental_accuracy_fell_to_guessing():
+    df = done(load_records(RESULTS / "mini"))
+    line = mini.near_chance(df)
+    assert line.startswith("final task-incr. Acc within 5 points of chance (50.0): ")
+    for method, group in df.groupby("method"):
+        low = [r["metrics"]["til_acc"] for r in group["record"] if r["metrics"]["til_acc"] <= 55.0]
+        assert (f"{method} {len(low)} of {len(group)} seed(s)" in line) == bool(low), method
+    assert "lwf 2 of 3" in line and "sd_lora" not in line
+    assert mini.chance_til({"classes_per_task": [2, 5]}) == pytest.approx(35.0)  # the mean of 1/2 and 1/5
+    assert mini.near_chance(df, margin=-100.0).endswith(": no row")
+
+
+def test_largest_se_line_names_the_row_that_bounds_the_separation_and_its_last_task_per_seed():
+    df = done(load_records(RESULTS / "mini"))
+    line = mini.largest_se_seeds(df)
+    ranked = mini.ranked_rows(df)
+    worst = max(ranked, key=lambda m: ranked[m][1])
+    assert worst == "full_ft" and line.startswith(f"largest standard error: full_ft {ranked[worst][1]:.2f} (")
+    for record in df[df["method"] == worst]["record"]:
+        classes = ",".join(map(str, record["class_order"][-2:]))
+        assert (f"seed {record['seed']}: Acc {record['metrics']['acc']:.2f}, last task (classes {classes}) "
+                f"{record['acc_matrix'][-1][-1]:.1f} class-incr., {record['til_matrix'][-1][-1]:.1f} task-incr.") in line

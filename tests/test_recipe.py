@@ -159,6 +159,27 @@ def test_dry_run_names_the_rule_and_the_choices_to_make(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_dry_run_shows_stored_choices_and_costs_pending_ones_at_the_grids_most_epochs(tmp_path, capsys):
+    wide = write_suite(tmp_path, suite_with_rule(grid={"lr": [0.01, 0.1], "epochs": [1, 2]}))
+    assert run(["--suite", str(wide), "--dry-run", "--results-dir", str(tmp_path / "none")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("sd_lora__", "full_ft__"))]
+    assert lines and all("epochs=2 " in line and line.endswith("[rule: to choose]") for line in lines)
+
+    out = tmp_path / "res"
+    suite = write_suite(tmp_path, suite_with_rule())
+    assert run(["--suite", str(suite), "--results-dir", str(out), "--no-report"]) == 0
+    choices = json.loads((out / "recipe.json").read_text())["choices"]
+    capsys.readouterr()
+    assert run(["--suite", str(suite), "--dry-run", "--results-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    for label, key in (("sd_lora", "synthetic/adapters"), ("full_ft", "synthetic/full")):
+        (line,) = [x for x in text.splitlines() if x.startswith(f"{label}__")]
+        choice = choices[key]
+        assert f"epochs={choice['epochs']} lr={choice['lr']:g} " in line
+        assert line.endswith(f"[rule: chosen, validation {choice['val_acc']:.2f}]")
+    assert "0 choice(s) to make first" in text and "costed at" not in text
+
+
 def test_cpu_suites_share_one_rule_and_diagnostics_opt_out():
     from runner.suite import load_suite
 
