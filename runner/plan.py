@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from runner.jobs import Job
 from runner.locks import Skipped
 from runner.recipe import RecipeRule
 from runner.record import Record
-from runner.slurm import SlurmSettings, available, run_slurm
+from runner.slurm import SlurmSettings, available, run_calls, run_slurm
 from runner.smoke import smoke_jobs
 from runner.store import ResultStore
 from runner.suite import expand_jobs, load_suite
@@ -89,7 +90,15 @@ def resolve_recipe(p: Plan, args) -> Plan:
     if rule is None or args.smoke:
         return p
     everything = [replace(job, runtime={**job.runtime, "device": args.device}) for job in suite_jobs(p.suite, args)]
-    recipe.select(rule, everything, p.jobs, p.results_dir, p.execution["jobs"], p.execution["threads"])
+    imports = tuple(absolute_imports(args.imports))
+    if p.execution["executor"] == "slurm":  # the validation runs as SLURM tasks, with the jobs' resources
+        settings = p.execution["slurm"]
+        folder = (Path(settings.folder) if settings.folder else Path(p.results_dir) / "slurm") / "recipe"
+        run_all, threads = partial(run_calls, settings=settings, folder=folder,
+                                   job_name=f"sdlb-{p.suite['name']}-recipe"), settings.cpus
+    else:
+        run_all, threads = recipe.run_here(p.execution["jobs"]), p.execution["threads"]
+    recipe.select(rule, everything, p.jobs, p.results_dir, run_all, threads, imports)
     jobs, pending = recipe.apply(rule, p.jobs, everything, p.results_dir)
     if pending:  # cannot happen unless recipe.json could not be written
         raise UserError(f"recipe: {pending} choice(s) could not be stored in {p.results_dir / 'recipe.json'}")

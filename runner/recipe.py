@@ -18,7 +18,9 @@ its members because on the first task they train the same parameters with the sa
 LwF and joint training; the LoRA methods before any direction is frozen); a method unlike the others is a family
 of its own.
 
-The choices are kept in ``<results>/recipe.json`` (with the selection's commit, start and seconds, which count in
+The grid runs go where the suite's jobs go: local worker processes (:func:`run_here`), or SLURM tasks with the
+jobs' resources under ``--executor slurm`` (:func:`runner.slurm.run_calls`); each is a :class:`ValidationRun`, plain
+data, so both give the same accuracies. The choices are kept in ``<results>/recipe.json`` (with the selection's commit, start and seconds, which count in
 the suite's wall-clock time) with every grid point's validation accuracy, keyed by a hash of
 the rule, the probe's config and its code, so a resumed or repeated run reuses them and a changed rule or method
 selects again. Each job then carries its family's choice in ``runtime["recipe"]`` (kept in its record).
@@ -30,6 +32,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -197,11 +200,37 @@ def apply(rule: RecipeRule | None, jobs: list[Job], all_jobs: list[Job], results
     return out, len(todo)
 
 
-def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: Path, n_workers: int,
-           threads: int | None, log=print) -> None:
-    """Make the choices :func:`apply` still lacks (the probes' grid runs, on ``n_workers`` CPU workers) and store
-    them in ``<results>/recipe.json``."""
+@dataclass(frozen=True)
+class ValidationRun:
+    """One grid point of one probe as plain data (the job as :func:`runner.executors.job_spec`), callable in
+    another process: a local worker or a SLURM task. Returns the held-out accuracy (%)."""
+
+    spec: dict[str, Any]
+    point: dict[str, Any]
+    fraction: float
+    threads: int | None
+    imports: tuple[str, ...] = ()
+
+    def __call__(self) -> float:
+        from runner.executors import import_plugins, job_from_spec
+
+        import_plugins(self.imports)
+        return validation_accuracy(job_from_spec(self.spec), self.point, self.fraction, self.threads)
+
+
+def run_here(n_workers: int) -> Callable[[list[ValidationRun]], list[float]]:
+    """The validation runs on ``n_workers`` local CPU worker processes (joblib)."""
     from joblib import Parallel, delayed
+
+    return lambda calls: Parallel(n_jobs=max(1, n_workers), backend="loky")(delayed(call)() for call in calls)
+
+
+def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: Path,
+           run_all: Callable[[list[ValidationRun]], list[float]], threads: int | None,
+           imports: tuple[str, ...] = (), log=print) -> None:
+    """Make the choices :func:`apply` still lacks (the probes' grid runs, through ``run_all``: :func:`run_here`,
+    or SLURM tasks) and store them in ``<results>/recipe.json``."""
+    from runner.executors import job_spec
 
     choices = load_choices(results_dir)
     _, todo = stored(rule, needed_probes(rule, all_jobs, jobs), choices)
@@ -211,8 +240,8 @@ def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: 
     runs = [(key, point) for key, probe in todo.items() for point in rule.points(probe)]
     log(f"recipe: {len(runs)} validation runs ({len(todo)} famil{'y' if len(todo) == 1 else 'ies'} x grid) on "
         f"{rule.validation:g} of the first task's training images, seed {rule.seed}")
-    accs = Parallel(n_jobs=max(1, n_workers), backend="loky")(
-        delayed(validation_accuracy)(todo[key], point, rule.validation, threads) for key, point in runs)
+    accs = run_all([ValidationRun(job_spec(todo[key]), point, rule.validation, threads, tuple(imports))
+                    for key, point in runs])
     for key, probe in todo.items():
         scored = [(point, acc) for (k, point), acc in zip(runs, accs) if k == key]
         best_point, best_acc = max(scored, key=lambda pa: (pa[1], -pa[0]["epochs"], -pa[0]["lr"]))

@@ -210,15 +210,48 @@ def _still_alive(jobs: list[Job], ledger: dict[str, dict], folder: Path) -> list
             for jid, job in known.items() if states.get(ledger[jid]["slurm_id"]) in ALIVE]
 
 
-def _wait(submitted: list[tuple[Job, Any]], results_dir: str, poll_s: float) -> Iterator[Record]:
-    pending = {handle.job_id: (job, handle) for job, handle in submitted}
+def run_calls(calls: list[Callable[[], Any]], settings: SlurmSettings, folder: Path, job_name: str,
+              say: Callable[[str], None] = print) -> list[Any]:
+    """Run picklable zero-argument callables as SLURM array tasks (the recipe rule's validation runs) with the
+    suite's resources; their results, in order. A task that raises or ends without a result is a RuntimeError
+    naming its output file: the caller has nothing to store without every result."""
+    reason = available()
+    if reason:
+        raise UserError(f"--executor slurm: {reason}")
+    executor = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=settings.max_requeues,
+                                      python=sys.executable)
+    executor.update_parameters(**settings.parameters(job_name))
+    handles = []
+    for start in range(0, len(calls), settings.chunk_size):
+        with executor.batch():
+            chunk = [executor.submit(call) for call in calls[start:start + settings.chunk_size]]
+        handles += chunk
+        say(f"submitted {len(chunk)} task(s) as SLURM array {chunk[0].job_id.split('_')[0]} (submitit files: {folder})")
+    results: dict[str, Any] = {}
+    for handle, state in _finished(handles, settings.poll_s):
+        if state is not None:
+            raise RuntimeError(f"SLURM task {handle.job_id} ended {state} without a result; its output: "
+                               f"{handle.paths.stdout}")
+        try:
+            results[handle.job_id] = handle.result()
+        except Exception as err:  # noqa: BLE001 - the task raised: one line and where its traceback is
+            first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise RuntimeError(f"SLURM task {handle.job_id} failed ({first}); its output: "
+                               f"{handle.paths.stdout}") from None
+    return [results[handle.job_id] for handle in handles]
+
+
+def _finished(handles: list[Any], poll_s: float) -> Iterator[tuple[Any, str | None]]:
+    """``(handle, None)`` once a task's result file exists; ``(handle, STATE)`` once SLURM ended it without one
+    (read from squeue, then sacct where a task aged out of squeue; ``GONE`` when neither knows it)."""
+    pending = {handle.job_id: handle for handle in handles}
     ended_polls: dict[str, int] = {}
     while pending:
         states = squeue_states({sid.split("_")[0] for sid in pending})
-        for sid, (job, handle) in list(pending.items()):
+        for sid, handle in list(pending.items()):
             if handle.paths.result_pickle.exists():
                 del pending[sid]
-                yield _outcome(job, handle, results_dir)
+                yield handle, None
                 continue
             state = states.get(sid) if states is not None else None
             if state is None and states is not None:  # aged out of squeue (MinJobAge): ask sacct, if it works
@@ -227,11 +260,19 @@ def _wait(submitted: list[tuple[Job, Any]], results_dir: str, poll_s: float) -> 
                 ended_polls[sid] = ended_polls.get(sid, 0) + 1
                 if ended_polls[sid] >= GRACE_POLLS:
                     del pending[sid]
-                    yield _ended_without_result(job, handle, state, results_dir)
+                    yield handle, state
             else:
                 ended_polls.pop(sid, None)
         if pending:
             time.sleep(poll_s)
+
+
+def _wait(submitted: list[tuple[Job, Any]], results_dir: str, poll_s: float) -> Iterator[Record]:
+    jobs = {handle.job_id: job for job, handle in submitted}
+    for handle, state in _finished([handle for _, handle in submitted], poll_s):
+        job = jobs[handle.job_id]
+        yield (_outcome(job, handle, results_dir) if state is None else
+               _ended_without_result(job, handle, state, results_dir))
 
 
 def _outcome(job: Job, handle, results_dir: str) -> Record:

@@ -408,3 +408,23 @@ def test_a_restarted_runner_waits_for_its_running_slurm_jobs_instead_of_submitti
     assert "submitted" not in output.replace("earlier runner submitted", "")
     assert records(out)["noop__synthetic__s0"]["status"] == "done"
     assert (out / "logs" / "noop__synthetic__s0.log").read_text().count(" start ") == 1  # it ran once
+
+
+@pytest.mark.slurm
+def test_slurm_executor_runs_the_recipe_rules_validation_as_slurm_tasks(tmp_path, slurm_cluster):
+    """With ``--executor slurm`` the rule's grid runs are SLURM tasks too (not processes on the submitting host),
+    and they choose what local workers choose: same validation accuracies, same records."""
+    suite = suite_file(tmp_path, {"full_ft": {}}, seeds=(0,))
+    data = yaml.safe_load(suite.read_text())
+    data["recipe"] = {"validation": 0.25, "seed": 0, "grid": {"lr": [0.01, 0.1], "epochs": [1]},
+                      "families": {"full": ["full_ft"]}}
+    suite.write_text(yaml.safe_dump(data))
+    common = ["--suite", suite, "--no-report"]
+    assert main(*common, "--results-dir", tmp_path / "local", "--jobs", "1", "--threads", "1") == 0
+    assert main(*common, "--results-dir", tmp_path / "slurm", *SLURM_FLAGS) == 0
+    local, slurm = (json.loads((tmp_path / d / "recipe.json").read_text()) for d in ("local", "slurm"))
+    assert slurm["runs"] == 2 and slurm["choices"] == local["choices"]
+    results = list((tmp_path / "slurm" / "slurm" / "recipe").glob("*/*_result.pkl"))
+    assert len(results) == 2  # one SLURM task per grid point, each with its submitit result
+    assert stripped(records(tmp_path / "slurm")["full_ft__synthetic__s0"]) == stripped(
+        records(tmp_path / "local")["full_ft__synthetic__s0"])

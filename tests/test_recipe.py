@@ -79,7 +79,7 @@ def test_ties_go_to_fewer_epochs_then_the_smaller_lr(tmp_path, monkeypatch):
     suite = suite_with_rule(grid={"lr": [0.3, 0.03], "epochs": [3, 2]})
     rule, jobs = RecipeRule.from_suite(suite), expand_jobs(suite)
     monkeypatch.setattr(recipe, "validation_accuracy", lambda probe, point, fraction, threads: 50.0)
-    recipe.select(rule, jobs, jobs, tmp_path, n_workers=1, threads=1, log=lambda _: None)
+    recipe.select(rule, jobs, jobs, tmp_path, recipe.run_here(1), threads=1, log=lambda _: None)
     applied, pending = recipe.apply(rule, jobs, jobs, tmp_path)
     assert pending == 0
     assert {(j.method_cfg.lr, j.method_cfg.epochs) for j in applied} == {(0.03, 2)}
@@ -89,7 +89,7 @@ def test_a_changed_rule_or_probe_config_selects_again(tmp_path, monkeypatch):
     suite = suite_with_rule()
     rule, jobs = RecipeRule.from_suite(suite), expand_jobs(suite)
     monkeypatch.setattr(recipe, "validation_accuracy", lambda probe, point, fraction, threads: point["lr"])
-    recipe.select(rule, jobs, jobs, tmp_path, n_workers=1, threads=1, log=lambda _: None)
+    recipe.select(rule, jobs, jobs, tmp_path, recipe.run_here(1), threads=1, log=lambda _: None)
     assert recipe.apply(rule, jobs, jobs, tmp_path)[1] == 0
     wider = suite_with_rule(validation=0.5)
     assert recipe.apply(RecipeRule.from_suite(wider), jobs, jobs, tmp_path)[1] == 2
@@ -106,7 +106,7 @@ def test_a_narrowed_run_still_uses_its_family_probe(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(recipe, "validation_accuracy",
                         lambda probe, point, fraction, threads: seen.append(probe.method) or point["lr"])
-    recipe.select(rule, every, narrowed, tmp_path, n_workers=1, threads=1, log=lambda _: None)
+    recipe.select(rule, every, narrowed, tmp_path, recipe.run_here(1), threads=1, log=lambda _: None)
     assert set(seen) == {"full_ft"}
     (job,) = recipe.apply(rule, narrowed, every, tmp_path)[0]
     assert job.method == "sd_lora" and job.method_cfg.lr == 0.1 and job.runtime["recipe"]["probe"] == "full_ft"
@@ -120,7 +120,7 @@ def test_a_run_narrowed_to_one_family_makes_and_needs_only_that_familys_choice(t
     monkeypatch.setattr(recipe, "validation_accuracy",
                         lambda probe, point, fraction, threads: seen.append(probe.method) or point["lr"])
     assert recipe.apply(rule, narrowed, every, tmp_path)[1] == 1  # what a dry run reports: one choice, not two
-    recipe.select(rule, every, narrowed, tmp_path, n_workers=1, threads=1, log=lambda _: None)
+    recipe.select(rule, every, narrowed, tmp_path, recipe.run_here(1), threads=1, log=lambda _: None)
     assert set(seen) == {"full_ft"}
     jobs, pending = recipe.apply(rule, narrowed, every, tmp_path)
     assert pending == 0 and all(j.method_cfg.lr == 0.1 for j in jobs)
