@@ -19,11 +19,11 @@ LwF and joint training; the LoRA methods before any direction is frozen); a meth
 of its own.
 
 The grid runs go where the suite's jobs go: local worker processes (:func:`run_here`), or SLURM tasks with the
-jobs' resources under ``--executor slurm`` (:func:`runner.slurm.run_calls`); each is a :class:`ValidationRun`, plain
-data, so both give the same accuracies. The choices are kept in ``<results>/recipe.json`` (with the selection's commit, start and seconds, which count in
-the suite's wall-clock time) with every grid point's validation accuracy, keyed by a hash of
-the rule, the probe's config and its code, so a resumed or repeated run reuses them and a changed rule or method
-selects again. Each job then carries its family's choice in ``runtime["recipe"]`` (kept in its record).
+jobs' resources under ``--executor slurm`` (:func:`runner.slurm.run_calls`); each is a :class:`ValidationRun`,
+plain data, so both give the same accuracies. The choices are kept in ``<results>/recipe.json`` (with the
+selection's commit, start and seconds, which count in the suite's wall-clock time) with every grid point's
+validation accuracy, keyed by a hash of the rule, the probe's config and its code, so a resumed or repeated run
+reuses them and a changed rule or method selects again. Each job then carries its family's choice in ``runtime["recipe"]`` (kept in its record).
 """
 
 from __future__ import annotations

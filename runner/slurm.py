@@ -235,10 +235,16 @@ def run_calls(calls: list[Callable[[], Any]], settings: SlurmSettings, folder: P
         try:
             results[handle.job_id] = handle.result()
         except Exception as err:  # noqa: BLE001 - the task raised: one line and where its traceback is
-            first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            raise RuntimeError(f"SLURM task {handle.job_id} failed ({first}); its output: "
+            raise RuntimeError(f"SLURM task {handle.job_id} failed ({_raised(err)}); its output: "
                                f"{handle.paths.stdout}") from None
     return [results[handle.job_id] for handle in handles]
+
+
+def _raised(err: Exception) -> str:
+    """The exception line of a task's traceback (submitit's error text holds the whole traceback, then paths)."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    raised = [line for line in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", line)]
+    return raised[-1] if raised else (lines[0] if lines and lines[0] else type(err).__name__)
 
 
 def _finished(handles: list[Any], poll_s: float) -> Iterator[tuple[Any, str | None]]:

@@ -428,3 +428,15 @@ def test_slurm_executor_runs_the_recipe_rules_validation_as_slurm_tasks(tmp_path
     assert len(results) == 2  # one SLURM task per grid point, each with its submitit result
     assert stripped(records(tmp_path / "slurm")["full_ft__synthetic__s0"]) == stripped(
         records(tmp_path / "local")["full_ft__synthetic__s0"])
+
+
+@pytest.mark.slurm
+def test_slurm_calls_return_in_order_and_a_failing_task_names_its_output(tmp_path, slurm_cluster):
+    from functools import partial
+
+    from runner.slurm import SlurmSettings, run_calls
+
+    settings = SlurmSettings.build({"time": 10, "cpus": 1, "mem_gb": 1, "poll_s": 0.5}, {})
+    assert run_calls([partial(int, "7"), partial(int, "3")], settings, tmp_path / "ok", "t", say=lambda _: None) == [7, 3]
+    with pytest.raises(RuntimeError, match=r"SLURM task \S+ failed \(.*invalid literal.*\); its output: "):
+        run_calls([partial(int, "7"), partial(int, "x")], settings, tmp_path / "bad", "t", say=lambda _: None)
