@@ -8,8 +8,8 @@ Prints a Markdown table, one requirement per row (what is measured, the value, t
 each adapter's and full fine-tuning's task-incremental accuracy (the last requirement's inputs), two diagnostics
 of what the separation rests on (:func:`largest_se_seeds`: the row with the largest standard error, seed by seed,
 with its accuracy on the task it learned last; :func:`near_chance`: the rows whose task-incremental accuracy fell
-to chance at some seed, i.e. whose training collapsed), the ranking, and the Kendall rank correlation between the suite's method ranking (final class-incremental Acc, seed means) and the
-paper's ImageNet-R N=10 ranking (``results/reference/paper_results.csv``, methods both have), as a diagnostic, not a
+to chance at some seed, i.e. whose training collapsed), the ranking, and the Kendall rank correlation between the
+suite's method ranking (final class-incremental Acc, seed means) and the paper's ImageNet-R N=10 ranking (``results/reference/paper_results.csv``, methods both have), as a diagnostic, not a
 target. The linear probe comes from ``bench/mini_designs.py`` (``--probe``, repeatable: one file per seed).
 """
 

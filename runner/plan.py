@@ -106,17 +106,17 @@ def resolve_recipe(p: Plan, args) -> Plan:
 
 
 def dry_run_jobs(p: Plan, args) -> list[Job]:
-    """The jobs as a dry run shows and costs them: a family's stored choice applied; where the rule has still to
-    choose, the grid's most epochs (the cost's upper bound) and ``runtime["recipe"] = {"pending": True}``."""
+    """The jobs as a dry run shows and costs them: the plan's jobs already carry their family's stored choice
+    (:func:`select`); where the rule has still to choose, the grid's most epochs (the cost's upper bound) and
+    ``runtime["recipe"] = {"pending": True}``."""
     rule = RecipeRule.from_suite(p.suite)
     if rule is None or args.smoke:
         return p.jobs
-    jobs, _ = recipe.apply(rule, p.jobs, suite_jobs(p.suite, args), p.results_dir)
     most = max(rule.epochs)
     return [job if "recipe" in job.runtime or rule.family_of(job.method) is None else
             replace(job, method_cfg=job.method_cfg.replace(epochs=most), runtime={**job.runtime,
                                                                                  "recipe": {"pending": True}})
-            for job in jobs]
+            for job in p.jobs]
 
 
 def recipe_note(p: Plan, args) -> str | None:

@@ -174,23 +174,31 @@ def _submit(jobs: list[Job], results_dir: str, settings: SlurmSettings, imports:
             say: Callable[[str], None], ledger: dict[str, dict]) -> list[tuple[Job, Any]]:
     if not jobs:
         return []
-    executor = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=settings.max_requeues,
-                                      python=sys.executable)
-    executor.update_parameters(**settings.parameters(f"sdlb-{jobs[0].suite}"))
     submitted: list[tuple[Job, Any]] = []
-    for start in range(0, len(jobs), settings.chunk_size):
-        chunk = jobs[start:start + settings.chunk_size]
-        with executor.batch():
-            handles = [executor.submit(SlurmJobRunner(job_spec(job), str(results_dir), list(imports)))
-                       for job in chunk]
+    for chunk, handles in _arrays(jobs, lambda job: SlurmJobRunner(job_spec(job), str(results_dir), list(imports)),
+                                  settings, folder, f"sdlb-{jobs[0].suite}", "job(s)", say):
         submitted += list(zip(chunk, handles))
         # written chunk by chunk: a runner killed now still knows what it submitted
         ledger.update({job.job_id: {"slurm_id": h.job_id, "config_hash": job.config_hash()}
                        for job, h in zip(chunk, handles)})
         atomic_write_text(folder / LEDGER, json.dumps(ledger, indent=1, sort_keys=True) + "\n")
-        say(f"submitted {len(chunk)} job(s) as SLURM array {handles[0].job_id.split('_')[0]} "
-            f"(submitit files: {folder})")
     return submitted
+
+
+def _arrays(items: list, task: Callable[[Any], Callable[[], Any]], settings: SlurmSettings, folder: Path,
+            job_name: str, noun: str, say: Callable[[str], None]) -> Iterator[tuple[list, list]]:
+    """Submit ``task(item)`` for every item as SLURM array jobs of at most ``chunk_size`` tasks (MaxArraySize);
+    yields each chunk with its submitit handles, once submitted."""
+    executor = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=settings.max_requeues,
+                                      python=sys.executable)
+    executor.update_parameters(**settings.parameters(job_name))
+    for start in range(0, len(items), settings.chunk_size):
+        chunk = items[start:start + settings.chunk_size]
+        with executor.batch():
+            handles = [executor.submit(task(item)) for item in chunk]
+        say(f"submitted {len(chunk)} {noun} as SLURM array {handles[0].job_id.split('_')[0]} "
+            f"(submitit files: {folder})")
+        yield chunk, handles
 
 
 def _load_ledger(folder: Path) -> dict[str, dict]:
@@ -218,15 +226,8 @@ def run_calls(calls: list[Callable[[], Any]], settings: SlurmSettings, folder: P
     reason = available()
     if reason:
         raise UserError(f"--executor slurm: {reason}")
-    executor = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=settings.max_requeues,
-                                      python=sys.executable)
-    executor.update_parameters(**settings.parameters(job_name))
-    handles = []
-    for start in range(0, len(calls), settings.chunk_size):
-        with executor.batch():
-            chunk = [executor.submit(call) for call in calls[start:start + settings.chunk_size]]
-        handles += chunk
-        say(f"submitted {len(chunk)} task(s) as SLURM array {chunk[0].job_id.split('_')[0]} (submitit files: {folder})")
+    handles = [h for _, chunk in _arrays(calls, lambda call: call, settings, folder, job_name, "task(s)", say)
+               for h in chunk]
     results: dict[str, Any] = {}
     for handle, state in _finished(handles, settings.poll_s):
         if state is not None:
