@@ -130,7 +130,7 @@ def recipe_note(p: Plan, args) -> str | None:
     bound = (f"; the jobs above marked 'rule: to choose' are costed at {max(rule.epochs)} epochs, the grid's most"
              if pending else "")
     return (f"recipe rule: lr in {list(rule.lrs)}, epochs in {list(rule.epochs)} per family, on {rule.validation:g} of "
-            f"the first task held out (runner/recipe.py); {pending} choice(s) to make first ({pending * runs} "
+            f"{rule.where()} held out (runner/recipe.py); {pending} choice(s) to make first ({pending * runs} "
             f"validation runs){stored}{bound}")
 
 

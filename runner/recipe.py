@@ -3,12 +3,13 @@
 A suite may declare (``recipe:``, inherited through ``extends`` like every top-level key; ``recipe: null`` drops it)::
 
     recipe:
-      validation: 0.2              # fraction of the first task's training images held out, per class
+      validation: 0.2              # fraction of each validated task's training images held out, per class
       seed: 1993                   # class order, split and initialisation of the selection runs
       grid: {lr: [0.003, 0.01, 0.03, 0.1], epochs: [2]}
       families:                    # suite method labels; the first is the family's probe
         full: [full_ft, ewc, lwf, joint]
         lora: [sd_lora, sd_lora_rr, sd_lora_kd, seq_lora]
+      tasks: 1                     # optional: validate on the first `tasks` tasks (default 1)
 
 For each benchmark of the suite and each family with a selected member, the probe is trained on the first task's
 other images at every grid point (from its own suite config, only ``lr`` and ``epochs`` changed) and scored by its
@@ -17,6 +18,14 @@ accuracy on the held-out images; the best point (ties: fewer epochs, then the sm
 its members because on the first task they train the same parameters with the same loss (full fine-tuning, EWC,
 LwF and joint training; the LoRA methods before any direction is frozen); a method unlike the others is a family
 of its own.
+
+With ``tasks: T > 1`` the probe learns the first T tasks in turn (each task's kept images, as a run of the suite
+would) and is scored by its class-incremental accuracy on all T tasks' held-out images (the mean over tasks, as
+``Acc``): regularisers, masking and frozen directions then act during selection, as in the protocol that
+cross-validates on the first tasks of the stream (Chaudhry et al., ICLR 2019, "Efficient Lifelong Learning with
+A-GEM", section 2). From the second task on, methods of one family train different losses, so a probe no longer
+stands for other members: every family must then have one member. ``tasks: 1`` is left out of the rule's hash,
+so suites that do not set it keep their stored choices.
 
 The grid runs go where the suite's jobs go: local worker processes (:func:`run_here`), or SLURM tasks with the
 jobs' resources under ``--executor slurm`` (:func:`runner.slurm.run_calls`); each is a :class:`ValidationRun`,
@@ -45,6 +54,7 @@ from runner.jobs import Job
 from runner.store import atomic_write_text
 
 RULE_KEYS = ("validation", "seed", "grid", "families")
+OPTIONAL_KEYS = ("tasks",)
 GRID_KEYS = ("lr", "epochs")
 
 
@@ -67,6 +77,7 @@ class RecipeRule:
     lrs: tuple[float, ...]
     epochs: tuple[int, ...]
     families: tuple[Family, ...]
+    tasks: int = 1  # the first `tasks` tasks are validated on
 
     @classmethod
     def from_suite(cls, suite: dict) -> RecipeRule | None:
@@ -74,8 +85,9 @@ class RecipeRule:
         if spec is None:
             return None
         where = f"suite {suite['name']}: recipe"
-        if not isinstance(spec, dict) or sorted(spec) != sorted(RULE_KEYS):
-            raise UserError(f"{where} must be a mapping with exactly the keys {', '.join(RULE_KEYS)}")
+        if not isinstance(spec, dict) or not set(RULE_KEYS) <= set(spec) <= set(RULE_KEYS + OPTIONAL_KEYS):
+            raise UserError(f"{where} must be a mapping with the keys {', '.join(RULE_KEYS)} and optionally "
+                            f"{', '.join(OPTIONAL_KEYS)}")
         grid, families = spec["grid"], spec["families"]
         if not isinstance(grid, dict) or not set(grid) <= set(GRID_KEYS) or not grid:
             raise UserError(f"{where}.grid must map some of {', '.join(GRID_KEYS)} to lists of values")
@@ -100,8 +112,15 @@ class RecipeRule:
         if unknown:
             raise UserError(f"{where}.families name(s) {', '.join(unknown)} not among the suite's methods; "
                             "use the suite's method labels")
+        tasks = spec.get("tasks", 1)
+        if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
+            raise UserError(f"{where}.tasks must be an integer >= 1 (the first tasks validated on), got {tasks!r}")
+        shared = sorted(k for k, v in families.items() if len(v) > 1)
+        if tasks > 1 and shared:
+            raise UserError(f"{where}: with tasks > 1 a probe stands only for itself (its family's losses differ "
+                            f"from the second task on); give each member of {', '.join(shared)} its own family")
         return cls(float(fraction), seed, tuple(float(v) for v in lrs), epochs,
-                   tuple(Family(str(k), tuple(v)) for k, v in families.items()))
+                   tuple(Family(str(k), tuple(v)) for k, v in families.items()), tasks)
 
     def points(self, job: Job) -> list[dict[str, Any]]:
         """The grid points for a probe job (an axis the rule leaves out keeps the job's own value)."""
@@ -109,12 +128,18 @@ class RecipeRule:
         epochs = self.epochs or (job.method_cfg.epochs,)
         return [{"epochs": e, "lr": lr} for e in sorted(epochs) for lr in sorted(lrs)]
 
+    def where(self) -> str:
+        """The tasks validated on, in words."""
+        return "the first task" if self.tasks == 1 else f"each of the first {self.tasks} tasks"
+
     def family_of(self, label: str) -> Family | None:
         return next((f for f in self.families if label in f.members), None)
 
     def describe(self) -> dict[str, Any]:
-        return {"validation": self.validation, "seed": self.seed, "lr": list(self.lrs), "epochs": list(self.epochs),
-                "families": {f.name: list(f.members) for f in self.families}}
+        """The rule as data (hashed into every choice's cache key; ``tasks`` only where it is not 1)."""
+        out = {"validation": self.validation, "seed": self.seed, "lr": list(self.lrs), "epochs": list(self.epochs),
+               "families": {f.name: list(f.members) for f in self.families}}
+        return out if self.tasks == 1 else {**out, "tasks": self.tasks}
 
 
 def check_training(rule: RecipeRule, jobs: list[Job]) -> None:
@@ -210,12 +235,13 @@ class ValidationRun:
     fraction: float
     threads: int | None
     imports: tuple[str, ...] = ()
+    tasks: int = 1
 
     def __call__(self) -> float:
         from runner.executors import import_plugins, job_from_spec
 
         import_plugins(self.imports)
-        return validation_accuracy(job_from_spec(self.spec), self.point, self.fraction, self.threads)
+        return validation_accuracy(job_from_spec(self.spec), self.point, self.fraction, self.threads, tasks=self.tasks)
 
 
 def run_here(n_workers: int) -> Callable[[list[ValidationRun]], list[float]]:
@@ -239,8 +265,8 @@ def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: 
     started, t0 = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     runs = [(key, point) for key, probe in todo.items() for point in rule.points(probe)]
     log(f"recipe: {len(runs)} validation runs ({len(todo)} famil{'y' if len(todo) == 1 else 'ies'} x grid) on "
-        f"{rule.validation:g} of the first task's training images, seed {rule.seed}")
-    accs = run_all([ValidationRun(job_spec(todo[key]), point, rule.validation, threads, tuple(imports))
+        f"{rule.validation:g} of {rule.where()}'s training images, seed {rule.seed}")
+    accs = run_all([ValidationRun(job_spec(todo[key]), point, rule.validation, threads, tuple(imports), rule.tasks)
                     for key, point in runs])
     for key, probe in todo.items():
         scored = [(point, acc) for (k, point), acc in zip(runs, accs) if k == key]
@@ -260,44 +286,59 @@ def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: 
     atomic_write_text(Path(results_dir) / "recipe.json", json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
-def split_first_task(bench, fraction: float, seed: int):
-    """(training part, held-out part) of the first task's training images: ``fraction`` of each class held out."""
-    dataset = bench.scenario.train_stream[0].dataset
-    targets = np.asarray(list(dataset.targets))
+def split_tasks(bench, fraction: float, seed: int, tasks: int = 1):
+    """(training part, held-out part) of the first ``tasks`` tasks' training images: ``fraction`` of each class held
+    out (one generator over the classes in stream order, so the first task's split does not depend on ``tasks``)."""
+    if tasks > bench.n_tasks:
+        raise UserError(f"recipe.tasks is {tasks} but the benchmark has {bench.n_tasks} task(s); lower recipe.tasks")
     rng = np.random.default_rng(seed)
-    held: list[int] = []
-    for c in np.unique(targets):
-        idx = np.flatnonzero(targets == c)
-        held += rng.permutation(idx)[: max(1, round(fraction * len(idx)))].tolist()
-    keep = sorted(set(range(len(targets))) - set(held))
-    return dataset.subset(keep), dataset.subset(sorted(held)).eval()
+    kept, held_out = [], []
+    for experience in list(bench.scenario.train_stream)[:tasks]:
+        dataset = experience.dataset
+        targets = np.asarray(list(dataset.targets))
+        held: list[int] = []
+        for c in np.unique(targets):
+            idx = np.flatnonzero(targets == c)
+            held += rng.permutation(idx)[: max(1, round(fraction * len(idx)))].tolist()
+        kept.append(dataset.subset(sorted(set(range(len(targets))) - set(held))))
+        held_out.append(dataset.subset(sorted(held)).eval())
+    return _concat(kept), _concat(held_out)
 
 
-def validation_benchmark(bench, fraction: float, seed: int):
-    """A one-task benchmark: the first task's kept images to train, its held-out images to evaluate."""
+def _concat(datasets):
+    return datasets[0] if len(datasets) == 1 else datasets[0].concat(_concat(datasets[1:]))
+
+
+def validation_benchmark(bench, fraction: float, seed: int, tasks: int = 1):
+    """A benchmark of the first ``tasks`` tasks: their kept images to train, their held-out images to evaluate."""
     from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
 
     from benchmarks.base import CILBenchmark
 
-    train, held = split_first_task(bench, fraction, seed)
-    k = bench.classes_per_task[0]
+    train, held = split_tasks(bench, fraction, seed, tasks)
+    per_task = list(bench.classes_per_task[:tasks])
+    k = sum(per_task)
     scenario = class_incremental_benchmark({"train": train, "test": held}, class_order=list(range(k)),
-                                           num_classes_per_exp=[k])
-    return CILBenchmark(scenario, bench.class_order[:k], [k], bench.class_names[:k], bench.image_shape,
+                                           num_classes_per_exp=per_task)
+    return CILBenchmark(scenario, bench.class_order[:k], per_task, bench.class_names[:k], bench.image_shape,
                         {**bench.info, "recipe_validation": fraction})
 
 
-def validation_accuracy(probe: Job, point: dict[str, Any], fraction: float, threads: int | None) -> float:
-    """Train ``probe`` at ``point`` on the kept part of its first task; its accuracy (%) on the held-out part."""
+def validation_accuracy(probe: Job, point: dict[str, Any], fraction: float, threads: int | None,
+                        tasks: int = 1) -> float:
+    """Train ``probe`` at ``point`` on the kept part of its first ``tasks`` tasks, in turn; its class-incremental
+    accuracy (%) on their held-out parts, the mean over tasks."""
     from runner.record import Provenance
     from runner.run_job import build_run, now
 
     job = replace(probe, method_cfg=probe.method_cfg.replace(**point), runtime={**probe.runtime, "threads": threads})
     log = logging.getLogger("sdlb.recipe")  # the selection's runs keep no log of their own
     log.disabled = True
-    run = build_run(job, log, Provenance(started=now()), bench=lambda b: validation_benchmark(b, fraction, job.seed))
-    run.strategy.train(run.bench.scenario.train_stream[0], eval_streams=[], **run.loader_kw)
+    run = build_run(job, log, Provenance(started=now()),
+                    bench=lambda b: validation_benchmark(b, fraction, job.seed, tasks))
+    for experience in run.bench.scenario.train_stream:
+        run.strategy.train(experience, eval_streams=[], **run.loader_kw)
     run.collector.reset()
-    run.strategy.eval(run.bench.scenario.test_stream[:1], **run.loader_kw)
+    run.strategy.eval(run.bench.scenario.test_stream[:tasks], **run.loader_kw)
     cil, _, _, _ = run.collector.row()
-    return float(cil[0])
+    return float(np.mean(cil))

@@ -171,7 +171,7 @@ class _Run:
 def build_run(job: Job, log: logging.Logger, provenance: Provenance,
               bench: Callable[[Any], Any] | None = None) -> _Run:
     """Benchmark, backbone and strategy of ``job``; ``bench`` may turn the built benchmark into another (the recipe
-    rule's validation split of the first task, runner/recipe.py) before anything else is built."""
+    rule's validation split of the first tasks, runner/recipe.py) before anything else is built."""
     rt = job.runtime
     configure_threads(rt.get("threads"))
     device = resolve_device(rt.get("device", "auto"))

@@ -28,7 +28,7 @@ def suite_with_rule(**rule_changes) -> dict:
 
 def test_split_holds_out_each_class_fraction_of_training_images_only():
     bench = synthetic_bench(0, n_tasks=3, n_classes=6)
-    train, held = recipe.split_first_task(bench, 0.25, seed=0)
+    train, held = recipe.split_tasks(bench, 0.25, seed=0)
     first = bench.scenario.train_stream[0].dataset
     assert len(train) + len(held) == len(first)
     kept_t, held_t = np.asarray(list(train.targets)), np.asarray(list(held.targets))
@@ -36,8 +36,8 @@ def test_split_holds_out_each_class_fraction_of_training_images_only():
         n = int((np.asarray(list(first.targets)) == c).sum())
         assert int((held_t == c).sum()) == round(0.25 * n) and int((kept_t == c).sum()) == n - round(0.25 * n)
     # the same seed, the same split; another seed, another one
-    again = recipe.split_first_task(bench, 0.25, seed=0)[1]
-    other = recipe.split_first_task(bench, 0.25, seed=1)[1]
+    again = recipe.split_tasks(bench, 0.25, seed=0)[1]
+    other = recipe.split_tasks(bench, 0.25, seed=1)[1]
     x = [held[i][0] for i in range(len(held))]
     assert all(np.array_equal(a, again[i][0]) for i, a in enumerate(x))
     assert not all(np.array_equal(a, other[i][0]) for i, a in enumerate(x))
@@ -75,10 +75,43 @@ def test_validation_accuracy_is_deterministic_on_cpu():
     assert a == b and 0.0 <= a <= 100.0
 
 
+def test_two_task_split_holds_out_each_tasks_classes_and_keeps_the_first_tasks_split():
+    bench = synthetic_bench(0, n_tasks=3, n_classes=6)
+    train, held = recipe.split_tasks(bench, 0.25, seed=0, tasks=2)
+    first_two = [bench.scenario.train_stream[t].dataset for t in range(2)]
+    assert len(train) + len(held) == sum(len(d) for d in first_two)
+    assert set(np.asarray(list(held.targets)).tolist()) == set(range(4))  # both tasks' classes, not the third's
+    one = recipe.split_tasks(bench, 0.25, seed=0)[1]
+    assert all(np.array_equal(one[i][0], held[i][0]) for i in range(len(one)))
+    with pytest.raises(UserError, match="lower recipe.tasks"):
+        recipe.split_tasks(bench, 0.25, seed=0, tasks=4)
+
+
+def test_two_task_validation_trains_both_tasks_and_scores_the_mean_over_them(monkeypatch):
+    suite = suite_with_rule(tasks=2, families={"adapters": ["sd_lora"], "full": ["full_ft"]})
+    rule, jobs = RecipeRule.from_suite(suite), expand_jobs(suite)
+    assert rule.tasks == 2 and rule.describe()["tasks"] == 2
+    assert "tasks" not in RecipeRule.from_suite(suite_with_rule()).describe()  # stored choices of tasks 1 stay valid
+    probe = recipe.probe_jobs(rule, jobs)[("synthetic", "full")]
+    from avalanche.training.templates import SupervisedTemplate
+
+    from runner.metrics import AccuracyCollector
+    trained, rows = [], []
+    real_train, real_row = SupervisedTemplate.train, AccuracyCollector.row
+    monkeypatch.setattr(SupervisedTemplate, "train", lambda self, exp, *a, **k: trained.append(
+        sorted(exp.classes_in_this_experience)) or real_train(self, exp, *a, **k))
+    monkeypatch.setattr(AccuracyCollector, "row", lambda self: rows.append(real_row(self)) or rows[-1])
+    acc = recipe.validation_accuracy(probe, {"lr": 0.1, "epochs": 1}, 0.25, threads=1, tasks=2)
+    assert trained == [[0, 1], [2, 3]]  # the two tasks in turn, each with its own classes
+    cil = rows[-1][0]
+    assert len(cil) == 2 and acc == pytest.approx(float(np.mean(cil)))
+    assert acc == recipe.validation_accuracy(probe, {"lr": 0.1, "epochs": 1}, 0.25, threads=1, tasks=2)
+
+
 def test_ties_go_to_fewer_epochs_then_the_smaller_lr(tmp_path, monkeypatch):
     suite = suite_with_rule(grid={"lr": [0.3, 0.03], "epochs": [3, 2]})
     rule, jobs = RecipeRule.from_suite(suite), expand_jobs(suite)
-    monkeypatch.setattr(recipe, "validation_accuracy", lambda probe, point, fraction, threads: 50.0)
+    monkeypatch.setattr(recipe, "validation_accuracy", lambda probe, point, fraction, threads, tasks=1: 50.0)
     recipe.select(rule, jobs, jobs, tmp_path, recipe.run_here(1), threads=1, log=lambda _: None)
     applied, pending = recipe.apply(rule, jobs, jobs, tmp_path)
     assert pending == 0
@@ -88,7 +121,7 @@ def test_ties_go_to_fewer_epochs_then_the_smaller_lr(tmp_path, monkeypatch):
 def test_a_changed_rule_or_probe_config_selects_again(tmp_path, monkeypatch):
     suite = suite_with_rule()
     rule, jobs = RecipeRule.from_suite(suite), expand_jobs(suite)
-    monkeypatch.setattr(recipe, "validation_accuracy", lambda probe, point, fraction, threads: point["lr"])
+    monkeypatch.setattr(recipe, "validation_accuracy", lambda probe, point, fraction, threads, tasks=1: point["lr"])
     recipe.select(rule, jobs, jobs, tmp_path, recipe.run_here(1), threads=1, log=lambda _: None)
     assert recipe.apply(rule, jobs, jobs, tmp_path)[1] == 0
     wider = suite_with_rule(validation=0.5)
@@ -105,7 +138,7 @@ def test_a_narrowed_run_still_uses_its_family_probe(tmp_path, monkeypatch):
     narrowed = expand_jobs(suite, methods=["sd_lora"])
     seen = []
     monkeypatch.setattr(recipe, "validation_accuracy",
-                        lambda probe, point, fraction, threads: seen.append(probe.method) or point["lr"])
+                        lambda probe, point, fraction, threads, tasks=1: seen.append(probe.method) or point["lr"])
     recipe.select(rule, every, narrowed, tmp_path, recipe.run_here(1), threads=1, log=lambda _: None)
     assert set(seen) == {"full_ft"}
     (job,) = recipe.apply(rule, narrowed, every, tmp_path)[0]
@@ -118,7 +151,7 @@ def test_a_run_narrowed_to_one_family_makes_and_needs_only_that_familys_choice(t
     narrowed = expand_jobs(suite, methods=["full_ft"])
     seen = []
     monkeypatch.setattr(recipe, "validation_accuracy",
-                        lambda probe, point, fraction, threads: seen.append(probe.method) or point["lr"])
+                        lambda probe, point, fraction, threads, tasks=1: seen.append(probe.method) or point["lr"])
     assert recipe.apply(rule, narrowed, every, tmp_path)[1] == 1  # what a dry run reports: one choice, not two
     recipe.select(rule, every, narrowed, tmp_path, recipe.run_here(1), threads=1, log=lambda _: None)
     assert set(seen) == {"full_ft"}
@@ -134,6 +167,8 @@ def test_a_run_narrowed_to_one_family_makes_and_needs_only_that_familys_choice(t
     ({"grid": {"lr": [-1]}}, "recipe.grid.lr must be a list of learning rates > 0"),
     ({"families": {"a": ["sd_lora"], "b": ["sd_lora"]}}, "sd_lora in more than one family"),
     ({"families": {"a": ["sd_lora_rr"]}}, "not among the suite's methods"),
+    ({"tasks": 0}, "recipe.tasks must be an integer >= 1"),
+    ({"tasks": 2, "families": {"all": ["full_ft", "sd_lora"]}}, "give each member of all its own family"),
 ])
 def test_bad_rule_exits_2_naming_the_fix_and_writes_nothing(tmp_path, capsys, change, message):
     bad_suite_exits_2(tmp_path, capsys, {"recipe": {**RULE, **change}}, message)
@@ -142,7 +177,7 @@ def test_bad_rule_exits_2_naming_the_fix_and_writes_nothing(tmp_path, capsys, ch
 def test_missing_keys_and_probe_without_jobs_are_named():
     suite = suite_with_rule()
     del suite["recipe"]["seed"]
-    with pytest.raises(UserError, match="exactly the keys validation, seed, grid, families"):
+    with pytest.raises(UserError, match="the keys validation, seed, grid, families and optionally tasks"):
         RecipeRule.from_suite(suite)
     suite = suite_with_rule(families={"all": ["full_ft", "sd_lora"]})
     suite["experiments"] = [{"methods": ["sd_lora"]}]
