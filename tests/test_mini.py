@@ -58,10 +58,10 @@ PAGE = RESULTS / "mini" / "DESIGN.md"
 INVERTED = ("designs.json", "designs_inverted_1994.json", "designs_inverted_1995.json")
 MIXED = ("designs_more.json", "designs_mixed_1994.json", "designs_mixed_1995.json")
 HELD_OUT_MIXED = tuple(f"designs_held_out_mixed_{seed}.json" for seed in (1993, 1994, 1995))
-# The candidate suites' folders (DESIGN.md sections 2-6): the design each ran and the probe files of its seeds.
+# The candidate suites' folders (DESIGN.md sections 2-6 and 8): the design each ran and the probe files of its seeds.
 MINI_FOLDERS = {"mini_before_rule": ("inverted", INVERTED), "mini_lr_rule": ("inverted", INVERTED),
                 "mini_inverted": ("inverted", INVERTED), "mini_mixed": ("mixed", MIXED),
-                "mini": ("held_out_mixed", HELD_OUT_MIXED)}
+                "mini": ("held_out_mixed", HELD_OUT_MIXED), "mini_two_task": ("held_out_mixed", HELD_OUT_MIXED)}
 
 
 def requirements_argv(folder: str, page: Path) -> list[str]:
@@ -138,9 +138,9 @@ def test_committed_mini_records_are_clean_and_the_rule_recorded_its_time():
     for folder in MINI_FOLDERS:
         for path in (RESULTS / folder / "records").glob("*.json"):
             assert json.loads(path.read_text())["provenance"]["git_dirty"] is False, path
-    for folder in ("mini_inverted", "mini_mixed", "mini"):
+    for folder, runs in (("mini_inverted", 56), ("mini_mixed", 56), ("mini", 56), ("mini_two_task", 104)):
         doc = json.loads((RESULTS / folder / "recipe.json").read_text())
-        assert doc["git_dirty"] is False and doc["elapsed_s"] > 0 and doc["runs"] == 56
+        assert doc["git_dirty"] is False and doc["elapsed_s"] > 0 and doc["runs"] == runs
 
 
 def test_wall_clock_adds_the_recipe_selection(tmp_path):
@@ -162,12 +162,13 @@ def test_readme_mini_blocks_are_generated_from_the_committed_records(tmp_path):
     assert "<!-- requirements:mini:start -->\n| requirement |" in copy.read_text()
 
 
-@pytest.mark.parametrize("folder,which", [("mini_inverted", 0), ("mini_mixed", 1), ("mini", 2)])
-def test_design_page_choice_table_is_the_stored_recipe(folder, which):
+@pytest.mark.parametrize("folder,which,families", [("mini_inverted", 0, 7), ("mini_mixed", 1, 7), ("mini", 2, 7),
+                                                   ("mini_two_task", 3, 13)])
+def test_design_page_choice_table_is_the_stored_recipe(folder, which, families):
     doc = json.loads((RESULTS / folder / "recipe.json").read_text())
     (benchmark,) = {key.split("/")[0] for key in doc["choices"]}
     rows = page_table("| family | lr | epochs | validation accuracy |", which)
-    assert len(rows) == len(doc["choices"]) == 7
+    assert len(rows) == len(doc["choices"]) == families
     for family, lr, epochs, acc in rows:
         stored = doc["choices"][f"{benchmark}/{family.split(' ')[0]}"]
         assert (float(lr), int(epochs), float(acc)) == (stored["lr"], stored["epochs"], stored["val_acc"])

@@ -169,6 +169,7 @@ def test_a_run_narrowed_to_one_family_makes_and_needs_only_that_familys_choice(t
     ({"families": {"a": ["sd_lora_rr"]}}, "not among the suite's methods"),
     ({"tasks": 0}, "recipe.tasks must be an integer >= 1"),
     ({"tasks": 2, "families": {"all": ["full_ft", "sd_lora"]}}, "give each member of all its own family"),
+    ({"tasks": 4}, "recipe.tasks is 4 but benchmark synthetic has 3 task(s); lower recipe.tasks"),
 ])
 def test_bad_rule_exits_2_naming_the_fix_and_writes_nothing(tmp_path, capsys, change, message):
     bad_suite_exits_2(tmp_path, capsys, {"recipe": {**RULE, **change}}, message)
