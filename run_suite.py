@@ -130,8 +130,9 @@ def print_jobs(jobs, args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     p: Plan = plan(args)
     if args.dry_run:
-        print_jobs(dry_run_jobs(p, args), args)
-        note = recipe_note(p, args)
+        jobs = dry_run_jobs(p, args)
+        print_jobs(jobs, args)
+        note = recipe_note(p, args, jobs)
         if note:
             print(note)
         return 0

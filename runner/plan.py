@@ -73,10 +73,14 @@ def select(args, smoke: bool) -> tuple[dict[str, Any], str, list[Job], Path]:
     results_dir = Path(args.results_dir) if args.results_dir else REPO / "results" / name
     if args.smoke and smoke:
         jobs = smoke_jobs(jobs, results_dir / "smoke_data")
-    elif not args.smoke and (rule := RecipeRule.from_suite(suite)) is not None:
-        # the recipe rule's stored choices (runner/recipe.py); a smoke run keeps the entries'
+    elif (rule := active_rule(suite, args)) is not None:  # the recipe rule's stored choices (runner/recipe.py)
         jobs, _ = recipe.apply(rule, jobs, suite_jobs(suite, args), results_dir)
     return suite, name, jobs, results_dir
+
+
+def active_rule(suite: dict[str, Any], args) -> RecipeRule | None:
+    """The suite's recipe rule, or None where it has none or the run is a smoke run (which keeps the entries')."""
+    return None if args.smoke else RecipeRule.from_suite(suite)
 
 
 def suite_jobs(suite: dict[str, Any], args) -> list[Job]:
@@ -86,8 +90,8 @@ def suite_jobs(suite: dict[str, Any], args) -> list[Job]:
 
 def resolve_recipe(p: Plan, args) -> Plan:
     """A real run makes the recipe rule's missing choices (training its probes) before the jobs, then applies them."""
-    rule = RecipeRule.from_suite(p.suite)
-    if rule is None or args.smoke:
+    rule = active_rule(p.suite, args)
+    if rule is None:
         return p
     everything = [replace(job, runtime={**job.runtime, "device": args.device}) for job in suite_jobs(p.suite, args)]
     imports = tuple(absolute_imports(args.imports))
@@ -109,8 +113,8 @@ def dry_run_jobs(p: Plan, args) -> list[Job]:
     """The jobs as a dry run shows and costs them: the plan's jobs already carry their family's stored choice
     (:func:`select`); where the rule has still to choose, the grid's most epochs (the cost's upper bound) and
     ``runtime["recipe"] = {"pending": True}``."""
-    rule = RecipeRule.from_suite(p.suite)
-    if rule is None or args.smoke:
+    rule = active_rule(p.suite, args)
+    if rule is None:
         return p.jobs
     most = max(rule.epochs)
     return [job if "recipe" in job.runtime or rule.family_of(job.method) is None else
@@ -119,12 +123,14 @@ def dry_run_jobs(p: Plan, args) -> list[Job]:
             for job in p.jobs]
 
 
-def recipe_note(p: Plan, args) -> str | None:
-    """A dry run's line on the recipe rule: which choices are stored and how many the run would make first."""
-    rule = RecipeRule.from_suite(p.suite)
-    if rule is None or args.smoke:
+def recipe_note(p: Plan, args, jobs: list[Job]) -> str | None:
+    """A dry run's line on the recipe rule: which choices are stored and how many the run would make first
+    (the (benchmark, family) pairs of ``jobs``, :func:`dry_run_jobs`' list, marked still to choose)."""
+    rule = active_rule(p.suite, args)
+    if rule is None:
         return None
-    _, pending = recipe.apply(rule, p.jobs, suite_jobs(p.suite, args), p.results_dir)
+    pending = len({(job.benchmark, rule.family_of(job.method).name) for job in jobs
+                   if job.runtime.get("recipe", {}).get("pending")})
     runs = len(rule.lrs or [0]) * len(rule.epochs or [0])
     stored = "" if not (Path(p.results_dir) / "recipe.json").exists() else f"; stored: {p.results_dir / 'recipe.json'}"
     bound = (f"; the jobs above marked 'rule: to choose' are costed at {max(rule.epochs)} epochs, the grid's most"

@@ -144,7 +144,7 @@ class RecipeRule:
         return out if self.tasks == 1 else {**out, "tasks": self.tasks}
 
 
-def check_training(rule: RecipeRule, jobs: list[Job]) -> None:
+def check_members(rule: RecipeRule, jobs: list[Job]) -> None:
     """Every family member must train (a training-free method has nothing to choose), on a benchmark with at least
     the rule's ``tasks`` tasks."""
     for job in jobs:
@@ -217,7 +217,7 @@ def apply(rule: RecipeRule | None, jobs: list[Job], all_jobs: list[Job], results
     """(jobs with their family's stored choice applied, number of (benchmark, family) choices still to make)."""
     if rule is None:
         return jobs, 0
-    check_training(rule, jobs)
+    check_members(rule, jobs)
     ready, todo = stored(rule, needed_probes(rule, all_jobs, jobs), load_choices(results_dir))
     out = []
     for job in jobs:
@@ -296,7 +296,9 @@ def select(rule: RecipeRule, all_jobs: list[Job], jobs: list[Job], results_dir: 
 def split_tasks(bench, fraction: float, seed: int, tasks: int = 1):
     """(training part, held-out part) of the first ``tasks`` tasks' training images: ``fraction`` of each class held
     out (one generator over the classes in stream order, so the first task's split does not depend on ``tasks``)."""
-    if tasks > bench.n_tasks:  # checked before any run by check_training; here for a direct call
+    from avalanche.benchmarks.utils import concat_datasets
+
+    if tasks > bench.n_tasks:  # checked before any run by check_members; here for a direct call
         raise UserError(f"recipe.tasks is {tasks} but the benchmark has {bench.n_tasks} task(s); lower recipe.tasks")
     rng = np.random.default_rng(seed)
     kept, held_out = [], []
@@ -309,11 +311,7 @@ def split_tasks(bench, fraction: float, seed: int, tasks: int = 1):
             held += rng.permutation(idx)[: max(1, round(fraction * len(idx)))].tolist()
         kept.append(dataset.subset(sorted(set(range(len(targets))) - set(held))))
         held_out.append(dataset.subset(sorted(held)).eval())
-    return _concat(kept), _concat(held_out)
-
-
-def _concat(datasets):
-    return datasets[0] if len(datasets) == 1 else datasets[0].concat(_concat(datasets[1:]))
+    return concat_datasets(kept), concat_datasets(held_out)
 
 
 def validation_benchmark(bench, fraction: float, seed: int, tasks: int = 1):
