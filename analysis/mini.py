@@ -11,12 +11,22 @@ with its accuracy on the task it learned last; :func:`near_chance`: the rows who
 to chance at some seed, i.e. whose training collapsed), the ranking, and the Kendall rank correlation between the
 suite's method ranking (final class-incremental Acc, seed means) and the paper's ImageNet-R N=10 ranking (``results/reference/paper_results.csv``, methods both have), as a diagnostic, not a
 target. The linear probe comes from ``bench/mini_designs.py`` (``--probe``, repeatable: one file per seed).
+
+    python -m analysis.mini --results-dir docs/results/mini --results-dir docs/results/mini_seeds --draws 3 \
+        --suite-seeds 1993,1994,1995 --probe ... [one per seed] [--readme FILE --name NAME]
+
+With ``--draws K`` (and the records of more than K seeds, pooled from the folders of several runs of one suite) it
+asks how sure one K-seed run's verdict is: for every choice of K seeds it recomputes the requirements the records
+decide (all but the wall-clock; :func:`seed_draws`) and prints how many draws meet each, the least, median and
+largest value, the value at the suite's own seeds, which row had the largest standard error, and the measures over
+all seeds (:func:`draws_lines`).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -26,7 +36,8 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from analysis.readme import replace_block
-from analysis.records import done, load_records, mean_se, paper_key
+from analysis.records import done, mean_se, paper_key
+from analysis.report import load_folders
 from analysis.tables import PAPER_RESULTS, PAPER_TABLES, _read_reference
 from core.errors import UserError
 from methods import METHODS
@@ -35,6 +46,12 @@ ADAPTERS = ("sd_lora", "sd_lora_rr", "sd_lora_kd", "seq_lora", "inflora")  # LoR
 NEAR_CHANCE = 5.0  # points above chance under which a seed's final task-incremental Acc counts as collapsed
 BOUNDS = {"wall_min": 20.0, "joint_minus_simple_cil": 10.0, "joint_minus_probe": 10.0, "spread_over_se": 5.0,
           "adapter_til_minus_full_ft": 5.0}
+OPS = {key: "<=" if key == "wall_min" else ">=" for key in BOUNDS}
+NAMES = {"wall_min": "suite wall-clock (minutes: the jobs, plus the recipe rule's selection if any)",
+         "joint_minus_simple_cil": "joint Acc - SimpleCIL Acc",
+         "joint_minus_probe": "joint Acc - linear probe of the frozen backbone",
+         "spread_over_se": "spread of method means / largest standard error (joint left out)",
+         "adapter_til_minus_full_ft": "lowest adapter task-incr. Acc - full_ft task-incr. Acc"}
 
 
 def seed_means(df: pd.DataFrame, metric: str) -> dict[str, tuple[float, float, int]]:
@@ -100,15 +117,25 @@ def selection_seconds(results_dir: Path | None) -> float:
     return float(doc["elapsed_s"]) if "elapsed_s" in doc else float("nan")  # a recipe.json from before its timing
 
 
-def probe_mean(paths: list[Path], design: str) -> tuple[float, int]:
-    values = []
+def probes_by_seed(paths: list[Path], design: str) -> dict[int, float]:
+    """seed -> linear probe of ``design``, from ``bench/mini_designs.py`` files (each names its seed)."""
+    out = {}
     for path in paths:
         try:
-            values.append(json.loads(path.read_text())["designs"][design]["linear_probe"])
+            doc = json.loads(path.read_text())
+            seed, value = int(doc["seed"]), doc["designs"][design]["linear_probe"]
         except (OSError, ValueError, KeyError) as err:
-            raise UserError(f"--probe {path}: no linear probe for design {design!r} ({err}); "
-                            "write it with python bench/mini_designs.py --out FILE") from None
-    return float(np.mean(values)), len(values)
+            raise UserError(f"--probe {path}: no seed or linear probe for design {design!r} ({err}); "
+                            "write it with python bench/mini_designs.py --seed S --out FILE") from None
+        if seed in out:
+            raise UserError(f"--probe {path}: a second probe for seed {seed}; pass one file per seed")
+        out[seed] = value
+    return out
+
+
+def probe_mean(paths: list[Path], design: str) -> tuple[float, int]:
+    values = probes_by_seed(paths, design)
+    return float(np.mean(list(values.values()))), len(values)
 
 
 def paper_acc(benchmark: str = "imagenet_r", n_tasks: int = 10, reference: Path = PAPER_RESULTS) -> dict[str, float]:
@@ -132,56 +159,117 @@ def rank_agreement(acc: dict[str, float], reference: Path = PAPER_RESULTS) -> tu
     return float(tau), float(p), common
 
 
-def requirements(df: pd.DataFrame, probe: float | None, results_dir: Path | None = None) -> list[dict]:
+def measures(df: pd.DataFrame, probe: float | None = None) -> dict[str, float]:
+    """The requirements the records decide (all but the wall-clock), keyed as :data:`BOUNDS`, from seed means."""
     acc, til = seed_means(df, "acc"), seed_means(df, "til_acc")
     for needed in ("joint", "simple_cil", "full_ft"):
         if needed not in acc:
             raise UserError(f"the records hold no {needed} row; the requirements compare against it")
     ranked = ranked_rows(df)
     spread = max(v[0] for v in ranked.values()) - min(v[0] for v in ranked.values())
-    max_se = max(v[1] for v in ranked.values())
-    adapters = [m for m in ADAPTERS if m in til]
-    wall = wall_minutes(df, results_dir)
-    rows = [
-        ("suite wall-clock (minutes: the jobs, plus the recipe rule's selection if any)", wall, "<=",
-         BOUNDS["wall_min"]) if not np.isnan(wall) else
-        ("suite wall-clock (minutes: jobs only; this recipe.json predates the selection's timing)",
-         wall_minutes(df), "<=", BOUNDS["wall_min"]),
-        ("joint Acc - SimpleCIL Acc", acc["joint"][0] - acc["simple_cil"][0], ">=", BOUNDS["joint_minus_simple_cil"]),
-    ]
+    out = {"joint_minus_simple_cil": acc["joint"][0] - acc["simple_cil"][0]}
     if probe is not None:
-        rows.append(("joint Acc - linear probe of the frozen backbone", acc["joint"][0] - probe, ">=",
-                     BOUNDS["joint_minus_probe"]))
-    rows += [
-        ("spread of method means / largest standard error (joint left out)", spread / max_se, ">=",
-         BOUNDS["spread_over_se"]),
-        ("lowest adapter task-incr. Acc - full_ft task-incr. Acc", min(til[m][0] for m in adapters) - til["full_ft"][0],
-         ">=", BOUNDS["adapter_til_minus_full_ft"]),
-    ]
-    return [{"requirement": name, "value": round(value, 2), "bound": f"{op} {bound:g}",
-             "holds": bool(value <= bound if op == "<=" else value >= bound)} for name, value, op, bound in rows]
+        out["joint_minus_probe"] = acc["joint"][0] - probe
+    out["spread_over_se"] = spread / max(v[1] for v in ranked.values())
+    out["adapter_til_minus_full_ft"] = min(til[m][0] for m in ADAPTERS if m in til) - til["full_ft"][0]
+    return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.mini", description=__doc__.splitlines()[0])
-    ap.add_argument("--results-dir", type=Path, required=True)
-    ap.add_argument("--probe", type=Path, action="append", default=[], help="bench/mini_designs.py JSON (per seed)")
-    ap.add_argument("--design", default="held_out_mixed", help="the probe's design that the suite runs (the mini suite's)")
-    ap.add_argument("--readme", type=Path, help="also write the output between <!-- requirements:NAME:start --> "
-                                                "and <!-- requirements:NAME:end --> of this Markdown file")
-    ap.add_argument("--name", help="the marker's NAME (default: the results folder's name)")
-    args = ap.parse_args(argv)
+def holds(key: str, value: float) -> bool:
+    return bool(value <= BOUNDS[key] if OPS[key] == "<=" else value >= BOUNDS[key])
+
+
+def requirements(df: pd.DataFrame, probe: float | None, results_dir: Path | None = None) -> list[dict]:
+    wall = wall_minutes(df, results_dir)
+    rows = [(NAMES["wall_min"], "wall_min", wall) if not np.isnan(wall) else
+            ("suite wall-clock (minutes: jobs only; this recipe.json predates the selection's timing)", "wall_min",
+             wall_minutes(df))]
+    rows += [(NAMES[key], key, value) for key, value in measures(df, probe).items()]
+    return [{"requirement": name, "value": round(value, 2), "bound": f"{OPS[key]} {BOUNDS[key]:g}",
+             "holds": holds(key, value)} for name, key, value in rows]
+
+
+def seed_draws(df: pd.DataFrame, k: int, probes: dict[int, float] | None = None) -> pd.DataFrame:
+    """Every choice of ``k`` of the records' seeds, each row at the same seeds (as one suite run draws them): the
+    requirements the records decide, recomputed from those seeds' records (and the mean of those seeds' probes),
+    with the row whose standard error is the largest. One row per draw, in :func:`itertools.combinations` order.
+
+    Raises:
+        UserError: When a row lacks some seed, ``k`` is not between 2 and the number of seeds, or a seed has no
+            probe.
+    """
+    seeds = sorted(int(s) for s in df["seed"].unique())
+    for method, group in df.groupby("method", sort=False):
+        if missing := sorted(set(seeds) - set(group["seed"])):
+            raise UserError(f"{method} has no record at seed(s) {missing}; run them (run_suite.py --seeds) so "
+                            "that every draw compares every row")
+    if not 2 <= k <= len(seeds):
+        raise UserError(f"--draws {k}: choose between 2 and the {len(seeds)} seeds the records hold")
+    if probes is not None and (missing := sorted(set(seeds) - set(probes))):
+        raise UserError(f"no probe for seed(s) {missing}; write each with python bench/mini_designs.py --seed S")
+    rows = []
+    for draw in itertools.combinations(seeds, k):
+        sub = df[df["seed"].isin(draw)]
+        values = measures(sub, float(np.mean([probes[s] for s in draw])) if probes is not None else None)
+        ranked = ranked_rows(sub)
+        rows.append({"seeds": draw, **values, "holds_all": all(holds(key, v) for key, v in values.items()),
+                     "largest_se_row": max(ranked, key=lambda m: ranked[m][1])})
+    return pd.DataFrame(rows)
+
+
+def draws_lines(df: pd.DataFrame, k: int, probes: dict[int, float] | None = None,
+                suite_seeds: tuple[int, ...] | None = None) -> list[str]:
+    """:func:`seed_draws` as a Markdown table (per requirement: how many draws meet it, the least, median and
+    largest value, and the value at ``suite_seeds`` when given), then how many draws meet all, which row had the
+    largest standard error, the same measures over all seeds, and :func:`near_chance` over all seeds."""
+    draws = seed_draws(df, k, probes)
+    seeds = sorted(int(s) for s in df["seed"].unique())
+    at_suite = None
+    if suite_seeds is not None:
+        at_suite = draws[draws["seeds"].map(lambda s: s == tuple(sorted(suite_seeds)))]
+        if at_suite.empty:
+            raise UserError(f"--suite-seeds {','.join(map(str, suite_seeds))}: not {k} of the records' seeds {seeds}")
+    keys = [key for key in BOUNDS if key in draws]
+    extra = f" at seeds {', '.join(map(str, sorted(suite_seeds)))} |" if at_suite is not None else ""
+    header = (f"| requirement ({k} of {len(seeds)} seeds: {len(draws)} draws) | draws meeting it | least | median | "
+              f"largest |{extra} bound |")
+    lines = [header, "|---|---:|---:|---:|---:|" + ("---:|" if extra else "") + "---|"]
+    for key in keys:
+        v = draws[key]
+        met = int(v.map(lambda x, key=key: holds(key, x)).sum())
+        ours = f" {at_suite[key].iloc[0]:.2f} |" if at_suite is not None else ""
+        lines.append(f"| {NAMES[key]} | {met} | {v.min():.2f} | {v.median():.2f} | {v.max():.2f} |{ours} "
+                     f"{OPS[key]} {BOUNDS[key]:g} |")
+    counts = draws["largest_se_row"].value_counts()
+    everything = measures(df, float(np.mean([probes[s] for s in seeds])) if probes is not None else None)
+    lines += ["", f"all of these requirements met: {int(draws['holds_all'].sum())} of {len(draws)} draws",
+              "row with the largest standard error: " + ", ".join(f"{m} in {n}" for m, n in counts.items()),
+              f"over all {len(seeds)} seeds ({', '.join(map(str, seeds))}; standard errors of {len(seeds)} seeds, "
+              f"the bounds are set for {k}): " + "; ".join(f"{NAMES[key]} {everything[key]:.2f}" for key in keys),
+              near_chance(df)]
+    return lines + ranking_lines(df, f"{len(seeds)}-seed")
+
+
+def ranking_lines(df: pd.DataFrame, means: str = "seed") -> list[str]:
+    """The rows by seed-mean Acc, and the Kendall rank correlation of that order with the paper's."""
+    acc = {m: v[0] for m, v in seed_means(df, "acc").items()}
+    tau, p, common = rank_agreement(acc)
+    order = sorted(acc, key=acc.get, reverse=True)
+    return [f"ranking ({means}-mean Acc): " + " > ".join(f"{m} {acc[m]:.2f}" for m in order),
+            (f"Kendall tau vs the paper's ImageNet-R N=10 Acc over {len(common)} methods ({', '.join(common)}): "
+            f"{tau:.3f} (p = {p:.3f}); a diagnostic, not a target")]
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
     try:
-        df = done(load_records(args.results_dir))
-        if df.empty:
-            raise UserError(f"--results-dir {args.results_dir}: no done records")
-        probe, n_probe = probe_mean(args.probe, args.design) if args.probe else (None, 0)
-        rows = requirements(df, probe, args.results_dir)
-        acc = {m: v[0] for m, v in seed_means(df, "acc").items()}
-        tau, p, common = rank_agreement(acc)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise UserError(f"--suite-seeds {text}: pass comma-separated integers, e.g. 1993,1994,1995") from None
+
+
+def requirement_lines(df: pd.DataFrame, args: argparse.Namespace) -> list[str]:
+    probe, n_probe = probe_mean(args.probe, args.design) if args.probe else (None, 0)
+    rows = requirements(df, probe, args.results_dir[0])
     lines = ["| requirement | measured | bound | holds |", "|---|---:|---|---|"]
     lines += [f"| {r['requirement']} | {r['value']:.2f} | {r['bound']} | {'yes' if r['holds'] else 'no'} |"
               for r in rows]
@@ -190,14 +278,47 @@ def main(argv: list[str] | None = None) -> int:
     til = {m: v[0] for m, v in seed_means(df, "til_acc").items()}
     lines.append("task-incr. Acc (seed means): full_ft " + f"{til['full_ft']:.2f}; adapters: "
                  + ", ".join(f"{m} {til[m]:.2f}" for m in sorted((m for m in ADAPTERS if m in til), key=til.get)))
-    lines += [largest_se_seeds(df), near_chance(df)]
-    order = sorted(acc, key=acc.get, reverse=True)
-    lines.append("ranking (seed-mean Acc): " + " > ".join(f"{m} {acc[m]:.2f}" for m in order))
-    lines.append(f"Kendall tau vs the paper's ImageNet-R N=10 Acc over {len(common)} methods ({', '.join(common)}): "
-                 f"{tau:.3f} (p = {p:.3f}); a diagnostic, not a target")
+    return [*lines, largest_se_seeds(df), near_chance(df), *ranking_lines(df)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.mini", description=__doc__.splitlines()[0])
+    ap.add_argument("--results-dir", type=Path, required=True, action="append",
+                    help="results folder holding records/ (repeat only with --draws, to pool the seeds of several "
+                         "runs of one suite)")
+    ap.add_argument("--probe", type=Path, action="append", default=[], help="bench/mini_designs.py JSON (per seed)")
+    ap.add_argument("--design", default="held_out_mixed", help="the probe's design that the suite runs (the mini suite's)")
+    ap.add_argument("--draws", type=int, metavar="K",
+                    help="instead of the requirements, recompute those the records decide for every choice of K of "
+                         "the records' seeds (how sure one K-seed run's verdict is)")
+    ap.add_argument("--suite-seeds", help="with --draws: the suite's own seeds (comma-separated), shown beside")
+    ap.add_argument("--readme", type=Path, help="also write the output between <!-- KIND:NAME:start --> and "
+                                                "<!-- KIND:NAME:end --> of this Markdown file (KIND: requirements, "
+                                                "or draws with --draws)")
+    ap.add_argument("--name", help="the marker's NAME (default: the first results folder's name)")
+    args = ap.parse_args(argv)
+    try:
+        if len(args.results_dir) > 1 and args.draws is None:
+            raise UserError("pass one --results-dir: the wall-clock is one run's (several pool seeds only with "
+                            "--draws K)")
+        if args.suite_seeds is not None and args.draws is None:
+            raise UserError("--suite-seeds goes with --draws K")
+        suite = parse_seeds(args.suite_seeds) if args.suite_seeds is not None else None
+        df = done(load_folders(args.results_dir)[0])
+        if df.empty:
+            raise UserError(f"--results-dir {', '.join(map(str, args.results_dir))}: no done records")
+        if args.draws is not None:
+            probes = probes_by_seed(args.probe, args.design) if args.probe else None
+            lines = draws_lines(df, args.draws, probes, suite)
+        else:
+            lines = requirement_lines(df, args)
+    except (UserError, FileNotFoundError) as err:  # FileNotFoundError: a folder without records/
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print("\n".join(lines))
     if args.readme is not None:
-        replace_block(args.readme, "requirements", args.name or args.results_dir.name, "\n".join(lines))
+        replace_block(args.readme, "draws" if args.draws is not None else "requirements",
+                      args.name or args.results_dir[0].name, "\n".join(lines))
     return 0
 
 

@@ -45,12 +45,15 @@ def test_rank_agreement_is_kendall_tau_over_the_shared_paper_rows():
 
 def test_cli_prints_the_table_and_refuses_a_bad_probe(tmp_path, capsys):
     probe = tmp_path / "designs.json"
-    probe.write_text(json.dumps({"designs": {"quick": {"linear_probe": 84.0}}}))
+    probe.write_text(json.dumps({"seed": 1993, "designs": {"quick": {"linear_probe": 84.0}}}))
     assert mini.main(["--results-dir", str(QUICK), "--probe", str(probe), "--design", "quick"]) == 0
     out = capsys.readouterr().out
     assert "| joint Acc - SimpleCIL Acc |" in out and "Kendall tau" in out
     assert mini.main(["--results-dir", str(QUICK), "--probe", str(probe), "--design", "nope"]) == 2
-    assert "no linear probe for design 'nope'" in capsys.readouterr().err
+    assert "no seed or linear probe for design 'nope'" in capsys.readouterr().err
+    assert mini.main(["--results-dir", str(QUICK), "--probe", str(probe), "--probe", str(probe), "--design",
+                      "quick"]) == 2
+    assert "a second probe for seed 1993" in capsys.readouterr().err
 
 
 RESULTS = ROOT / "docs" / "results"
@@ -64,6 +67,20 @@ MINI_FOLDERS = {"mini_before_rule": ("inverted", INVERTED), "mini_lr_rule": ("in
                 "mini": ("held_out_mixed", HELD_OUT_MIXED), "mini_two_task": ("held_out_mixed", HELD_OUT_MIXED)}
 
 
+# DESIGN.md section 9: the folder of each candidate's seven more seeds (1996-2002), and its probe at seed S.
+MORE_SEEDS = {"mini": "mini_seeds", "mini_mixed": "mini_mixed_seeds"}
+NEW_SEEDS = tuple(range(1996, 2003))
+
+
+def draws_argv(folder: str, page: Path) -> list[str]:
+    design, probes = MINI_FOLDERS[folder]
+    argv = ["--results-dir", str(RESULTS / folder), "--results-dir", str(RESULTS / MORE_SEEDS[folder]), "--draws",
+            "3", "--suite-seeds", "1993,1994,1995", "--design", design, "--readme", str(page), "--name", folder]
+    for probe in (*probes, *(f"designs_{design}_{seed}.json" for seed in NEW_SEEDS)):
+        argv += ["--probe", str(RESULTS / "mini" / probe)]
+    return argv
+
+
 def requirements_argv(folder: str, page: Path) -> list[str]:
     design, probes = MINI_FOLDERS[folder]
     argv = ["--results-dir", str(RESULTS / folder), "--design", design, "--readme", str(page), "--name", folder]
@@ -72,12 +89,17 @@ def requirements_argv(folder: str, page: Path) -> list[str]:
     return argv
 
 
-@pytest.mark.parametrize("folder", MINI_FOLDERS)
-def test_design_page_requirements_are_what_the_committed_records_give(tmp_path, folder):
+def assert_page_regenerates(tmp_path: Path, argv) -> None:
+    """``python -m analysis.mini argv(page)`` on a copy of DESIGN.md leaves it as committed."""
     copy = tmp_path / "DESIGN.md"
     copy.write_text(PAGE.read_text())
-    assert mini.main(requirements_argv(folder, copy)) == 0
-    assert copy.read_text() == PAGE.read_text(), "regenerate with the python -m analysis.mini line of the page"
+    assert mini.main(argv(copy)) == 0
+    assert copy.read_text() == PAGE.read_text(), "regenerate with the python -m analysis.mini lines of the page"
+
+
+@pytest.mark.parametrize("folder", MINI_FOLDERS)
+def test_design_page_requirements_are_what_the_committed_records_give(tmp_path, folder):
+    assert_page_regenerates(tmp_path, lambda page: requirements_argv(folder, page))
     assert f"<!-- requirements:{folder}:start -->\n| requirement |" in PAGE.read_text()
     for probe in MINI_FOLDERS[folder][1]:
         assert json.loads((RESULTS / "mini" / probe).read_text())["git_dirty"] is False
@@ -131,6 +153,9 @@ def test_design_page_tables_are_generated_from_the_committed_records(tmp_path):
     copy.write_text(PAGE.read_text())
     for folder in (*MINI_FOLDERS, "mini_epochs"):
         readme_main(["--results-dir", str(RESULTS / folder), "--readme", str(copy), "--name", folder])
+    for folder, more in MORE_SEEDS.items():  # section 9: the suite's three seeds pooled with seven more
+        readme_main(["--results-dir", str(RESULTS / folder), "--results-dir", str(RESULTS / more), "--readme",
+                     str(copy), "--name", f"{folder}_10_seeds"])
     assert copy.read_text() == PAGE.read_text(), "regenerate with python -m analysis.readme (see the page)"
 
 
@@ -209,3 +234,82 @@ def test_largest_se_line_names_the_row_that_bounds_the_separation_and_its_last_t
         classes = ",".join(map(str, record["class_order"][-2:]))
         assert (f"seed {record['seed']}: Acc {record['metrics']['acc']:.2f}, last task (classes {classes}) "
                 f"{record['acc_matrix'][-1][-1]:.1f} class-incr., {record['til_matrix'][-1][-1]:.1f} task-incr.") in line
+
+
+def test_seed_draws_recompute_the_requirements_on_each_choice_of_seeds():
+    df = done(load_records(QUICK))
+    probes = {1993: 80.0, 1994: 82.0, 1995: 84.0}
+    draws = mini.seed_draws(df, 2, probes)
+    assert list(draws["seeds"]) == [(1993, 1994), (1993, 1995), (1994, 1995)]
+    for row in draws.to_dict("records"):
+        sub = df[df["seed"].isin(row["seeds"])]
+        acc = sub.groupby("method")["acc"].mean()
+        assert row["joint_minus_simple_cil"] == pytest.approx(acc["joint"] - acc["simple_cil"])
+        probe = (probes[row["seeds"][0]] + probes[row["seeds"][1]]) / 2
+        assert row["joint_minus_probe"] == pytest.approx(acc["joint"] - probe)
+        ranked = sub[sub["method"] != "joint"].groupby("method")["acc"]
+        se = ranked.std(ddof=1) / ranked.count() ** 0.5
+        assert row["spread_over_se"] == pytest.approx((ranked.mean().max() - ranked.mean().min()) / se.max())
+        assert row["largest_se_row"] == se.idxmax()
+        assert row["holds_all"] is (row["joint_minus_simple_cil"] >= 10 and row["joint_minus_probe"] >= 10
+                                    and row["spread_over_se"] >= 5 and row["adapter_til_minus_full_ft"] >= 5)
+    (whole,) = mini.seed_draws(df, 3).to_dict("records")  # all seeds: the requirements table's values
+    table = {r["requirement"]: r["value"] for r in mini.requirements(df, probe=None)}
+    for key in ("joint_minus_simple_cil", "spread_over_se", "adapter_til_minus_full_ft"):
+        assert round(whole[key], 2) == table[mini.NAMES[key]]
+
+
+def test_seed_draws_refuse_what_they_cannot_compare(tmp_path, capsys):
+    df = done(load_records(QUICK))
+    with pytest.raises(mini.UserError, match="choose between 2 and the 3 seeds"):
+        mini.seed_draws(df, 4)
+    with pytest.raises(mini.UserError, match="no probe for seed"):
+        mini.seed_draws(df, 2, probes={1993: 80.0})
+    short = df[~((df["method"] == "lwf") & (df["seed"] == 1995))]
+    with pytest.raises(mini.UserError, match=r"lwf has no record at seed\(s\) \[1995\]"):
+        mini.seed_draws(short, 2)
+    assert mini.main(["--results-dir", str(QUICK), "--results-dir", str(QUICK)]) == 2
+    assert "pass one --results-dir" in capsys.readouterr().err
+    assert mini.main(["--results-dir", str(tmp_path / "none"), "--draws", "2"]) == 2
+    assert "no records folder at" in capsys.readouterr().err
+    assert mini.main(["--results-dir", str(QUICK), "--suite-seeds", "1993"]) == 2
+    assert "--suite-seeds goes with --draws" in capsys.readouterr().err
+    assert mini.main(["--results-dir", str(QUICK), "--draws", "2", "--suite-seeds", "1993,x"]) == 2
+    assert "pass comma-separated integers" in capsys.readouterr().err
+    assert mini.main(["--results-dir", str(QUICK), "--draws", "2", "--suite-seeds", "1993,1999"]) == 2
+    assert "not 2 of the records' seeds" in capsys.readouterr().err
+    page = tmp_path / "blocks"
+    page.write_text("<!-- draws:quick:start -->\n<!-- draws:quick:end -->\n")
+    assert mini.main(["--results-dir", str(QUICK), "--draws", "2", "--suite-seeds", "1994,1993", "--readme",
+                      str(page)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| requirement (2 of 3 seeds: 3 draws) | draws meeting it | least | median | largest | "
+                          "at seeds 1993, 1994 | bound |")
+    assert "all of these requirements met: 0 of 3 draws" in out  # quick: prototypes equal joint training
+    assert page.read_text() == f"<!-- draws:quick:start -->\n{out.rstrip()}\n<!-- draws:quick:end -->\n"
+
+
+@pytest.mark.parametrize("folder", MORE_SEEDS)
+def test_design_page_draws_are_what_the_committed_records_of_ten_seeds_give(tmp_path, folder):
+    assert_page_regenerates(tmp_path, lambda page: draws_argv(folder, page))
+    assert f"<!-- draws:{folder}:start -->\n| requirement (3 of 10 seeds: 120 draws) |" in PAGE.read_text()
+    more = done(load_records(RESULTS / MORE_SEEDS[folder]))
+    assert sorted(more["seed"].unique()) == list(NEW_SEEDS) and len(more) == 14 * len(NEW_SEEDS)
+    assert all(r["provenance"]["git_dirty"] is False for r in more["record"])
+    for seed in NEW_SEEDS:
+        probe = json.loads((RESULTS / "mini" / f"designs_{MINI_FOLDERS[folder][0]}_{seed}.json").read_text())
+        assert probe["seed"] == seed and probe["git_dirty"] is False
+    # the rule chose at its own seed: the more-seeds run made the committed choices (cache keys aside)
+    ours, theirs = (json.loads((RESULTS / f / "recipe.json").read_text())["choices"] for f in (folder, MORE_SEEDS[folder]))
+    assert {k: {f: v for f, v in c.items() if f != "key"} for k, c in ours.items()} == {
+        k: {f: v for f, v in c.items() if f != "key"} for k, c in theirs.items()}
+
+
+def test_mini_seeds_are_the_same_code_as_the_mini_records():
+    """Section 9 pools mini's three committed seeds with seven more: every record of a method carries one code
+    hash, so the ten seeds are one code's records."""
+    hashes = {}
+    for folder in ("mini", "mini_seeds"):
+        for record in done(load_records(RESULTS / folder))["record"]:
+            hashes.setdefault(record["method"], set()).add(record["code_hash"])
+    assert len(hashes) == 14 and all(len(h) == 1 for h in hashes.values())
