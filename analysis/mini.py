@@ -65,13 +65,23 @@ def ranked_rows(df: pd.DataFrame) -> dict[str, tuple[float, float, int]]:
     return {m: v for m, v in seed_means(df, "acc").items() if METHODS.get(names[m]).info.group != "reference"}
 
 
+def largest_se_row(ranked: dict[str, tuple[float, float, int]]) -> str:
+    """The row of :func:`ranked_rows` with the largest standard error (the one that bounds the separation)."""
+    return max(ranked, key=lambda m: ranked[m][1])
+
+
+def mean_probe(probes: dict[int, float] | None, seeds) -> float | None:
+    """The mean of ``seeds``' linear probes, or None without probes."""
+    return float(np.mean([probes[s] for s in seeds])) if probes is not None else None
+
+
 def largest_se_seeds(df: pd.DataFrame) -> str:
     """The row whose standard error bounds the separation, seed by seed: final Acc, and its class- and
     task-incremental Acc on the task it learned last (the last entries of the two accuracy matrices), with that
     task's classes. A last task near 0 class-incremental but well above chance task-incremental is one whose
     classes the features separate but whose heads earlier classes outscore."""
     ranked = ranked_rows(df)
-    worst = max(ranked, key=lambda m: ranked[m][1])
+    worst = largest_se_row(ranked)
     parts = []
     for record in df[df["method"] == worst].sort_values("seed")["record"]:
         last = record["classes_per_task"][-1]
@@ -210,10 +220,9 @@ def seed_draws(df: pd.DataFrame, k: int, probes: dict[int, float] | None = None)
     rows = []
     for draw in itertools.combinations(seeds, k):
         sub = df[df["seed"].isin(draw)]
-        values = measures(sub, float(np.mean([probes[s] for s in draw])) if probes is not None else None)
-        ranked = ranked_rows(sub)
+        values = measures(sub, mean_probe(probes, draw))
         rows.append({"seeds": draw, **values, "holds_all": all(holds(key, v) for key, v in values.items()),
-                     "largest_se_row": max(ranked, key=lambda m: ranked[m][1])})
+                     "largest_se_row": largest_se_row(ranked_rows(sub))})
     return pd.DataFrame(rows)
 
 
@@ -241,7 +250,7 @@ def draws_lines(df: pd.DataFrame, k: int, probes: dict[int, float] | None = None
         lines.append(f"| {NAMES[key]} | {met} | {v.min():.2f} | {v.median():.2f} | {v.max():.2f} |{ours} "
                      f"{OPS[key]} {BOUNDS[key]:g} |")
     counts = draws["largest_se_row"].value_counts()
-    everything = measures(df, float(np.mean([probes[s] for s in seeds])) if probes is not None else None)
+    everything = measures(df, mean_probe(probes, seeds))
     lines += ["", f"all of these requirements met: {int(draws['holds_all'].sum())} of {len(draws)} draws",
               "row with the largest standard error: " + ", ".join(f"{m} in {n}" for m, n in counts.items()),
               f"over all {len(seeds)} seeds ({', '.join(map(str, seeds))}; standard errors of {len(seeds)} seeds, "
