@@ -19,7 +19,9 @@ With ``--draws K`` (and the records of more than K seeds, pooled from the folder
 asks how sure one K-seed run's verdict is: for every choice of K seeds it recomputes the requirements the records
 decide (all but the wall-clock; :func:`seed_draws`) and prints how many draws meet each, the least, median and
 largest value, the value at the suite's own seeds, which row had the largest standard error, and the measures over
-all seeds (:func:`draws_lines`).
+all seeds (:func:`draws_lines`). With ``--draws K-L`` it does so for every number of seeds from K to L, one column
+each: how many draws meet each requirement and all of them (:func:`counts_lines`), i.e. how many seeds a run needs
+before its verdict stops depending on which seeds it drew.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from analysis.readme import replace_block
-from analysis.records import done, mean_se, paper_key
+from analysis.records import aggregate, done, paper_key
 from analysis.report import load_folders
 from analysis.tables import PAPER_RESULTS, PAPER_TABLES, _read_reference
 from core.errors import UserError
@@ -55,14 +57,28 @@ NAMES = {"wall_min": "suite wall-clock (minutes: the jobs, plus the recipe rule'
 
 
 def seed_means(df: pd.DataFrame, metric: str) -> dict[str, tuple[float, float, int]]:
-    """method -> (mean, standard error, seeds) of ``metric`` over the done records."""
-    return {m: mean_se(g[metric]) for m, g in df.groupby("method", sort=False)}
+    """method -> (mean, standard error, seeds) of ``metric`` over the done records, in the records' order of
+    methods (one :func:`analysis.records.aggregate` over all rows: the statistics of the tables)."""
+    return _by_method(aggregate(df, ["method"], [metric]), metric, df["method"].unique())
+
+
+def _by_method(stats: pd.DataFrame, metric: str, methods) -> dict[str, tuple[float, float, int]]:
+    """:func:`seed_means`' mapping from :func:`analysis.records.aggregate`'s rows of one group of records."""
+    rows = stats.set_index("method")
+    return {m: (float(rows.at[m, f"{metric}_mean"]), float(rows.at[m, f"{metric}_se"]), int(rows.at[m, f"{metric}_n"]))
+            for m in methods}
+
+
+def reference_rows(df: pd.DataFrame) -> set[str]:
+    """The rows the separation requirement leaves out: the registry's reference group (joint training)."""
+    names = dict(zip(df["method"], df["method_name"], strict=False))
+    return {m for m, name in names.items() if METHODS.get(name).info.group == "reference"}
 
 
 def ranked_rows(df: pd.DataFrame) -> dict[str, tuple[float, float, int]]:
     """The seed means of Acc of the rows the separation requirement compares (every row but the reference ones)."""
-    names = dict(zip(df["method"], df["method_name"], strict=False))
-    return {m: v for m, v in seed_means(df, "acc").items() if METHODS.get(names[m]).info.group != "reference"}
+    leave_out = reference_rows(df)
+    return {m: v for m, v in seed_means(df, "acc").items() if m not in leave_out}
 
 
 def largest_se_row(ranked: dict[str, tuple[float, float, int]]) -> str:
@@ -171,11 +187,15 @@ def rank_agreement(acc: dict[str, float], reference: Path = PAPER_RESULTS) -> tu
 
 def measures(df: pd.DataFrame, probe: float | None = None) -> dict[str, float]:
     """The requirements the records decide (all but the wall-clock), keyed as :data:`BOUNDS`, from seed means."""
-    acc, til = seed_means(df, "acc"), seed_means(df, "til_acc")
+    return _measures(seed_means(df, "acc"), seed_means(df, "til_acc"), reference_rows(df), probe)
+
+
+def _measures(acc: dict, til: dict, leave_out: set[str], probe: float | None) -> dict[str, float]:
+    """:func:`measures` from the rows' seed means of Acc and task-incremental Acc (:func:`seed_means`)."""
     for needed in ("joint", "simple_cil", "full_ft"):
         if needed not in acc:
             raise UserError(f"the records hold no {needed} row; the requirements compare against it")
-    ranked = ranked_rows(df)
+    ranked = {m: v for m, v in acc.items() if m not in leave_out}
     spread = max(v[0] for v in ranked.values()) - min(v[0] for v in ranked.values())
     out = {"joint_minus_simple_cil": acc["joint"][0] - acc["simple_cil"][0]}
     if probe is not None:
@@ -217,12 +237,16 @@ def seed_draws(df: pd.DataFrame, k: int, probes: dict[int, float] | None = None)
         raise UserError(f"--draws {k}: choose between 2 and the {len(seeds)} seeds the records hold")
     if probes is not None and (missing := sorted(set(seeds) - set(probes))):
         raise UserError(f"no probe for seed(s) {missing}; write each with python bench/mini_designs.py --seed S")
-    rows = []
-    for draw in itertools.combinations(seeds, k):
-        sub = df[df["seed"].isin(draw)]
-        values = measures(sub, mean_probe(probes, draw))
+    draws = list(itertools.combinations(seeds, k))
+    # one aggregate over every draw's records (each group's rows in the records' order, as seed_means sees them)
+    pooled = pd.concat([df[df["seed"].isin(draw)].assign(draw=i) for i, draw in enumerate(draws)])
+    stats = aggregate(pooled, ["draw", "method"], ["acc", "til_acc"])
+    methods, leave_out, rows = df["method"].unique(), reference_rows(df), []
+    for (_, group), draw in zip(stats.groupby("draw", sort=True), draws, strict=True):
+        acc, til = _by_method(group, "acc", methods), _by_method(group, "til_acc", methods)
+        values = _measures(acc, til, leave_out, mean_probe(probes, draw))
         rows.append({"seeds": draw, **values, "holds_all": all(holds(key, v) for key, v in values.items()),
-                     "largest_se_row": largest_se_row(ranked_rows(sub))})
+                     "largest_se_row": largest_se_row({m: v for m, v in acc.items() if m not in leave_out})})
     return pd.DataFrame(rows)
 
 
@@ -257,6 +281,40 @@ def draws_lines(df: pd.DataFrame, k: int, probes: dict[int, float] | None = None
               f"the bounds are set for {k}): " + "; ".join(f"{NAMES[key]} {everything[key]:.2f}" for key in keys),
               near_chance(df)]
     return lines + ranking_lines(df, f"{len(seeds)}-seed")
+
+
+def counts_lines(df: pd.DataFrame, counts: tuple[int, ...], probes: dict[int, float] | None = None) -> list[str]:
+    """:func:`seed_draws` for each number of seeds per run in ``counts``, as a Markdown table with one column per
+    number: per requirement the records decide, how many draws meet it (and the median value), then how many meet
+    all of them at once. How many seeds a run needs before its verdict stops depending on which seeds it drew."""
+    seeds = sorted(int(s) for s in df["seed"].unique())
+    tables = {k: seed_draws(df, k, probes) for k in counts}
+    keys = [key for key in BOUNDS if key in tables[counts[0]]]
+    columns = [f"{k} seeds ({len(d)} draw{'s' * (len(d) > 1)})" for k, d in tables.items()]
+    lines = ["| requirement | bound | " + " | ".join(columns) + " |",
+             "|---|---|" + "---:|" * len(tables)]
+    for key in keys:
+        cells = [f"{int(d[key].map(lambda x, key=key: holds(key, x)).sum())} ({d[key].median():.2f})"
+                 for d in tables.values()]
+        lines.append(f"| {NAMES[key]} | {OPS[key]} {BOUNDS[key]:g} | " + " | ".join(cells) + " |")
+    met = [int(d["holds_all"].sum()) for d in tables.values()]
+    lines.append("| all of these | | " + " | ".join(f"{n} ({100 * n / len(d):.0f}%)"
+                                                   for n, d in zip(met, tables.values(), strict=True)) + " |")
+    return [*lines, "", (f"each cell: the draws that meet the requirement (the median value over the draws); the "
+            f"draws are every choice of that many of the records' {len(seeds)} seeds, so draws of one count share "
+            "seeds and are subsamples of one set, not independent runs; the bounds are set for 3 seeds")]
+
+
+def parse_draws(text: str) -> tuple[int, ...]:
+    """``--draws K`` or ``K-L``: the numbers of seeds per draw."""
+    try:
+        low, _, high = text.partition("-")
+        counts = tuple(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise UserError(f"--draws {text}: pass a number of seeds K or a range K-L, e.g. 3 or 3-10") from None
+    if not counts:
+        raise UserError(f"--draws {text}: the range is empty; pass K-L with K <= L")
+    return counts
 
 
 def ranking_lines(df: pd.DataFrame, means: str = "seed") -> list[str]:
@@ -297,13 +355,14 @@ def main(argv: list[str] | None = None) -> int:
                          "runs of one suite)")
     ap.add_argument("--probe", type=Path, action="append", default=[], help="bench/mini_designs.py JSON (per seed)")
     ap.add_argument("--design", default="held_out_mixed", help="the probe's design that the suite runs (the mini suite's)")
-    ap.add_argument("--draws", type=int, metavar="K",
+    ap.add_argument("--draws", metavar="K[-L]",
                     help="instead of the requirements, recompute those the records decide for every choice of K of "
-                         "the records' seeds (how sure one K-seed run's verdict is)")
+                         "the records' seeds (how sure one K-seed run's verdict is); with a range K-L, one column per "
+                         "number of seeds: how many draws meet each")
     ap.add_argument("--suite-seeds", help="with --draws: the suite's own seeds (comma-separated), shown beside")
     ap.add_argument("--readme", type=Path, help="also write the output between <!-- KIND:NAME:start --> and "
-                                                "<!-- KIND:NAME:end --> of this Markdown file (KIND: requirements, "
-                                                "or draws with --draws)")
+                                                "<!-- KIND:NAME:end --> of this Markdown file (KIND: requirements; "
+                                                "draws with --draws K; counts with --draws K-L)")
     ap.add_argument("--name", help="the marker's NAME (default: the first results folder's name)")
     args = ap.parse_args(argv)
     try:
@@ -313,12 +372,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.suite_seeds is not None and args.draws is None:
             raise UserError("--suite-seeds goes with --draws K")
         suite = parse_seeds(args.suite_seeds) if args.suite_seeds is not None else None
+        counts = parse_draws(args.draws) if args.draws is not None else None
+        if counts is not None and len(counts) > 1 and suite is not None:
+            raise UserError("--suite-seeds goes with one number of seeds (--draws K), not a range")
         df = done(load_folders(args.results_dir)[0])
         if df.empty:
             raise UserError(f"--results-dir {', '.join(map(str, args.results_dir))}: no done records")
-        if args.draws is not None:
+        if counts is not None:
             probes = probes_by_seed(args.probe, args.design) if args.probe else None
-            lines = draws_lines(df, args.draws, probes, suite)
+            lines = (draws_lines(df, counts[0], probes, suite) if len(counts) == 1 else
+                     counts_lines(df, counts, probes))
         else:
             lines = requirement_lines(df, args)
     except (UserError, FileNotFoundError) as err:  # FileNotFoundError: a folder without records/
@@ -326,8 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("\n".join(lines))
     if args.readme is not None:
-        replace_block(args.readme, "draws" if args.draws is not None else "requirements",
-                      args.name or args.results_dir[0].name, "\n".join(lines))
+        kind = "requirements" if counts is None else "draws" if len(counts) == 1 else "counts"
+        replace_block(args.readme, kind, args.name or args.results_dir[0].name, "\n".join(lines))
     return 0
 
 

@@ -72,10 +72,13 @@ MORE_SEEDS = {"mini": "mini_seeds", "mini_mixed": "mini_mixed_seeds"}
 NEW_SEEDS = tuple(range(1996, 2003))
 
 
-def draws_argv(folder: str, page: Path) -> list[str]:
+def draws_argv(folder: str, page: Path, draws: str = "3") -> list[str]:
+    """DESIGN.md section 9's command: ``--draws 3`` at the suite's seeds, or a range of seed counts."""
     design, probes = MINI_FOLDERS[folder]
     argv = ["--results-dir", str(RESULTS / folder), "--results-dir", str(RESULTS / MORE_SEEDS[folder]), "--draws",
-            "3", "--suite-seeds", "1993,1994,1995", "--design", design, "--readme", str(page), "--name", folder]
+            draws, "--design", design, "--readme", str(page), "--name", folder]
+    if "-" not in draws:
+        argv += ["--suite-seeds", "1993,1994,1995"]
     for probe in (*probes, *(f"designs_{design}_{seed}.json" for seed in NEW_SEEDS)):
         argv += ["--probe", str(RESULTS / "mini" / probe)]
     return argv
@@ -259,6 +262,39 @@ def test_seed_draws_recompute_the_requirements_on_each_choice_of_seeds():
         assert round(whole[key], 2) == table[mini.NAMES[key]]
 
 
+def test_seed_draws_pool_every_draw_in_one_aggregate_with_each_draws_own_values():
+    """seed_draws aggregates all draws at once; every value is exactly what measures() gives that draw alone."""
+    df = done(load_records(QUICK))
+    probes = {1993: 80.0, 1994: 82.0, 1995: 84.0}
+    for row in mini.seed_draws(df, 2, probes).to_dict("records"):
+        sub = df[df["seed"].isin(row["seeds"])]
+        assert {k: row[k] for k in mini.BOUNDS if k in row} == mini.measures(sub, mini.mean_probe(probes, row["seeds"]))
+        assert row["largest_se_row"] == mini.largest_se_row(mini.ranked_rows(sub))
+
+
+def test_counts_table_has_one_column_per_number_of_seeds(capsys):
+    df = done(load_records(QUICK))
+    lines = mini.counts_lines(df, (2, 3))
+    assert lines[0] == "| requirement | bound | 2 seeds (3 draws) | 3 seeds (1 draw) |"
+    draws = {k: mini.seed_draws(df, k) for k in (2, 3)}
+    for key in ("joint_minus_simple_cil", "spread_over_se", "adapter_til_minus_full_ft"):
+        (line,) = [x for x in lines if x.startswith(f"| {mini.NAMES[key]} | {mini.OPS[key]} {mini.BOUNDS[key]:g} |")]
+        cells = [c.strip() for c in line.strip("|").split("|")[2:]]
+        for cell, d in zip(cells, draws.values(), strict=True):
+            met = sum(mini.holds(key, v) for v in d[key])
+            assert cell == f"{met} ({d[key].median():.2f})"
+    assert "joint Acc - linear probe" not in "\n".join(lines)  # no probe given: not a row
+    assert lines[5] == "| all of these | | 0 (0%) | 0 (0%) |"  # quick: prototypes equal joint training
+    assert mini.main(["--results-dir", str(QUICK), "--draws", "2-3"]) == 0
+    assert capsys.readouterr().out.splitlines() == lines
+    for bad, message in (("x", "pass a number of seeds K or a range K-L"), ("3-2", "the range is empty"),
+                         ("2-4", "choose between 2 and the 3 seeds")):
+        assert mini.main(["--results-dir", str(QUICK), "--draws", bad]) == 2
+        assert message in capsys.readouterr().err
+    assert mini.main(["--results-dir", str(QUICK), "--draws", "2-3", "--suite-seeds", "1993,1994"]) == 2
+    assert "not a range" in capsys.readouterr().err
+
+
 def test_seed_draws_refuse_what_they_cannot_compare(tmp_path, capsys):
     df = done(load_records(QUICK))
     with pytest.raises(mini.UserError, match="choose between 2 and the 3 seeds"):
@@ -287,6 +323,12 @@ def test_seed_draws_refuse_what_they_cannot_compare(tmp_path, capsys):
                           "at seeds 1993, 1994 | bound |")
     assert "all of these requirements met: 0 of 3 draws" in out  # quick: prototypes equal joint training
     assert page.read_text() == f"<!-- draws:quick:start -->\n{out.rstrip()}\n<!-- draws:quick:end -->\n"
+
+
+@pytest.mark.parametrize("folder", MORE_SEEDS)
+def test_design_page_seed_counts_are_what_the_committed_records_of_ten_seeds_give(tmp_path, folder):
+    assert_page_regenerates(tmp_path, lambda page: draws_argv(folder, page, "2-10"))
+    assert f"<!-- counts:{folder}:start -->\n| requirement | bound | 2 seeds (45 draws) |" in PAGE.read_text()
 
 
 @pytest.mark.parametrize("folder", MORE_SEEDS)
