@@ -77,8 +77,12 @@ def reference_rows(df: pd.DataFrame) -> set[str]:
 
 def ranked_rows(df: pd.DataFrame) -> dict[str, tuple[float, float, int]]:
     """The seed means of Acc of the rows the separation requirement compares (every row but the reference ones)."""
-    leave_out = reference_rows(df)
-    return {m: v for m, v in seed_means(df, "acc").items() if m not in leave_out}
+    return _ranked(seed_means(df, "acc"), reference_rows(df))
+
+
+def _ranked(acc: dict[str, tuple[float, float, int]], leave_out: set[str]) -> dict[str, tuple[float, float, int]]:
+    """:func:`ranked_rows` from the rows' seed means of Acc and the rows to leave out."""
+    return {m: v for m, v in acc.items() if m not in leave_out}
 
 
 def largest_se_row(ranked: dict[str, tuple[float, float, int]]) -> str:
@@ -195,7 +199,7 @@ def _measures(acc: dict, til: dict, leave_out: set[str], probe: float | None) ->
     for needed in ("joint", "simple_cil", "full_ft"):
         if needed not in acc:
             raise UserError(f"the records hold no {needed} row; the requirements compare against it")
-    ranked = {m: v for m, v in acc.items() if m not in leave_out}
+    ranked = _ranked(acc, leave_out)
     spread = max(v[0] for v in ranked.values()) - min(v[0] for v in ranked.values())
     out = {"joint_minus_simple_cil": acc["joint"][0] - acc["simple_cil"][0]}
     if probe is not None:
@@ -207,6 +211,11 @@ def _measures(acc: dict, til: dict, leave_out: set[str], probe: float | None) ->
 
 def holds(key: str, value: float) -> bool:
     return bool(value <= BOUNDS[key] if OPS[key] == "<=" else value >= BOUNDS[key])
+
+
+def met(values: pd.Series, key: str) -> int:
+    """How many of ``values`` (one requirement's, over draws) meet its bound."""
+    return int(values.map(lambda x: holds(key, x)).sum())
 
 
 def requirements(df: pd.DataFrame, probe: float | None, results_dir: Path | None = None) -> list[dict]:
@@ -246,7 +255,7 @@ def seed_draws(df: pd.DataFrame, k: int, probes: dict[int, float] | None = None)
         acc, til = _by_method(group, "acc", methods), _by_method(group, "til_acc", methods)
         values = _measures(acc, til, leave_out, mean_probe(probes, draw))
         rows.append({"seeds": draw, **values, "holds_all": all(holds(key, v) for key, v in values.items()),
-                     "largest_se_row": largest_se_row({m: v for m, v in acc.items() if m not in leave_out})})
+                     "largest_se_row": largest_se_row(_ranked(acc, leave_out))})
     return pd.DataFrame(rows)
 
 
@@ -269,9 +278,8 @@ def draws_lines(df: pd.DataFrame, k: int, probes: dict[int, float] | None = None
     lines = [header, "|---|---:|---:|---:|---:|" + ("---:|" if extra else "") + "---|"]
     for key in keys:
         v = draws[key]
-        met = int(v.map(lambda x, key=key: holds(key, x)).sum())
         ours = f" {at_suite[key].iloc[0]:.2f} |" if at_suite is not None else ""
-        lines.append(f"| {NAMES[key]} | {met} | {v.min():.2f} | {v.median():.2f} | {v.max():.2f} |{ours} "
+        lines.append(f"| {NAMES[key]} | {met(v, key)} | {v.min():.2f} | {v.median():.2f} | {v.max():.2f} |{ours} "
                      f"{OPS[key]} {BOUNDS[key]:g} |")
     counts = draws["largest_se_row"].value_counts()
     everything = measures(df, mean_probe(probes, seeds))
@@ -294,12 +302,11 @@ def counts_lines(df: pd.DataFrame, counts: tuple[int, ...], probes: dict[int, fl
     lines = ["| requirement | bound | " + " | ".join(columns) + " |",
              "|---|---|" + "---:|" * len(tables)]
     for key in keys:
-        cells = [f"{int(d[key].map(lambda x, key=key: holds(key, x)).sum())} ({d[key].median():.2f})"
-                 for d in tables.values()]
+        cells = [f"{met(d[key], key)} ({d[key].median():.2f})" for d in tables.values()]
         lines.append(f"| {NAMES[key]} | {OPS[key]} {BOUNDS[key]:g} | " + " | ".join(cells) + " |")
-    met = [int(d["holds_all"].sum()) for d in tables.values()]
+    all_met = [int(d["holds_all"].sum()) for d in tables.values()]
     lines.append("| all of these | | " + " | ".join(f"{n} ({100 * n / len(d):.0f}%)"
-                                                   for n, d in zip(met, tables.values(), strict=True)) + " |")
+                                                   for n, d in zip(all_met, tables.values(), strict=True)) + " |")
     return [*lines, "", (f"each cell: the draws that meet the requirement (the median value over the draws); the "
             f"draws are every choice of that many of the records' {len(seeds)} seeds, so draws of one count share "
             "seeds and are subsamples of one set, not independent runs; the bounds are set for 3 seeds")]
