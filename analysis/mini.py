@@ -107,8 +107,34 @@ def largest_se_seeds(df: pd.DataFrame) -> str:
         last = record["classes_per_task"][-1]
         classes = ",".join(str(c) for c in record["class_order"][-last:])
         parts.append(f"seed {record['seed']}: Acc {record['metrics']['acc']:.2f}, last task (classes {classes}) "
-                     f"{record['acc_matrix'][-1][-1]:.1f} class-incr., {record['til_matrix'][-1][-1]:.1f} task-incr.")
+                     f"{record['acc_matrix'][-1][-1]:.1f} class-incr., {record['til_matrix'][-1][-1]:.1f} task-incr."
+                     + (f", predicted into tasks 1-{len(record['task_confusion'])} (%): "
+                        + "/".join(f"{v:.1f}" for v in record["task_confusion"][-1])
+                        if record.get("task_confusion") else ""))
     return f"largest standard error: {worst} {ranked[worst][1]:.2f} ({'; '.join(parts)})"
+
+
+def task_lines(df: pd.DataFrame) -> list[str]:
+    """Where each row's class-incremental errors go (``task_confusion``, runner/metrics.py): seed means of Acc,
+    task-incremental Acc and task-identity Acc (images predicted into their own task's classes), and the two ways
+    a task's images leave it: old tasks' images predicted into the last task (recency) and the last task's images
+    predicted into earlier tasks (old heads outscoring the new ones)."""
+    if not all(r.get("task_confusion") for r in df["record"]):
+        raise UserError("--tasks: the records hold no task_confusion (written before it was recorded); rerun them")
+    frame = df.assign(
+        task_id_acc=[r["metrics"]["task_id_acc"] for r in df["record"]],
+        into_last=[float(np.mean([row[-1] for row in r["task_confusion"][:-1]])) for r in df["record"]],
+        last_into_earlier=[100.0 - r["task_confusion"][-1][-1] for r in df["record"]])
+    metrics = ("acc", "til_acc", "task_id_acc", "into_last", "last_into_earlier")
+    stats = {m: _by_method(aggregate(frame, ["method"], [m]), m, frame["method"].unique()) for m in metrics}
+    order = sorted(stats["acc"], key=lambda m: stats["acc"][m][0], reverse=True)
+    lines = [("| method | Acc | task-incr. Acc | task-id Acc | old tasks' images into the last task (%) | last "
+              "task's images into earlier tasks (%) |"), "|---|" + "---:|" * len(metrics)]
+    lines += ["| " + " | ".join([m, *(f"{stats[k][m][0]:.2f} ({stats[k][m][1]:.2f})" for k in metrics)]) + " |"
+              for m in order]
+    return [*lines, "", ("seed means (standard error); task-id Acc: the final test images predicted into their own "
+                         "task's classes (Acc never exceeds it); the old tasks' column is the mean over the tasks "
+                         "before the last")]
 
 
 def chance_til(record: dict) -> float:
@@ -367,9 +393,12 @@ def main(argv: list[str] | None = None) -> int:
                          "the records' seeds (how sure one K-seed run's verdict is); with a range K-L, one column per "
                          "number of seeds: how many draws meet each")
     ap.add_argument("--suite-seeds", help="with --draws: the suite's own seeds (comma-separated), shown beside")
+    ap.add_argument("--tasks", action="store_true",
+                    help="instead of the requirements, where each row's errors go: within tasks or between them "
+                         "(the records' task_confusion)")
     ap.add_argument("--readme", type=Path, help="also write the output between <!-- KIND:NAME:start --> and "
                                                 "<!-- KIND:NAME:end --> of this Markdown file (KIND: requirements; "
-                                                "draws with --draws K; counts with --draws K-L)")
+                                                "draws with --draws K; counts with --draws K-L; tasks with --tasks)")
     ap.add_argument("--name", help="the marker's NAME (default: the first results folder's name)")
     args = ap.parse_args(argv)
     try:
@@ -385,7 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         df = done(load_folders(args.results_dir)[0])
         if df.empty:
             raise UserError(f"--results-dir {', '.join(map(str, args.results_dir))}: no done records")
-        if counts is not None:
+        if args.tasks:
+            if counts is not None:
+                raise UserError("--tasks and --draws are two views: pass one")
+            lines = task_lines(df)
+        elif counts is not None:
             probes = probes_by_seed(args.probe, args.design) if args.probe else None
             lines = (draws_lines(df, counts[0], probes, suite) if len(counts) == 1 else
                      counts_lines(df, counts, probes))
@@ -396,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("\n".join(lines))
     if args.readme is not None:
-        kind = "requirements" if counts is None else "draws" if len(counts) == 1 else "counts"
+        kind = ("tasks" if args.tasks else "requirements" if counts is None else "draws" if len(counts) == 1
+                else "counts")
         replace_block(args.readme, kind, args.name or args.results_dir[0].name, "\n".join(lines))
     return 0
 

@@ -273,24 +273,6 @@ def aggregate(frame: pd.DataFrame, keys: list[str], values: list[str]) -> pd.Dat
     return out.reset_index(drop=not keys)
 
 
-def mean_se(values) -> tuple[float, float, int]:
-    """Mean, standard error and count of the non-NaN values (:func:`aggregate` on one group).
-
-    The standard error is ``std(ddof=1) / sqrt(n)``; it is NaN for ``n < 2`` because one run gives no spread.
-
-    Args:
-        values: Iterable of numbers (NaN entries are ignored).
-
-    Returns:
-        ``(mean, se, n)``; ``mean`` is NaN when ``n == 0``.
-    """
-    frame = pd.DataFrame({"v": pd.Series(list(values), dtype="float64")})
-    if frame["v"].count() == 0:
-        return math.nan, math.nan, 0
-    row = aggregate(frame, [], ["v"]).iloc[0]
-    return float(row["v_mean"]), float(row["v_se"]), int(row["v_n"])
-
-
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation, standard error and seed count of every metric per label x benchmark (done only).
 

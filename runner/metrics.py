@@ -9,6 +9,13 @@ Definitions (docs/sdlora.md section 7):
 * ``forgetting``: mean over tasks j < N-1 of (best accuracy ever on j) - (final accuracy on j).
 * Task-incremental accuracy (argmax restricted to the sample's own task's classes) is a diagnostic reported
   beside the class-incremental numbers: it separates classifier bias from representation forgetting.
+* ``task_confusion[j][k]``: after the last task, the percent of task j's test samples whose class-incremental
+  prediction is one of task k's classes (each row sums to 100). ``task_id_acc``: the percent of all final test
+  samples predicted into their own task's classes (its diagonal, pooled): the task-identity term of HiDe-Prompt's
+  decomposition of class-incremental accuracy into within-task prediction and task-identity inference (Wang et
+  al., NeurIPS 2023, arXiv 2310.07234; docs/baselines.md section 4), here read off every method's one argmax. Acc
+  never exceeds it: a correct prediction lies in its own task. Whether a method loses accuracy within tasks
+  (task-incremental accuracy) or between them (these two), the record says.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ class AccuracyCollector(SupervisedPlugin):
 
     def reset(self) -> None:
         self.counts: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # exp -> [cil, til, n]
+        n_tasks = len(self.offsets) - 1
+        # exp -> samples whose class-incremental prediction lies in each task's classes
+        self.predicted_task: dict[int, np.ndarray] = defaultdict(lambda: np.zeros(n_tasks, dtype=np.int64))
 
     def after_eval_iteration(self, strategy, **kwargs):
         j = strategy.experience.current_experience
@@ -44,8 +54,11 @@ class AccuracyCollector(SupervisedPlugin):
         logits = strategy.mb_output.detach().float()
         y = strategy.mb_y
         seen = strategy.model.head.out_features
-        cil = logits[:, :seen].argmax(1) == y
+        pred = logits[:, :seen].argmax(1)
+        cil = pred == y
         til = logits[:, lo:hi].argmax(1) + lo == y
+        task = np.searchsorted(self.offsets[1:], pred.cpu().numpy(), side="right")
+        self.predicted_task[j] += np.bincount(task, minlength=len(self.offsets) - 1)
         c = self.counts[j]
         c[0] += int(cil.sum())
         c[1] += int(til.sum())
@@ -60,6 +73,16 @@ class AccuracyCollector(SupervisedPlugin):
         pooled = 100.0 * sum(self.counts[j][0] for j in exps) / n
         pooled_til = 100.0 * sum(self.counts[j][1] for j in exps) / n
         return cil, til, pooled, pooled_til
+
+    def task_rows(self) -> tuple[list[list[float]], float]:
+        """(``task_confusion``: per evaluated experience j, the percent of its samples predicted into each seen
+        task's classes; ``task_id_acc``: the percent of all samples predicted into their own task's), in percent."""
+        exps = sorted(self.counts)
+        seen = max(exps) + 1
+        rows = [(100.0 * self.predicted_task[j][:seen] / self.counts[j][2]).tolist() for j in exps]
+        n = sum(self.counts[j][2] for j in exps)
+        own = 100.0 * sum(int(self.predicted_task[j][j]) for j in exps) / n
+        return rows, own
 
 
 def silent_evaluator(*metrics) -> EvaluationPlugin:

@@ -36,6 +36,7 @@ class Metrics:
     forgetting: float | None = None  # mean over old tasks of best-ever minus final accuracy (task level)
     til_acc: float | None = None  # task-incremental counterpart of acc
     til_aaa: float | None = None  # task-incremental counterpart of aaa
+    task_id_acc: float | None = None  # final test samples predicted into their own task's classes; null: older
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Provenance:
     git_commit: str | None = None
     git_dirty: bool | None = None
     hostname: str | None = None
+    cpu: str | None = None  # CPU model and torch's CPU kernel level (e.g. AVX2, AVX512); null: older
     started: str | None = None
     finished: str | None = None
     cuda_visible_devices: str | None = None
@@ -107,6 +109,7 @@ class Record:
     benchmark_info: dict[str, Any] = field(default_factory=dict)  # what the benchmark reports of its data
     acc_matrix: list[list[float]] = field(default_factory=list)  # [t][j]: after task t, on task j (class-incr.)
     til_matrix: list[list[float]] = field(default_factory=list)  # same, task-incremental (a diagnostic)
+    task_confusion: list[list[float]] = field(default_factory=list)  # [j][k] final: % of task j predicted as task k
     pooled_acc: list[float] = field(default_factory=list)  # after task t, on all seen classes' test samples
     til_pooled_acc: list[float] = field(default_factory=list)  # same, task-incremental
     avalanche_stream_acc: list[float | None] = field(default_factory=list)  # Avalanche's Top1_Acc_Stream

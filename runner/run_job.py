@@ -69,6 +69,18 @@ def git_state() -> tuple[str | None, bool | None]:
         return None, None
 
 
+def cpu() -> str:
+    """The CPU model and the vector instruction level torch's CPU kernels dispatch to: records made at different
+    levels (AVX2, AVX512) may differ in the last bits, and a chaotic run in more (README, Determinism)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
             "avalanche": avalanche.__version__, "numpy": np.__version__}
@@ -115,7 +127,7 @@ def _run_job(job: Job, results_dir: str | Path) -> Record:
     log = job_logger(store.log_path(job.job_id))
     commit, dirty = git_state()
     record.provenance = Provenance(versions=versions(), git_commit=commit, git_dirty=dirty,
-                                  hostname=socket.gethostname(), started=now(),
+                                  hostname=socket.gethostname(), cpu=cpu(), started=now(),
                                   cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
                                   slurm_job_id=_slurm_job_id())
     mark_running(store, job.job_id)
@@ -198,7 +210,8 @@ def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, recor
     # progress = the record fields that grow task by task; exactly what a resume state carries
     progress: dict[str, Any] = {"acc_matrix": [], "til_matrix": [], "pooled_acc": [], "til_pooled_acc": [],
                                 "avalanche_stream_acc": [], "timings": {"train_s": [], "eval_s": []},
-                                "peak_mem_mb": [], "checkpoint": None, "elapsed_s": 0.0}
+                                "peak_mem_mb": [], "checkpoint": None, "elapsed_s": 0.0,
+                                "task_confusion": [], "task_id_acc": None}
     state = resume.load(store, job.job_id, job.config_hash(), log)
     first = state["finished"] + 1 if state is not None else 0
     t_start = time.perf_counter()
@@ -224,12 +237,14 @@ def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, recor
     eff, mechanism = efficiency(strategy, bench.image_shape, device), strategy.mechanism()
     timings = progress["timings"]
     record.acc_matrix, record.til_matrix = progress["acc_matrix"], progress["til_matrix"]
+    record.task_confusion = progress["task_confusion"]
     record.pooled_acc, record.til_pooled_acc = progress["pooled_acc"], progress["til_pooled_acc"]
     record.avalanche_stream_acc, record.checkpoint = progress["avalanche_stream_acc"], progress["checkpoint"]
     record.class_order, record.classes_per_task = bench.class_order, bench.classes_per_task
     record.benchmark_info = bench.info
     record.timings = Timings(timings["train_s"], timings["eval_s"], total_s)
-    record.metrics = Metrics(**summary(record.acc_matrix, record.pooled_acc, record.til_pooled_acc))
+    record.metrics = Metrics(**summary(record.acc_matrix, record.pooled_acc, record.til_pooled_acc),
+                             task_id_acc=progress["task_id_acc"])
     record.efficiency = Efficiency(**eff, peak_mem_mb=progress["peak_mem_mb"])
     record.mechanism = mechanism
 
@@ -250,6 +265,7 @@ def _experience(job: Job, run: _Run, t: int, experience, progress: dict[str, Any
     for key, value in (("acc_matrix", cil), ("til_matrix", til), ("pooled_acc", pooled),
                        ("til_pooled_acc", pooled_til), ("avalanche_stream_acc", stream_accuracy(run.evaluator))):
         progress[key].append(value)
+    progress["task_confusion"], progress["task_id_acc"] = run.collector.task_rows()  # after the latest task
     progress["timings"]["train_s"].append(t1 - t0)
     progress["timings"]["eval_s"].append(t2 - t1)
     progress["peak_mem_mb"].append(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)

@@ -25,9 +25,9 @@ import pytest
 from analysis import figures, tables
 from analysis.__main__ import main as cli_main
 from analysis.records import (
+    aggregate,
     done,
     load_records,
-    mean_se,
     order_methods,
     paper_key,
     paper_rows,
@@ -124,11 +124,18 @@ def test_method_order_is_fixed_with_joint_last():
     ]
 
 
-def test_mean_se_formula_by_hand():
-    mean, se, n = mean_se([78.5, 79.0, 80.0])
-    by_hand = math.sqrt(((78.5 - mean) ** 2 + (79.0 - mean) ** 2 + (80.0 - mean) ** 2) / 2) / math.sqrt(3)
-    assert (round(mean, 4), round(se, 4), n) == (79.1667, round(by_hand, 4), 3)
-    assert math.isnan(mean_se([5.0])[1]) and mean_se([])[2] == 0
+def test_aggregate_formula_by_hand():
+    frame = pd.DataFrame({"m": ["a", "a", "a", "b", "c"], "v": [78.5, 79.0, 80.0, 5.0, float("nan")]})
+    out = aggregate(frame, ["m"], ["v"]).set_index("m")
+    mean = (78.5 + 79.0 + 80.0) / 3
+    sd = math.sqrt(((78.5 - mean) ** 2 + (79.0 - mean) ** 2 + (80.0 - mean) ** 2) / 2)
+    assert out.loc["a", "v_mean"] == pytest.approx(mean) and out.loc["a", "v_sd"] == pytest.approx(sd)
+    assert out.loc["a", "v_se"] == pytest.approx(sd / math.sqrt(3)) and out.loc["a", "v_n"] == 3
+    # one run gives no spread; a NaN value is not a run
+    assert math.isnan(out.loc["b", "v_se"]) and out.loc["b", "v_n"] == 1
+    assert math.isnan(out.loc["c", "v_mean"]) and out.loc["c", "v_n"] == 0
+    whole = aggregate(frame.iloc[:3], [], ["v"])
+    assert list(whole.columns) == ["v_mean", "v_sd", "v_se", "v_n"] and whole["v_mean"].iloc[0] == pytest.approx(mean)
 
 
 # --- main table --------------------------------------------------------------------------------------------------

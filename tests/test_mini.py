@@ -239,6 +239,46 @@ def test_largest_se_line_names_the_row_that_bounds_the_separation_and_its_last_t
                 f"{record['acc_matrix'][-1][-1]:.1f} class-incr., {record['til_matrix'][-1][-1]:.1f} task-incr.") in line
 
 
+def made_up_task_confusion(df):
+    """The mini records with a task_confusion made up so that every column of ``--tasks`` is known by hand: task j
+    < 4 keeps 60 + j percent of its images and gives the rest to the last task; the last task keeps 10 + (seed -
+    1993) percent and gives the rest to the first; task-id Acc is Acc + 1."""
+    records = []
+    for record in df["record"]:
+        rows = [[60.0 + j if k == j else 40.0 - j if k == 4 else 0.0 for k in range(5)] for j in range(4)]
+        own = 10.0 + record["seed"] - 1993
+        metrics = {**record["metrics"], "task_id_acc": record["metrics"]["acc"] + 1.0}
+        records.append({**record, "metrics": metrics, "task_confusion": [*rows, [100.0 - own, 0.0, 0.0, 0.0, own]]})
+    return df.assign(record=records)
+
+
+def test_task_table_says_where_each_rows_errors_go(tmp_path, capsys):
+    df = made_up_task_confusion(done(load_records(RESULTS / "mini")))
+    lines = mini.task_lines(df)
+    assert lines[0].startswith("| method | Acc | task-incr. Acc | task-id Acc |")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[2:] if line.startswith("| ")}
+    acc = df.groupby("method")["acc"].mean().sort_values(ascending=False)
+    assert list(rows) == list(acc.index)  # by Acc, best first
+    se = df.groupby("method")["acc"].std(ddof=1) / 3 ** 0.5
+    for method, cells in rows.items():
+        assert cells[0] == f"{acc[method]:.2f} ({se[method]:.2f})"
+        assert cells[2] == f"{acc[method] + 1:.2f} ({se[method]:.2f})"
+        assert cells[3] == "38.50 (0.00)"  # the mean of 40, 39, 38 and 37 at every seed
+        assert cells[4].rstrip(" |") == "89.00 (0.58)"  # 90, 89 and 88 percent at seeds 1993-1995
+    line = mini.largest_se_seeds(df)
+    assert "predicted into tasks 1-5 (%): 90.0/0.0/0.0/0.0/10.0" in line  # seed 1993's last task
+    # records written before task_confusion was recorded: one line, exit 2, nothing written
+    page = tmp_path / "page.md"
+    page.write_text("<!-- tasks:mini:start -->\nold\n<!-- tasks:mini:end -->\n")
+    argv = ["--results-dir", str(RESULTS / "mini"), "--tasks", "--readme", str(page), "--name", "mini"]
+    assert mini.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no task_confusion" in err and "rerun them" in err
+    assert mini.main([*argv, "--draws", "3"]) == 2 and "two views" in capsys.readouterr().err
+    assert page.read_text().count("old") == 1
+    assert "predicted into" not in mini.largest_se_seeds(done(load_records(RESULTS / "mini")))
+
+
 def test_seed_draws_recompute_the_requirements_on_each_choice_of_seeds():
     df = done(load_records(QUICK))
     probes = {1993: 80.0, 1994: 82.0, 1995: 84.0}
