@@ -125,13 +125,12 @@ def task_lines(df: pd.DataFrame) -> list[str]:
         task_id_acc=[r["metrics"]["task_id_acc"] for r in df["record"]],
         into_last=[float(np.mean([row[-1] for row in r["task_confusion"][:-1]])) for r in df["record"]],
         last_into_earlier=[100.0 - r["task_confusion"][-1][-1] for r in df["record"]])
-    metrics = ("acc", "til_acc", "task_id_acc", "into_last", "last_into_earlier")
-    stats = {m: _by_method(aggregate(frame, ["method"], [m]), m, frame["method"].unique()) for m in metrics}
-    order = sorted(stats["acc"], key=lambda m: stats["acc"][m][0], reverse=True)
+    metrics = ["acc", "til_acc", "task_id_acc", "into_last", "last_into_earlier"]
+    stats = aggregate(frame, ["method"], metrics).sort_values("acc_mean", ascending=False, kind="mergesort")
     lines = [("| method | Acc | task-incr. Acc | task-id Acc | old tasks' images into the last task (%) | last "
               "task's images into earlier tasks (%) |"), "|---|" + "---:|" * len(metrics)]
-    lines += ["| " + " | ".join([m, *(f"{stats[k][m][0]:.2f} ({stats[k][m][1]:.2f})" for k in metrics)]) + " |"
-              for m in order]
+    lines += ["| " + " | ".join([row.method, *(f"{row[k + '_mean']:.2f} ({row[k + '_se']:.2f})" for k in metrics)])
+              + " |" for _, row in stats.iterrows()]
     return [*lines, "", ("seed means (standard error); task-id Acc: the final test images predicted into their own "
                          "task's classes (Acc never exceeds it); the old tasks' column is the mean over the tasks "
                          "before the last")]

@@ -64,11 +64,12 @@ HELD_OUT_MIXED = tuple(f"designs_held_out_mixed_{seed}.json" for seed in (1993, 
 # The candidate suites' folders (DESIGN.md sections 2-6 and 8): the design each ran and the probe files of its seeds.
 MINI_FOLDERS = {"mini_before_rule": ("inverted", INVERTED), "mini_lr_rule": ("inverted", INVERTED),
                 "mini_inverted": ("inverted", INVERTED), "mini_mixed": ("mixed", MIXED),
-                "mini": ("held_out_mixed", HELD_OUT_MIXED), "mini_two_task": ("held_out_mixed", HELD_OUT_MIXED)}
+                "mini": ("held_out_mixed", HELD_OUT_MIXED), "mini_two_task": ("held_out_mixed", HELD_OUT_MIXED),
+                "mini_avx2": ("held_out_mixed", HELD_OUT_MIXED)}  # section 10: section 6's suite on an AVX2 CPU
 
 
 # DESIGN.md section 9: the folder of each candidate's seven more seeds (1996-2002), and its probe at seed S.
-MORE_SEEDS = {"mini": "mini_seeds", "mini_mixed": "mini_mixed_seeds"}
+MORE_SEEDS = {"mini": "mini_seeds", "mini_mixed": "mini_mixed_seeds", "mini_avx2": "mini_avx2_seeds"}  # + section 10
 NEW_SEEDS = tuple(range(1996, 2003))
 
 
@@ -166,7 +167,8 @@ def test_committed_mini_records_are_clean_and_the_rule_recorded_its_time():
     for folder in MINI_FOLDERS:
         for path in (RESULTS / folder / "records").glob("*.json"):
             assert json.loads(path.read_text())["provenance"]["git_dirty"] is False, path
-    for folder, runs in (("mini_inverted", 56), ("mini_mixed", 56), ("mini", 56), ("mini_two_task", 104)):
+    for folder, runs in (("mini_inverted", 56), ("mini_mixed", 56), ("mini", 56), ("mini_two_task", 104),
+                         ("mini_avx2", 56)):
         doc = json.loads((RESULTS / folder / "recipe.json").read_text())
         assert doc["git_dirty"] is False and doc["elapsed_s"] > 0 and doc["runs"] == runs
 
@@ -277,6 +279,20 @@ def test_task_table_says_where_each_rows_errors_go(tmp_path, capsys):
     assert mini.main([*argv, "--draws", "3"]) == 2 and "two views" in capsys.readouterr().err
     assert page.read_text().count("old") == 1
     assert "predicted into" not in mini.largest_se_seeds(done(load_records(RESULTS / "mini")))
+
+
+def test_design_page_task_table_is_what_the_committed_avx2_records_give(tmp_path):
+    """DESIGN.md section 10: the task table regenerates, and the AVX2 run is section 6's suite on another CPU: the
+    same code, the rule's same choices, every record naming its CPU."""
+    assert_page_regenerates(tmp_path, lambda page: ["--results-dir", str(RESULTS / "mini_avx2"), "--tasks",
+                                                    "--readme", str(page), "--name", "mini_avx2"])
+    ours, theirs = (json.loads((RESULTS / f / "recipe.json").read_text())["choices"] for f in ("mini_avx2", "mini"))
+    assert {k: (v["lr"], v["epochs"], v["key"]) for k, v in ours.items()} == {
+        k: (v["lr"], v["epochs"], v["key"]) for k, v in theirs.items()}
+    for path in (RESULTS / "mini_avx2" / "records").glob("*.json"):
+        record, before = json.loads(path.read_text()), json.loads((RESULTS / "mini" / "records" / path.name).read_text())
+        assert record["code_hash"] == before["code_hash"] and record["config_hash"] == before["config_hash"]
+        assert record["provenance"]["cpu"].endswith("(AVX2)") and len(record["task_confusion"]) == 5
 
 
 def test_seed_draws_recompute_the_requirements_on_each_choice_of_seeds():
@@ -391,7 +407,7 @@ def test_mini_seeds_are_the_same_code_as_the_mini_records():
     """Section 9 pools mini's three committed seeds with seven more: every record of a method carries one code
     hash, so the ten seeds are one code's records."""
     hashes = {}
-    for folder in ("mini", "mini_seeds"):
+    for folder in ("mini", "mini_seeds", "mini_avx2", "mini_avx2_seeds"):  # section 10: the same code on an AVX2 CPU
         for record in done(load_records(RESULTS / folder))["record"]:
             hashes.setdefault(record["method"], set()).add(record["code_hash"])
     assert len(hashes) == 14 and all(len(h) == 1 for h in hashes.values())
