@@ -22,6 +22,11 @@ largest value, the value at the suite's own seeds, which row had the largest sta
 all seeds (:func:`draws_lines`). With ``--draws K-L`` it does so for every number of seeds from K to L, one column
 each: how many draws meet each requirement and all of them (:func:`counts_lines`), i.e. how many seeds a run needs
 before its verdict stops depending on which seeds it drew.
+
+    python -m analysis.mini --results-dir docs/results/mini_avx2 --tasks [--readme FILE --name NAME]
+
+With ``--tasks`` it says where each row's class-incremental errors go (:func:`task_lines`, from the records'
+``task_confusion``, runner/metrics.py): within tasks or between them, and between them which way.
 """
 
 from __future__ import annotations

@@ -270,7 +270,7 @@ def test_task_table_says_where_each_rows_errors_go(tmp_path, capsys):
     line = mini.largest_se_seeds(df)
     assert "predicted into tasks 1-5 (%): 90.0/0.0/0.0/0.0/10.0" in line  # seed 1993's last task
     # records written before task_confusion was recorded: one line, exit 2, nothing written
-    page = tmp_path / "page.md"
+    page = tmp_path / "page.txt"
     page.write_text("<!-- tasks:mini:start -->\nold\n<!-- tasks:mini:end -->\n")
     argv = ["--results-dir", str(RESULTS / "mini"), "--tasks", "--readme", str(page), "--name", "mini"]
     assert mini.main(argv) == 2
