@@ -49,6 +49,7 @@ ALLOWED_ABSOLUTE: list[tuple[str, str, str]] = [
     ("benchmarks/prepare/*.py", r"/data", "placeholder for a user's data root in the usage lines"),
     ("tests/test_prepare.py", r"/uc|/timm/[\w./{}-]*", "URL paths the test's local HTTP server answers (Drive, HF Hub)"),
     ("benchmarks/backbones.py", r"/path/model\.safetensors", "placeholder weights file in a usage example"),
+    ("runner/run_job.py", r"/proc/cpuinfo", "the kernel's CPU description on Linux, read for provenance.cpu"),
     ("tests/*", r"/nonexistent/[\w./-]*|/x", "paths a test needs absolute and never opens"),
 ]
 
