@@ -11,6 +11,7 @@ finished experience (written after its resume state, so a ``task t/N`` line mean
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gc
 import logging
 import os
@@ -69,9 +70,11 @@ def git_state() -> tuple[str | None, bool | None]:
         return None, None
 
 
+@functools.cache
 def cpu() -> str:
     """The CPU model and the vector instruction level torch's CPU kernels dispatch to: records made at different
-    levels (AVX2, AVX512) may differ in the last bits, and a chaotic run in more (README, Determinism)."""
+    levels (AVX2, AVX512) may differ in the last bits, and a chaotic run in more (README, Determinism). One reading
+    per process: a worker that runs many jobs does not reread ``/proc/cpuinfo`` for each."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
