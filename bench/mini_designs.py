@@ -6,7 +6,7 @@ A design is a pretraining set (which classes of Fashion-MNIST's pretraining half
 stream's images (the other half, 1,000 per class, and the full test set, in that style). For each design the
 script takes the committed backbone pretrained on that set (``benchmarks.backbones.LOCAL_BACKBONES``: all 10 classes,
 the quick suite's; the five even labels, the mini suite's), or pretrains the same 0.31 M ViT with
-``benchmarks.pretrain_fmnist``'s recipe when none is committed, and measures, on the stream's 10 classes:
+``benchmarks.pretrain_fmnist``'s recipe when none is committed, and measures, on the stream's classes (10; 30 and 20 for ``held_out_glyphs`` and ``held_out_digits``):
 
 * **SimpleCIL**: cosine similarity to the class means of the frozen backbone's features (``methods/simple_cil.py``;
   its final accuracy does not depend on the class order);
@@ -63,14 +63,28 @@ DESIGNS = {
                        "what": "held_out_classes' pretraining; the mixed stream"},
     "blur": {"pretrain_classes": ALL, "style": "blur",
              "what": "pretraining as quick; the stream's images blurred (Gaussian, sigma 1.5 pixels)"},
+    "held_out_glyphs": {"pretrain_classes": (0, 2, 4, 6, 8), "style": "mixed", "glyphs": {},
+                        "what": "held_out_classes' pretraining; 30 classes: the mixed stream's garments and printed "
+                                "digits and letters A-J (benchmarks/glyphs.py), 300 per class"},
+    "held_out_digits": {"pretrain_classes": (0, 2, 4, 6, 8), "style": "mixed",
+                        "glyphs": {"glyph_classes": 10, "train_per_class": 500, "test_per_class": 500},
+                        "what": "held_out_classes' pretraining; 20 classes: the mixed stream's garments and printed "
+                                "digits (benchmarks/glyphs.py), 500 per class"},
 }
 
 
-def stream(style: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train images, labels, test images, labels) of the continual half, 1,000 per class, in ``style``."""
+def stream(style: str, glyphs: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train images, labels, test images, labels) of the continual half, 1,000 per class, in ``style``; with
+    ``glyphs`` (``GlyphsConfig`` fields), ``split_fmnist_glyphs``' garments and printed characters instead."""
     from benchmarks.fmnist import halves, load_fmnist, per_class_subset, to_tensor
     from benchmarks.fmnist_styles import styled
 
+    if glyphs is not None:
+        from benchmarks.glyphs import GlyphsConfig, arrays
+
+        parts = arrays(GlyphsConfig(style=style, **glyphs))
+        (x, y), (xt, yt) = parts["train"], parts["test"]
+        return x, torch.from_numpy(y), xt, torch.from_numpy(yt)
     raw = load_fmnist()
     _, cont = halves(len(raw["train_labels"]))
     keep = per_class_subset(raw["train_labels"], cont, 1000)
@@ -95,14 +109,14 @@ def features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def simple_cil(f: torch.Tensor, y: torch.Tensor, ft: torch.Tensor, yt: torch.Tensor) -> float:
-    means = torch.stack([f[y == c].mean(0) for c in range(10)])
+    means = torch.stack([f[y == c].mean(0) for c in range(int(y.max()) + 1)])
     pred = (F.normalize(ft, dim=-1) @ F.normalize(means, dim=-1).T).argmax(1)
     return 100 * (pred == yt).float().mean().item()
 
 
 def linear_probe(f: torch.Tensor, y: torch.Tensor, ft: torch.Tensor, yt: torch.Tensor, seed: int) -> float:
     torch.manual_seed(seed)
-    head = torch.nn.Linear(f.shape[1], 10)
+    head = torch.nn.Linear(f.shape[1], int(y.max()) + 1)
     opt = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(20):
@@ -120,7 +134,7 @@ def linear_probe(f: torch.Tensor, y: torch.Tensor, ft: torch.Tensor, yt: torch.T
 def joint(weights: Path, x, y, xt, yt, seed: int, epochs: int = 2) -> float:
     torch.manual_seed(seed)
     model = backbone(weights)
-    head = torch.nn.Linear(model.num_features, 10)
+    head = torch.nn.Linear(model.num_features, int(y.max()) + 1)
     params = list(model.parameters()) + list(head.parameters())
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     gen = torch.Generator().manual_seed(seed)
@@ -151,7 +165,7 @@ def measure(name: str, design: dict, seed: int, workdir: Path) -> dict:
         weights = workdir / f"{name}.pth"
         pre = pretrain_fmnist.main(["--classes", ",".join(map(str, design["pretrain_classes"])), "--out", str(weights)])
         row["pretrain"] = {k: pre[k] for k in ("test_acc", "seconds", "sha256")}
-    x, y, xt, yt = stream(design["style"])
+    x, y, xt, yt = stream(design["style"], design.get("glyphs"))
     frozen = backbone(weights)
     f, ft = features(frozen, x), features(frozen, xt)
     row["simple_cil"] = round(simple_cil(f, y, ft, yt), 2)

@@ -130,7 +130,11 @@ def glyph_sha256(per_class: dict[str, int]) -> str:
 class GlyphsConfig(StyledFMNISTConfig):
     """``split_fmnist_styled``'s fields (garments in ``style``), with 10 tasks and 300 images per class by default.
 
-    ``train_per_class`` and ``test_per_class`` apply to all 30 classes (the glyphs' test images are printed, the
+    Attributes:
+        glyph_classes: how many of the printed characters join the garments, the first of ``0-9``, ``A-J``
+            (20: all; 10: the digits). The images of a character do not depend on how many others are printed.
+
+    ``train_per_class`` and ``test_per_class`` apply to every class (the glyphs' test images are printed, the
     garments' are the first of each class of Fashion-MNIST's test set).
     """
 
@@ -138,11 +142,14 @@ class GlyphsConfig(StyledFMNISTConfig):
     style: str = "mixed"
     train_per_class: int | None = 300
     test_per_class: int | None = 300
+    glyph_classes: int = 20
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.train_per_class is not None and self.test_per_class is not None,
               "train_per_class and test_per_class must be set: the glyphs are printed per class")
+        check(1 <= self.glyph_classes <= len(CHARACTERS),
+              f"glyph_classes must be 1-{len(CHARACTERS)}, got {self.glyph_classes}")
 
     def validate_paths(self) -> None:
         super().validate_paths()
@@ -153,27 +160,33 @@ GARMENTS = len(CLASS_NAMES)
 GLYPH_NAMES = [f"digit {c}" for c in CHARACTERS[:10]] + [f"letter {c}" for c in CHARACTERS[10:]]
 
 
+def arrays(cfg: GlyphsConfig) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+    """{split: (images (N, 1, 28, 28), labels)}: garments 0-9 in ``cfg.style``, then the first ``glyph_classes``
+    characters (digits 10-19, letters 20-29)."""
+    raw = load_fmnist(cfg.root)
+    _, continual = halves(len(raw["train_labels"]))
+    per_class = {"train": cfg.train_per_class, "test": cfg.test_per_class}
+    out = {}
+    for split, pool in (("train", continual), ("test", np.arange(len(raw["test_labels"])))):
+        idx = per_class_subset(raw[f"{split}_labels"], pool, per_class[split])
+        gx, gy = glyphs(split, per_class[split])
+        gx, gy = gx[gy < cfg.glyph_classes], gy[gy < cfg.glyph_classes]
+        out[split] = (torch.cat([styled(to_tensor(raw[f"{split}_images"][idx]), cfg.style), gx]),
+                      np.concatenate([raw[f"{split}_labels"][idx].astype(np.int64), gy + GARMENTS]))
+    return out
+
+
 @BENCHMARKS.register("split_fmnist_glyphs", GlyphsConfig, info=BenchmarkInfo(
     train_size=9000, test_size=9000, n_classes=30,
     data_help="fashion_mnist/ (the four idx files) and the fonts of fonts-urw-base35, fonts-liberation, "
               "fonts-dejavu-core"))
 def split_fmnist_glyphs(cfg: GlyphsConfig, seed: int) -> CILBenchmark:
-    """30 classes (10 garments in ``cfg.style``, 10 printed digits, 10 printed letters) in ``cfg.n_tasks`` tasks."""
-    raw = load_fmnist(cfg.root)
-    _, continual = halves(len(raw["train_labels"]))
-    parts = {}
-    per_class = {"train": cfg.train_per_class, "test": cfg.test_per_class}
-    for split, pool in (("train", continual), ("test", np.arange(len(raw["test_labels"])))):
-        idx = per_class_subset(raw[f"{split}_labels"], pool, per_class[split])
-        gx, gy = glyphs(split, per_class[split])
-        images = torch.cat([styled(to_tensor(raw[f"{split}_images"][idx]), cfg.style), gx])
-        labels = np.concatenate([raw[f"{split}_labels"][idx].astype(np.int64), gy + GARMENTS])
-        parts[split] = ArrayDataset(images, labels)
-    n_classes = GARMENTS + len(CHARACTERS)
+    """10 garments in ``cfg.style`` and ``cfg.glyph_classes`` printed characters, in ``cfg.n_tasks`` tasks."""
+    parts = {split: ArrayDataset(x, y) for split, (x, y) in arrays(cfg).items()}
     return make_benchmark(
-        parts["train"], parts["test"], n_classes=n_classes, cfg=cfg, seed=seed,
-        class_names=list(CLASS_NAMES) + GLYPH_NAMES, image_shape=(1, 28, 28),
+        parts["train"], parts["test"], n_classes=GARMENTS + cfg.glyph_classes, cfg=cfg, seed=seed,
+        class_names=list(CLASS_NAMES) + GLYPH_NAMES[: cfg.glyph_classes], image_shape=(1, 28, 28),
         info={"split": "continual-half", "style": cfg.style, "n_train": len(parts["train"]),
-              "n_test": len(parts["test"]), "fonts": len(FONT_FILES), "glyphs_sha256": glyph_sha256(per_class)},
+              "n_test": len(parts["test"]), "fonts": len(FONT_FILES),
+              "glyphs_sha256": glyph_sha256({"train": cfg.train_per_class, "test": cfg.test_per_class})},
     )
-

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -221,3 +222,70 @@ def test_styled_fmnist_is_the_quick_stream_restyled():
     jobs = expand_jobs(load_suite("mini"))
     assert {j.benchmark_name for j in jobs} == {"split_fmnist_styled"} and len(jobs) == 42
     assert {j.method for j in jobs} == {j.method for j in expand_jobs(load_suite("quick"))}
+
+
+def _fonts_or_skip():
+    from benchmarks.glyphs import FONT_FILES, FONT_PACKAGES
+
+    if not all(Path(p).exists() for p in FONT_FILES):
+        pytest.skip(f"the glyph fonts are not installed (apt-get install {' '.join(FONT_PACKAGES)})")
+
+
+def test_missing_glyph_fonts_name_the_packages(monkeypatch):
+    import benchmarks.glyphs as g
+
+    monkeypatch.setattr(g, "FONT_FILES", ("/nonexistent/Font.ttf",))
+    with pytest.raises(UserError, match="apt-get install fonts-urw-base35 fonts-liberation fonts-dejavu-core"):
+        g.font_paths()
+
+
+def test_printed_glyphs_are_fixed_draws_of_every_character():
+    _fonts_or_skip()
+    from benchmarks.glyphs import CHARACTERS, FONT_FILES, glyphs
+
+    assert len(FONT_FILES) == len(set(FONT_FILES)) == 55
+    x, y = glyphs("train", 20)
+    assert x.shape == (20 * len(CHARACTERS), 1, 28, 28) and x.dtype == torch.float32
+    assert (y == np.repeat(range(len(CHARACTERS)), 20)).all()
+    assert x.min() >= 0 and x.max() <= 1 and torch.equal(torch.round(x * 255) / 255, x)  # 8-bit, as Fashion-MNIST
+    ink = x.flatten(1).sum(1)
+    assert (ink > 10).all()  # every image holds its character (not warped off the canvas)
+    glyphs.cache_clear()
+    assert torch.equal(glyphs("train", 20)[0], x)  # printed again: the same images
+    xt, _ = glyphs("test", 20)
+    assert not torch.equal(xt, x)  # test images are other draws
+    # characters differ more between classes than within one: the mean image of a class is closest to its own draws
+    means = torch.stack([x[y == c].mean(0).flatten() for c in range(len(CHARACTERS))])
+    own = torch.cdist(xt.flatten(1), means).argmin(1).numpy()
+    assert (own == y).mean() > 0.3
+
+
+def test_glyph_benchmark_joins_garments_and_glyphs_in_ten_tasks():
+    _fonts_or_skip()
+    from benchmarks import BENCHMARKS
+    from benchmarks.fmnist_styles import styled
+    from benchmarks.glyphs import GlyphsConfig, arrays
+    from runner.suite import expand_jobs, load_suite
+
+    cfg = BENCHMARKS.make_config("split_fmnist_glyphs", {})
+    assert (cfg.n_tasks, cfg.train_per_class, cfg.test_per_class, cfg.style) == (10, 300, 300, "mixed")
+    bm = BENCHMARKS.get("split_fmnist_glyphs").obj(cfg, 1993)
+    assert bm.classes_per_task == [3] * 10 and sorted(bm.class_order) == list(range(30))
+    assert bm.info["n_train"] == bm.info["n_test"] == 9000 and len(bm.info["glyphs_sha256"]) == 64
+    assert {n for n in bm.class_names if n.startswith(("digit", "letter"))} == {
+        *(f"digit {d}" for d in range(10)), *(f"letter {c}" for c in "ABCDEFGHIJ")}
+    parts = arrays(GlyphsConfig())
+    x, y = parts["train"]
+    assert (np.bincount(y) == 300).all()
+    clean = arrays(GlyphsConfig(style="clean"))["train"][0]
+    assert torch.equal(x[:3000], styled(clean[:3000], "mixed")) and torch.equal(x[3000:], clean[3000:])
+    xd, yd = arrays(GlyphsConfig(glyph_classes=10))["train"]  # the digits alone: the same images, letters left out
+    assert yd.max() == 19 and torch.equal(xd, x[:6000]) and (yd == y[:6000]).all()
+    with pytest.raises(UserError, match="glyph_classes must be 1-20"):
+        BENCHMARKS.make_config("split_fmnist_glyphs", {"glyph_classes": 21})
+    with pytest.raises(UserError, match="train_per_class and test_per_class must be set"):
+        BENCHMARKS.make_config("split_fmnist_glyphs", {"test_per_class": None})
+    for suite in ("mini_glyphs", "mini_digits"):
+        jobs = expand_jobs(load_suite(suite))
+        assert {j.benchmark_name for j in jobs} == {"split_fmnist_glyphs"} and len(jobs) == 42
+        assert {j.method for j in jobs} == {j.method for j in expand_jobs(load_suite("mini"))}
