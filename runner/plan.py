@@ -286,6 +286,9 @@ def run_all(records: Iterable[Record | Skipped], n: int, results_dir: Path) -> l
             if record.status == "done":
                 m = record.metrics
                 status = f"Acc {m.acc:6.2f}  AAA {m.aaa:6.2f}  ({record.timings.total_s:.0f}s)"
+                if record.nonfinite_loss:
+                    task, epoch = record.nonfinite_loss
+                    status += f"  DIVERGED: training loss not finite from task {task}, epoch {epoch}"
             elif record.status == "skipped":  # one job, one runner (runner/locks.py)
                 status = f"skipped: {record.reason}"
             else:

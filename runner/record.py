@@ -110,6 +110,7 @@ class Record:
     acc_matrix: list[list[float]] = field(default_factory=list)  # [t][j]: after task t, on task j (class-incr.)
     til_matrix: list[list[float]] = field(default_factory=list)  # same, task-incremental (a diagnostic)
     task_confusion: list[list[float]] = field(default_factory=list)  # [j][k] final: % of task j predicted as task k
+    nonfinite_loss: list[int] | None = None  # [task, epoch], 1-based: first mean training loss NaN/inf; null: none
     pooled_acc: list[float] = field(default_factory=list)  # after task t, on all seen classes' test samples
     til_pooled_acc: list[float] = field(default_factory=list)  # same, task-incremental
     avalanche_stream_acc: list[float | None] = field(default_factory=list)  # Avalanche's Top1_Acc_Stream

@@ -181,6 +181,7 @@ class _Run:
     evaluator: EvaluationPlugin
     device: torch.device
     loader_kw: dict
+    epochs: EpochLogger
 
 
 def build_run(job: Job, log: logging.Logger, provenance: Provenance,
@@ -199,11 +200,12 @@ def build_run(job: Job, log: logging.Logger, provenance: Provenance,
     provenance.__dict__.update(prov, device=str(device))
     collector = AccuracyCollector(bench.classes_per_task)
     evaluator = stream_accuracy_evaluator()
-    plugins = [collector, EpochLogger(log, bench.n_tasks)]
+    epochs = EpochLogger(log, bench.n_tasks)
+    plugins = [collector, epochs]
     strategy = METHODS.get(job.method_name).obj(cfg=job.method_cfg, backbone=backbone, device=device, plugins=plugins,
                                                  evaluator=evaluator)
     loader_kw = {"num_workers": job.method_cfg.num_workers, "pin_memory": device.type == "cuda"}
-    return _Run(bench, strategy, collector, evaluator, device, loader_kw)
+    return _Run(bench, strategy, collector, evaluator, device, loader_kw, epochs)
 
 
 def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, record: Record) -> None:
@@ -214,7 +216,7 @@ def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, recor
     progress: dict[str, Any] = {"acc_matrix": [], "til_matrix": [], "pooled_acc": [], "til_pooled_acc": [],
                                 "avalanche_stream_acc": [], "timings": {"train_s": [], "eval_s": []},
                                 "peak_mem_mb": [], "checkpoint": None, "elapsed_s": 0.0,
-                                "task_confusion": [], "task_id_acc": None}
+                                "task_confusion": [], "task_id_acc": None, "nonfinite_loss": None}
     state = resume.load(store, job.job_id, job.config_hash(), log)
     first = state["finished"] + 1 if state is not None else 0
     t_start = time.perf_counter()
@@ -240,7 +242,7 @@ def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, recor
     eff, mechanism = efficiency(strategy, bench.image_shape, device), strategy.mechanism()
     timings = progress["timings"]
     record.acc_matrix, record.til_matrix = progress["acc_matrix"], progress["til_matrix"]
-    record.task_confusion = progress["task_confusion"]
+    record.task_confusion, record.nonfinite_loss = progress["task_confusion"], progress["nonfinite_loss"]
     record.pooled_acc, record.til_pooled_acc = progress["pooled_acc"], progress["til_pooled_acc"]
     record.avalanche_stream_acc, record.checkpoint = progress["avalanche_stream_acc"], progress["checkpoint"]
     record.class_order, record.classes_per_task = bench.class_order, bench.classes_per_task
@@ -261,6 +263,8 @@ def _experience(job: Job, run: _Run, t: int, experience, progress: dict[str, Any
     # workers live for all epochs of the task (a new loader per task): no respawn per epoch (docs/performance.md 3)
     strategy.train(experience, eval_streams=[], persistent_workers=run.loader_kw["num_workers"] > 0, **run.loader_kw)
     t1 = time.perf_counter()
+    if progress["nonfinite_loss"] is None and run.epochs.nonfinite_epoch is not None:
+        progress["nonfinite_loss"] = [t + 1, run.epochs.nonfinite_epoch]
     run.collector.reset()
     strategy.eval(run.bench.scenario.test_stream[: t + 1], **run.loader_kw)
     t2 = time.perf_counter()

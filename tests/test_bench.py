@@ -277,8 +277,8 @@ def test_glyph_benchmark_joins_garments_and_glyphs_in_ten_tasks():
     parts = arrays(GlyphsConfig())
     x, y = parts["train"]
     assert (np.bincount(y) == 300).all()
-    clean = arrays(GlyphsConfig(style="clean"))["train"][0]
-    assert torch.equal(x[:3000], styled(clean[:3000], "mixed")) and torch.equal(x[3000:], clean[3000:])
+    inverted = arrays(GlyphsConfig(style="inverted"))["train"][0]  # the style applies to the garments alone
+    assert torch.allclose(x[:3000], styled(1 - inverted[:3000], "mixed"), atol=1e-6) and torch.equal(x[3000:], inverted[3000:])
     xd, yd = arrays(GlyphsConfig(glyph_classes=10))["train"]  # the digits alone: the same images, letters left out
     assert yd.max() == 19 and torch.equal(xd, x[:6000]) and (yd == y[:6000]).all()
     with pytest.raises(UserError, match="glyph_classes must be 1-20"):

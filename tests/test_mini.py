@@ -61,11 +61,15 @@ PAGE = RESULTS / "mini" / "DESIGN.md"
 INVERTED = ("designs.json", "designs_inverted_1994.json", "designs_inverted_1995.json")
 MIXED = ("designs_more.json", "designs_mixed_1994.json", "designs_mixed_1995.json")
 HELD_OUT_MIXED = tuple(f"designs_held_out_mixed_{seed}.json" for seed in (1993, 1994, 1995))
+HELD_OUT_GLYPHS, HELD_OUT_DIGITS = (tuple(f"designs_held_out_{kind}_{seed}.json" for seed in (1993, 1994, 1995))
+                                    for kind in ("glyphs", "digits"))
 # The candidate suites' folders (DESIGN.md sections 2-6 and 8): the design each ran and the probe files of its seeds.
 MINI_FOLDERS = {"mini_before_rule": ("inverted", INVERTED), "mini_lr_rule": ("inverted", INVERTED),
                 "mini_inverted": ("inverted", INVERTED), "mini_mixed": ("mixed", MIXED),
                 "mini": ("held_out_mixed", HELD_OUT_MIXED), "mini_two_task": ("held_out_mixed", HELD_OUT_MIXED),
-                "mini_avx2": ("held_out_mixed", HELD_OUT_MIXED)}  # section 10: section 6's suite on an AVX2 CPU
+                "mini_avx2": ("held_out_mixed", HELD_OUT_MIXED),  # section 10: section 6's suite on an AVX2 CPU
+                "mini_glyphs": ("held_out_glyphs", HELD_OUT_GLYPHS),  # section 11: garments and printed glyphs
+                "mini_digits": ("held_out_digits", HELD_OUT_DIGITS)}
 
 
 # DESIGN.md section 9: the folder of each candidate's seven more seeds (1996-2002), and its probe at seed S.
@@ -168,7 +172,7 @@ def test_committed_mini_records_are_clean_and_the_rule_recorded_its_time():
         for path in (RESULTS / folder / "records").glob("*.json"):
             assert json.loads(path.read_text())["provenance"]["git_dirty"] is False, path
     for folder, runs in (("mini_inverted", 56), ("mini_mixed", 56), ("mini", 56), ("mini_two_task", 104),
-                         ("mini_avx2", 56)):
+                         ("mini_avx2", 56), ("mini_glyphs", 56), ("mini_digits", 56)):
         doc = json.loads((RESULTS / folder / "recipe.json").read_text())
         assert doc["git_dirty"] is False and doc["elapsed_s"] > 0 and doc["runs"] == runs
 
@@ -279,6 +283,18 @@ def test_task_table_says_where_each_rows_errors_go(tmp_path, capsys):
     assert mini.main([*argv, "--draws", "3"]) == 2 and "two views" in capsys.readouterr().err
     assert page.read_text().count("old") == 1
     assert "predicted into" not in mini.largest_se_seeds(done(load_records(RESULTS / "mini")))
+
+
+@pytest.mark.parametrize("folder", ["mini_glyphs", "mini_digits"])
+def test_design_page_task_tables_of_the_glyph_streams_regenerate(tmp_path, folder):
+    """DESIGN.md section 11: each glyph stream's task table is what its records give, and its records are the
+    stream the suite names (30 classes in 10 tasks, 20 in 5)."""
+    assert_page_regenerates(tmp_path, lambda page: ["--results-dir", str(RESULTS / folder), "--tasks", "--readme",
+                                                    str(page), "--name", folder])
+    tasks, classes = {"mini_glyphs": (10, 30), "mini_digits": (5, 20)}[folder]
+    for path in (RESULTS / folder / "records").glob("*.json"):
+        record = json.loads(path.read_text())
+        assert len(record["task_confusion"]) == tasks and sorted(record["class_order"]) == list(range(classes))
 
 
 def test_design_page_task_table_is_what_the_committed_avx2_records_give(tmp_path):

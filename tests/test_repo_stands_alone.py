@@ -50,6 +50,8 @@ ALLOWED_ABSOLUTE: list[tuple[str, str, str]] = [
     ("tests/test_prepare.py", r"/uc|/timm/[\w./{}-]*", "URL paths the test's local HTTP server answers (Drive, HF Hub)"),
     ("benchmarks/backbones.py", r"/path/model\.safetensors", "placeholder weights file in a usage example"),
     ("runner/run_job.py", r"/proc/cpuinfo", "the kernel's CPU description on Linux, read for provenance.cpu"),
+    ("benchmarks/glyphs.py", r"/usr/share/fonts/(opentype|truetype)/[\w-]+",
+     "where Debian's fonts-urw-base35, fonts-liberation and fonts-dejavu-core install the typefaces it prints"),
     ("tests/*", r"/nonexistent/[\w./-]*|/x", "paths a test needs absolute and never opens"),
 ]
 

@@ -93,6 +93,25 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path, capsys):
     assert "2 job(s) failed" in capsys.readouterr().out
 
 
+
+def test_a_diverged_run_is_flagged_in_its_record_log_and_progress_line(tmp_path, capsys):
+    """A training loss that turns NaN or infinite is not forgetting: the record names the first such epoch
+    (``nonfinite_loss``, [task, epoch]), the job's log warns there, and the suite's line says DIVERGED."""
+    suite = json.loads(json.dumps(TINY_SUITE))
+    suite["methods"] = {"full_ft": {"lr": 1.0e12}, "sd_lora": {"rank": 2}}  # SGD at 1e12 overflows at once
+    out = tmp_path / "res"
+    assert run(["--suite", str(write_suite(tmp_path, suite)), "--results-dir", str(out), "--no-report"]) == 0
+    out_text = capsys.readouterr().out
+    bad = json.loads((out / "records" / "full_ft__synthetic__s0.json").read_text())
+    good = json.loads((out / "records" / "sd_lora__synthetic__s0.json").read_text())
+    assert bad["status"] == "done" and bad["nonfinite_loss"] == [1, 1] and good["nonfinite_loss"] is None
+    log = (out / bad["log_path"]).read_text()
+    assert log.count("the network has diverged") == 1 and "experience 1 of 3, epoch 1: the mean training loss" in log
+    line = {name: next(x for x in out_text.splitlines() if f"{name}__synthetic__s0: Acc" in x)
+            for name in ("full_ft", "sd_lora")}
+    assert line["full_ft"].endswith("DIVERGED: training loss not finite from task 1, epoch 1")
+    assert "DIVERGED" not in line["sd_lora"]
+
 BAD_INPUTS = [
     (["--suite", "no_such_suite"], "unknown suite"),
     (["--methods", "nope"], "method 'nope' is not in suite"),
