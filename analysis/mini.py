@@ -8,7 +8,8 @@ Prints a Markdown table, one requirement per row (what is measured, the value, t
 each adapter's and full fine-tuning's task-incremental accuracy (the last requirement's inputs), two diagnostics
 of what the separation rests on (:func:`largest_se_seeds`: the row with the largest standard error, seed by seed,
 with its accuracy on the task it learned last; :func:`near_chance`: the rows whose task-incremental accuracy fell
-to chance at some seed, i.e. whose training collapsed), the ranking, and the Kendall rank correlation between the
+to chance at some seed, i.e. whose training collapsed; :func:`diverged`, only when a record says so: the rows
+whose training loss became NaN or infinite), the ranking, and the Kendall rank correlation between the
 suite's method ranking (final class-incremental Acc, seed means) and the paper's ImageNet-R N=10 ranking (``results/reference/paper_results.csv``, methods both have), as a diagnostic, not a
 target. The linear probe comes from ``bench/mini_designs.py`` (``--probe``, repeatable: one file per seed).
 
@@ -158,6 +159,18 @@ def near_chance(df: pd.DataFrame, margin: float = NEAR_CHANCE) -> str:
     chance = ", ".join(sorted({f"{chance_til(r):.1f}" for r in df["record"]}))
     return (f"final task-incr. Acc within {margin:g} points of chance ({chance}): "
             + ("; ".join(counts.values()) if counts else "no row"))
+
+
+def diverged(df: pd.DataFrame) -> list[str]:
+    """One line naming the rows with a seed whose training loss became NaN or infinite (the records'
+    ``nonfinite_loss``: their numbers are a diverged network's), or none when no record says so."""
+    counts = []
+    for method, group in df.groupby("method", sort=False):
+        hits = sorted((r for r in group["record"] if r.get("nonfinite_loss")), key=lambda r: r["seed"])
+        if hits:
+            counts.append(f"{method} {len(hits)} of {len(group)} seed(s) (from task "
+                          + ", ".join(str(r["nonfinite_loss"][0]) for r in hits) + ")")
+    return ["training loss not finite (diverged): " + "; ".join(counts)] if counts else []
 
 
 def wall_minutes(df: pd.DataFrame, results_dir: Path | None = None) -> float:
@@ -317,7 +330,7 @@ def draws_lines(df: pd.DataFrame, k: int, probes: dict[int, float] | None = None
               "row with the largest standard error: " + ", ".join(f"{m} in {n}" for m, n in counts.items()),
               f"over all {len(seeds)} seeds ({', '.join(map(str, seeds))}; standard errors of {len(seeds)} seeds, "
               f"the bounds are set for {k}): " + "; ".join(f"{NAMES[key]} {everything[key]:.2f}" for key in keys),
-              near_chance(df)]
+              near_chance(df), *diverged(df)]
     return lines + ranking_lines(df, f"{len(seeds)}-seed")
 
 
@@ -382,7 +395,7 @@ def requirement_lines(df: pd.DataFrame, args: argparse.Namespace) -> list[str]:
     til = {m: v[0] for m, v in seed_means(df, "til_acc").items()}
     lines.append("task-incr. Acc (seed means): full_ft " + f"{til['full_ft']:.2f}; adapters: "
                  + ", ".join(f"{m} {til[m]:.2f}" for m in sorted((m for m in ADAPTERS if m in til), key=til.get)))
-    return [*lines, largest_se_seeds(df), near_chance(df), *ranking_lines(df)]
+    return [*lines, largest_se_seeds(df), near_chance(df), *diverged(df), *ranking_lines(df)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,8 @@ class EpochLogger(SupervisedPlugin):
     Two training accuracies, labelled: over the head rows the loss sees (:meth:`CILStrategy.loss_classes`: after
     task 1 only the new classes), the one the loss optimises, and over every seen class (what evaluation uses).
     ``nonfinite_epoch``: the first epoch of the current experience whose mean loss was NaN or infinite (1-based;
-    None while every epoch is finite); the first in the job is logged as a warning: the run's later numbers come from a diverged
-    network, and the record says so (``nonfinite_loss``).
+    None while every epoch is finite). The job's first such epoch is logged as a warning: the run's later numbers
+    come from a diverged network, and the record says so (``nonfinite_loss``).
     """
 
     def __init__(self, log: logging.Logger, n_tasks: int):
@@ -70,9 +70,11 @@ class EpochLogger(SupervisedPlugin):
         self.log.info("  experience %d of %d, epoch %d/%d: mean loss %.4f, train acc %.2f%% over the loss's %s "
                       "(%.2f%% over all %d seen)", strategy.task_id + 1, self.n_tasks, self.epoch,
                       strategy.train_epochs, loss, acc, rows, acc_all, strategy.seen)
-        if not math.isfinite(loss) and self.nonfinite_epoch is None:
+        if math.isfinite(loss):
+            return
+        if self.nonfinite_epoch is None:
             self.nonfinite_epoch = self.epoch
-        if not math.isfinite(loss) and not self.warned:
+        if not self.warned:
             self.warned = True
             self.log.warning("  experience %d of %d, epoch %d: the mean training loss is %s; the network has diverged "
                              "(the record's nonfinite_loss)", strategy.task_id + 1, self.n_tasks, self.epoch, loss)

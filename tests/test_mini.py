@@ -258,6 +258,15 @@ def made_up_task_confusion(df):
     return df.assign(record=records)
 
 
+
+def test_diverged_rows_are_named_only_when_a_record_says_so():
+    df = done(load_records(RESULTS / "mini"))
+    assert mini.diverged(df) == []  # records older than nonfinite_loss, and none diverged: no line at all
+    records = [{**r, "nonfinite_loss": [6 - (r["seed"] - 1993), 1]} if r["method"] == "ewc" and r["seed"] != 1994
+               else r for r in df["record"]]
+    assert mini.diverged(df.assign(record=records)) == [
+        "training loss not finite (diverged): ewc 2 of 3 seed(s) (from task 6, 4)"]
+
 def test_task_table_says_where_each_rows_errors_go(tmp_path, capsys):
     df = made_up_task_confusion(done(load_records(RESULTS / "mini")))
     lines = mini.task_lines(df)
