@@ -147,29 +147,32 @@ def chance_til(record: dict) -> float:
     return float(np.mean([100.0 / c for c in record["classes_per_task"]]))
 
 
+def seeds_where(df: pd.DataFrame, hit, show) -> list[str]:
+    """``method k of n seed(s) (...)`` for each row with seeds whose record ``hit`` accepts; ``show`` writes the
+    brackets from those records, in seed order."""
+    lines = []
+    for method, group in df.groupby("method", sort=False):
+        hits = sorted((r for r in group["record"] if hit(r)), key=lambda r: r["seed"])
+        if hits:
+            lines.append(f"{method} {len(hits)} of {len(group)} seed(s) ({show(hits)})")
+    return lines
+
+
 def near_chance(df: pd.DataFrame, margin: float = NEAR_CHANCE) -> str:
     """The rows with a seed whose final task-incremental Acc is within ``margin`` points of chance: a network that
     no longer separates even the classes of one task has collapsed, which is not the same as forgetting."""
-    counts = {}
-    for method, group in df.groupby("method", sort=False):
-        hits = [r for r in group["record"] if r["metrics"]["til_acc"] <= chance_til(r) + margin]
-        if hits:
-            counts[method] = f"{method} {len(hits)} of {len(group)} seed(s) (" + ", ".join(
-                f"{r['metrics']['til_acc']:.1f}" for r in sorted(hits, key=lambda r: r["seed"])) + ")"
+    counts = seeds_where(df, lambda r: r["metrics"]["til_acc"] <= chance_til(r) + margin,
+                         lambda hits: ", ".join(f"{r['metrics']['til_acc']:.1f}" for r in hits))
     chance = ", ".join(sorted({f"{chance_til(r):.1f}" for r in df["record"]}))
     return (f"final task-incr. Acc within {margin:g} points of chance ({chance}): "
-            + ("; ".join(counts.values()) if counts else "no row"))
+            + ("; ".join(counts) if counts else "no row"))
 
 
 def diverged(df: pd.DataFrame) -> list[str]:
     """One line naming the rows with a seed whose training loss became NaN or infinite (the records'
     ``nonfinite_loss``: their numbers are a diverged network's), or none when no record says so."""
-    counts = []
-    for method, group in df.groupby("method", sort=False):
-        hits = sorted((r for r in group["record"] if r.get("nonfinite_loss")), key=lambda r: r["seed"])
-        if hits:
-            counts.append(f"{method} {len(hits)} of {len(group)} seed(s) (from task "
-                          + ", ".join(str(r["nonfinite_loss"][0]) for r in hits) + ")")
+    counts = seeds_where(df, lambda r: bool(r.get("nonfinite_loss")),
+                         lambda hits: "from task " + ", ".join(str(r["nonfinite_loss"][0]) for r in hits))
     return ["training loss not finite (diverged): " + "; ".join(counts)] if counts else []
 
 
