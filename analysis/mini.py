@@ -28,6 +28,13 @@ before its verdict stops depending on which seeds it drew.
 
 With ``--tasks`` it says where each row's class-incremental errors go (:func:`task_lines`, from the records'
 ``task_confusion``, runner/metrics.py): within tasks or between them, and between them which way.
+
+    python -m analysis.mini --summary docs/results/mini/candidates.json [--readme FILE --name NAME]
+
+With ``--summary`` it reads a manifest of candidate runs (each run's results folder, the design its stream and
+backbone are, that design's probe files) and of probed designs, and prints every run against the five
+requirements, one row each, then every probed design's probe-stage gaps (:func:`summary_lines`): the whole
+search on one page, each number computed from the records and probe files as the per-run tables are.
 """
 
 from __future__ import annotations
@@ -358,6 +365,57 @@ def counts_lines(df: pd.DataFrame, counts: tuple[int, ...], probes: dict[int, fl
             "seeds and are subsamples of one set, not independent runs; the bounds are set for 3 seeds")]
 
 
+SHORT = {"wall_min": "minutes", "joint_minus_simple_cil": "joint - SimpleCIL", "joint_minus_probe": "joint - probe",
+         "spread_over_se": "spread / largest SE", "adapter_til_minus_full_ft": "adapters' - full_ft's task-incr."}
+
+
+def read_manifest(path: Path) -> dict:
+    """The candidates manifest (``docs/results/mini/candidates.json``) with paths resolved: each run's ``folder``
+    (a sibling of the manifest's folder) and ``probes``, and the ``probed`` files (in the manifest's folder)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        runs = [{**run, "folder": Path(path).parent.parent / run["folder"],
+                 "probes": [Path(path).parent / p for p in run["probes"]]} for run in doc["runs"]]
+        return {"runs": runs, "probed": [Path(path).parent / p for p in doc["probed"]]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"--summary {path}: not a candidates manifest ({err}); see docs/results/mini/candidates.json"
+                        ) from None
+
+
+def summary_lines(manifest: Path) -> list[str]:
+    """Every candidate run of the manifest against the five requirements (3-seed means, as each run's own table:
+    :func:`requirements`), with the CPU its records name, then every probed design's probe-stage numbers
+    (``bench/mini_designs.py``, seed 1993) and the runs that ran it."""
+    doc = read_manifest(manifest)
+    keys = list(BOUNDS)
+    lines = ["| run | section | stream and backbone | CPU | " + " | ".join(SHORT[k] for k in keys) + " | holds |",
+             "|---|---:|---|---|" + "---:|" * len(keys) + "---:|"]
+    for run in doc["runs"]:
+        df = done(load_folders([run["folder"]])[0])
+        rows = requirements(df, probe_mean(run["probes"], run["design"])[0], run["folder"])
+        cpus = sorted({r["provenance"].get("cpu") or "not recorded" for r in df["record"]})
+        cells = [f"{r['value']:.2f}" + ("" if r["holds"] else " (no)") for r in rows]
+        lines.append(f"| {run['folder'].name} | {run['section']} | {run['what']} | {', '.join(cpus)} | "
+                     + " | ".join(cells) + f" | {sum(r['holds'] for r in rows)} of {len(rows)} |")
+    lines += ["", "bounds: " + "; ".join(f"{SHORT[k]} {OPS[k]} {BOUNDS[k]:g}" for k in keys)
+              + "; (no): the bound is missed; every value from the run's records (3 seeds) and its design's probes",
+              "", ("| design | pretraining classes | stream | SimpleCIL | linear probe | joint (2 epochs) | joint - "
+                   "SimpleCIL | joint - probe | run as |"), "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    seen = set()
+    for path in doc["probed"]:
+        for name, d in json.loads(path.read_text())["designs"].items():
+            if name in seen:
+                continue
+            seen.add(name)
+            runs = ", ".join(r["folder"].name for r in doc["runs"] if r["design"] == name) or "-"
+            lines.append(f"| {name} | {', '.join(map(str, d['pretrain_classes']))} | {d['style']} | "
+                         f"{d['simple_cil']:.2f} | {d['linear_probe']:.2f} | {d['joint']:.2f} | "
+                         f"{d['joint_minus_simple_cil']:.2f} | {d['joint_minus_linear_probe']:.2f} | {runs} |")
+    return [*lines, "", (f"{len(seen)} designs probed at seed 1993 (bench/mini_designs.py: the frozen backbone's "
+                         "SimpleCIL and linear probe, and a 2-epoch joint fine-tuning, on the stream's images), "
+                         f"{len({r['design'] for r in doc['runs']})} of them run as suites")]
+
+
 def parse_draws(text: str) -> tuple[int, ...]:
     """``--draws K`` or ``K-L``: the numbers of seeds per draw."""
     try:
@@ -403,7 +461,7 @@ def requirement_lines(df: pd.DataFrame, args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.mini", description=__doc__.splitlines()[0])
-    ap.add_argument("--results-dir", type=Path, required=True, action="append",
+    ap.add_argument("--results-dir", type=Path, action="append", default=[],
                     help="results folder holding records/ (repeat only with --draws, to pool the seeds of several "
                          "runs of one suite)")
     ap.add_argument("--probe", type=Path, action="append", default=[], help="bench/mini_designs.py JSON (per seed)")
@@ -419,9 +477,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", type=Path, help="also write the output between <!-- KIND:NAME:start --> and "
                                                 "<!-- KIND:NAME:end --> of this Markdown file (KIND: requirements; "
                                                 "draws with --draws K; counts with --draws K-L; tasks with --tasks)")
-    ap.add_argument("--name", help="the marker's NAME (default: the first results folder's name)")
+    ap.add_argument("--summary", type=Path, metavar="MANIFEST",
+                    help="instead, every candidate run of this manifest (docs/results/mini/candidates.json) against "
+                         "the requirements, and every probed design (KIND of --readme: summary)")
+    ap.add_argument("--name", help="the marker's NAME (default: the first results folder's name; with --summary: "
+                                   "the manifest's folder's)")
     args = ap.parse_args(argv)
     try:
+        if args.summary is not None:
+            if args.results_dir or args.draws or args.tasks or args.probe:
+                raise UserError("--summary reads its runs and probes from the manifest; pass it alone (with "
+                                "--readme, --name)")
+            lines = summary_lines(args.summary)
+            print("\n".join(lines))
+            if args.readme is not None:
+                replace_block(args.readme, "summary", args.name or args.summary.parent.name, "\n".join(lines))
+            return 0
+        if not args.results_dir:
+            raise UserError("pass --results-dir (a suite's results folder) or --summary MANIFEST")
         if len(args.results_dir) > 1 and args.draws is None:
             raise UserError("pass one --results-dir: the wall-clock is one run's (several pool seeds only with "
                             "--draws K)")

@@ -6,7 +6,8 @@
 
 Replaces the text between ``<!-- results:NAME:start -->`` and ``<!-- results:NAME:end -->`` (NAME = ``--name``,
 default the first results folder's name) with a Markdown table of the pooled records of every folder: mean (standard error) over seeds of the class-incremental Acc and
-AAA, the task-incremental Acc, forgetting, and the mean time per job.
+AAA, the task-incremental Acc, forgetting, and the mean time per job; a row some of whose seeds diverged (the
+records' ``nonfinite_loss``) says how many beside its seed count.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.records import done, summary
+from analysis.records import diverged_seeds, done, summary
 from analysis.report import load_folders
 
 
@@ -34,8 +35,10 @@ def results_markdown(results_dirs: list[Path]) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in table.itertuples(index=False):
         r = row._asdict()
+        diverged = diverged_seeds(times[times["benchmark"] == r["benchmark"]], r["label"])
+        seeds = f"{r['n_seeds']} ({diverged} diverged)" if diverged else str(r["n_seeds"])
         lines.append(
-            f"| {r['label']} | {r['benchmark']} | {r['n_seeds']} | {_cell(r['acc_mean'], r['acc_se'])} | "
+            f"| {r['label']} | {r['benchmark']} | {seeds} | {_cell(r['acc_mean'], r['acc_se'])} | "
             f"{_cell(r['aaa_mean'], r['aaa_se'])} | {_cell(r['til_acc_mean'], r['til_acc_se'])} | "
             f"{_cell(r['forgetting_mean'], r['forgetting_se'])} | {mean_time[(r['label'], r['benchmark'])]:.0f} |")
     return "\n".join(lines)

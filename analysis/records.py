@@ -222,6 +222,12 @@ def done(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "done"].reset_index(drop=True)
 
 
+def diverged_seeds(df: pd.DataFrame, label: str) -> int:
+    """How many of ``label``'s records say their training diverged (``nonfinite_loss``: a NaN or infinite mean
+    training loss; docs/record_schema.md). Their numbers are a diverged network's, so tables mark them."""
+    return sum(bool(r.get("nonfinite_loss")) for r in df.loc[df["label"] == label, "record"])
+
+
 def pooled_long(df: pd.DataFrame) -> pd.DataFrame:
     """Long frame of pooled accuracy after each task, for accuracy curves.
 

@@ -38,6 +38,7 @@ from analysis.records import (
     ablation_methods,
     aggregate,
     benchmark_order,
+    diverged_seeds,
     done,
     ordered_labels,
     paper_names,
@@ -54,6 +55,8 @@ MARKS_TEXT = (
     "Bold: best mean of the paper's methods; underlined: not distinguishable from that best (the 95\\% paired "
     "t-interval of the difference over shared seeds contains 0)."
 )
+DIVERGED_TEXT = (r"$^\dagger$: of the row's seeds, that many diverged (a non-finite mean training loss, the record's "
+                 r"\texttt{nonfinite\_loss}); their numbers are a diverged network's.")
 EXTENDED_TEXT = "Rows under Extended are not in the paper's table (joint training: an upper bound) and are never marked."
 EXTENDED_HEADER = r"\textit{Extended (not in the paper's table)}"
 # A main table of more benchmarks than this is set in landscape (sidewaystable); every table shrinks to fit.
@@ -146,6 +149,15 @@ def seeds_text(counts) -> str:
     if not counts:
         return MISSING
     return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}--{counts[-1]}"
+
+
+def seeds_cells(d: pd.DataFrame, labels: list[str], counts: dict[str, list[int]]) -> tuple[list[str], str]:
+    r"""The ``Seeds`` cells of ``labels`` (:func:`seeds_text`), each followed by ``(k$^\dagger$)`` when k of the
+    row's records diverged (:func:`analysis.records.diverged_seeds`), and the caption's note for the mark (empty
+    when no row has it)."""
+    marks = {lab: diverged_seeds(d, lab) for lab in labels}
+    cells = [seeds_text(counts[lab]) + (f" ({marks[lab]}$^\\dagger$)" if marks[lab] else "") for lab in labels]
+    return cells, (" " + DIVERGED_TEXT if any(marks.values()) else "")
 
 
 def _joint_labels(df: pd.DataFrame) -> set[str]:
@@ -325,11 +337,12 @@ def main_table(df: pd.DataFrame, stat: str = "sd") -> str:
     labels = paper + extended
     cols, data, counts = _metric_columns(d, labels, paper, benches, (("acc", "Acc"), ("aaa", "AAA")), stat)
     cols.append(("Seeds", ""))
-    rows = [data[lab] + [seeds_text(counts[lab])] for lab in labels]
+    seeds, note = seeds_cells(d, labels, counts)
+    rows = [data[lab] + [n] for lab, n in zip(labels, seeds, strict=True)]
     cells = pd.DataFrame(rows, index=row_names(d, labels), columns=pd.MultiIndex.from_tuples(cols))
     caption = (
         f"Final accuracy (Acc) and average anytime accuracy (AAA), \\%, {stat_caption(stat)}. {MARKS_TEXT} "
-        f"{EXTENDED_TEXT} -- = no finished run."
+        f"{EXTENDED_TEXT} -- = no finished run.{note}"
     )
     return render(cells, caption, "tab:main", escape_header=True, extended=len(extended), fit=True,
                   landscape=len(benches) > PORTRAIT_BENCHMARKS)
@@ -356,12 +369,14 @@ def extended_table(df: pd.DataFrame, stat: str = "sd") -> str | None:
         paper, extended = row_blocks(sub, ordered_labels(sub))
         labels = paper + extended
         cols, data, counts = _metric_columns(sub, labels, paper, [bench], metrics, stat)
-        rows = [data[lab] + [seeds_text(counts[lab])] for lab in labels]
+        seeds, note = seeds_cells(sub, labels, counts)
+        rows = [data[lab] + [n] for lab, n in zip(labels, seeds, strict=True)]
         cells = pd.DataFrame(rows, index=row_names(sub, labels), columns=[h for _, h in cols] + ["Seeds"])
         caption = (
             f"{_latex_text(bench)}: Acc = pooled accuracy after the last task (as the paper's code computes it), "
             "Acc (task mean) = mean over tasks of the accuracy on each task's test set after the last task (the "
-            f"paper's wording), AAA; \\%, {stat_caption(stat)}. {MARKS_TEXT} {EXTENDED_TEXT} -- = no finished run."
+            f"paper's wording), AAA; \\%, {stat_caption(stat)}. {MARKS_TEXT} {EXTENDED_TEXT} -- = no finished "
+            f"run.{note}"
         )
         floats.append(render(cells, caption, f"tab:extended:{bench}", extended=len(extended), fit=True))
     return "\n".join(floats) if floats else None
@@ -564,9 +579,10 @@ def _acc_aaa_table(df: pd.DataFrame, table_id: int, layout: PaperLayout, stat: s
             data[lab].append(MISSING if a.n == 0 and b.n == 0 else cell)
             counts[lab] += [a.n, b.n]
     headers = [c.header for c in layout.columns] + ["Seeds"]
-    rows = [data[lab] + [seeds_text(counts[lab])] for lab in labels]
+    seeds, note = seeds_cells(pd.concat(subs), labels, counts)
+    rows = [data[lab] + [n] for lab, n in zip(labels, seeds, strict=True)]
     cells = pd.DataFrame(rows, index=row_names(pd.concat(subs), labels), columns=headers)
-    caption = layout.caption.replace(_CELL, _cell_text(stat))
+    caption = layout.caption.replace(_CELL, _cell_text(stat)) + note
     return render(cells, caption, f"tab:paper{table_id}", align="c", extended=len(extended), fit=True)
 
 

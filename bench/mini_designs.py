@@ -6,8 +6,7 @@ A design is a pretraining set (which classes of Fashion-MNIST's pretraining half
 stream's images (the other half, 1,000 per class, and the full test set, in that style). For each design the
 script takes the committed backbone pretrained on that set (``benchmarks.backbones.LOCAL_BACKBONES``: all 10 classes,
 the quick suite's; the five even labels, the mini suite's), or pretrains the same 0.31 M ViT with
-``benchmarks.pretrain_fmnist``'s recipe when none is committed, and measures, on the stream's classes (10; 30 and 20 for ``held_out_glyphs`` and ``held_out_digits``, 20 for
-``held_out_mixed_digits``, whose backbone also saw five printed digits):
+``benchmarks.pretrain_fmnist``'s recipe when none is committed, and measures, on the stream's classes (10; 30 and 20 for ``held_out_glyphs`` and ``held_out_digits``):
 
 * **SimpleCIL**: cosine similarity to the class means of the frozen backbone's features (``methods/simple_cil.py``;
   its final accuracy does not depend on the class order);
@@ -71,27 +70,19 @@ DESIGNS = {
                         "glyphs": {"glyph_classes": 10, "train_per_class": 500, "test_per_class": 500},
                         "what": "held_out_classes' pretraining; 20 classes: the mixed stream's garments and printed "
                                 "digits (benchmarks/glyphs.py), 500 per class"},
-    "held_out_mixed_digits": {"pretrain_classes": (0, 2, 4, 6, 8, 10, 12, 14, 16, 18), "style": "mixed",
-                              "glyphs": {"glyph_classes": 10, "train_per_class": 300, "test_per_class": 300},
-                              "styled_glyphs": True,
-                              "what": "pretraining on the five even garments and the five even digits printed clean "
-                                      "(labels 10-18); 20 classes: garments and printed digits, every image in the "
-                                      "mixed style (split_fmnist_glyphs_styled), 300 per class"},
 }
 
 
-def stream(style: str, glyphs: dict | None = None, styled_glyphs: bool = False
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def stream(style: str, glyphs: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train images, labels, test images, labels) of the continual half, 1,000 per class, in ``style``; with
-    ``glyphs`` (``GlyphsConfig`` fields), ``split_fmnist_glyphs``' garments and printed characters instead (with
-    ``styled_glyphs``, ``split_fmnist_glyphs_styled``'s: the characters in ``style`` too)."""
+    ``glyphs`` (``GlyphsConfig`` fields), ``split_fmnist_glyphs``' garments and printed characters instead."""
     from benchmarks.fmnist import halves, load_fmnist, per_class_subset, to_tensor
     from benchmarks.fmnist_styles import styled
 
     if glyphs is not None:
-        from benchmarks.glyphs import GlyphsConfig, StyledGlyphsConfig, arrays
+        from benchmarks.glyphs import GlyphsConfig, arrays
 
-        parts = arrays((StyledGlyphsConfig if styled_glyphs else GlyphsConfig)(style=style, **glyphs))
+        parts = arrays(GlyphsConfig(style=style, **glyphs))
         (x, y), (xt, yt) = parts["train"], parts["test"]
         return x, torch.from_numpy(y), xt, torch.from_numpy(yt)
     raw = load_fmnist()
@@ -174,7 +165,7 @@ def measure(name: str, design: dict, seed: int, workdir: Path) -> dict:
         weights = workdir / f"{name}.pth"
         pre = pretrain_fmnist.main(["--classes", ",".join(map(str, design["pretrain_classes"])), "--out", str(weights)])
         row["pretrain"] = {k: pre[k] for k in ("test_acc", "seconds", "sha256")}
-    x, y, xt, yt = stream(design["style"], design.get("glyphs"), design.get("styled_glyphs", False))
+    x, y, xt, yt = stream(design["style"], design.get("glyphs"))
     frozen = backbone(weights)
     f, ft = features(frozen, x), features(frozen, xt)
     row["simple_cil"] = round(simple_cil(f, y, ft, yt), 2)

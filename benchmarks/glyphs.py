@@ -29,7 +29,6 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -60,9 +59,7 @@ FONT_PACKAGES = {
         "DejaVuSerif-Bold"), ".ttf"),
 }
 FONT_FILES = tuple(f"{folder}/{name}{ext}" for folder, names, ext in FONT_PACKAGES.values() for name in names)
-# fixed: the glyph images are data, not a function of the job's seed. "pretrain" and "pretrain_test" are the
-# draws a backbone may be pretrained and checked on (benchmarks/pretrain_fmnist.py), never a stream's images.
-GLYPH_SEEDS = {"train": 0, "test": 1, "pretrain": 2, "pretrain_test": 3}
+GLYPH_SEEDS = {"train": 0, "test": 1}  # fixed: the glyph images are data, not a function of the job's seed
 CANVAS = 56  # pixels a face is drawn at, twice the images' 28
 
 
@@ -141,7 +138,6 @@ class GlyphsConfig(StyledFMNISTConfig):
     garments' are the first of each class of Fashion-MNIST's test set).
     """
 
-    styles_glyphs: ClassVar[bool] = False  # the printed characters stay as printed (StyledGlyphsConfig: in style)
     n_tasks: int = 10
     style: str = "mixed"
     train_per_class: int | None = 300
@@ -166,8 +162,7 @@ GLYPH_NAMES = [f"digit {c}" for c in CHARACTERS[:10]] + [f"letter {c}" for c in 
 
 def arrays(cfg: GlyphsConfig) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
     """{split: (images (N, 1, 28, 28), labels)}: garments 0-9 in ``cfg.style``, then the first ``glyph_classes``
-    characters (digits 10-19, letters 20-29), as printed or, for a :class:`StyledGlyphsConfig`, in ``cfg.style``
-    too."""
+    characters (digits 10-19, letters 20-29)."""
     raw = load_fmnist(cfg.root)
     _, continual = halves(len(raw["train_labels"]))
     per_class = {"train": cfg.train_per_class, "test": cfg.test_per_class}
@@ -176,7 +171,6 @@ def arrays(cfg: GlyphsConfig) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
         idx = per_class_subset(raw[f"{split}_labels"], pool, per_class[split])
         gx, gy = glyphs(split, per_class[split])
         gx, gy = gx[gy < cfg.glyph_classes], gy[gy < cfg.glyph_classes]
-        gx = styled(gx, cfg.style) if cfg.styles_glyphs else gx
         out[split] = (torch.cat([styled(to_tensor(raw[f"{split}_images"][idx]), cfg.style), gx]),
                       np.concatenate([raw[f"{split}_labels"][idx].astype(np.int64), gy + GARMENTS]))
     return out
@@ -196,25 +190,3 @@ def split_fmnist_glyphs(cfg: GlyphsConfig, seed: int) -> CILBenchmark:
               "n_test": len(parts["test"]), "fonts": len(FONT_FILES),
               "glyphs_sha256": glyph_sha256({"train": cfg.train_per_class, "test": cfg.test_per_class})},
     )
-
-
-@dataclass(frozen=True)
-class StyledGlyphsConfig(GlyphsConfig):
-    """:class:`GlyphsConfig` whose printed characters take the garments' ``style`` too (each image one rendition,
-    drawn per image as for the garments), so that a backbone pretrained on clean garments and clean printed
-    characters (``python -m benchmarks.pretrain_fmnist --classes``, labels 10-29: characters) meets both sources
-    in new styles: the stream of issue 17's sixth candidate, by default 20 classes (garments, digits) in 5 tasks
-    of 4, 300 images per class."""
-
-    styles_glyphs: ClassVar[bool] = True
-    n_tasks: int = 5
-    glyph_classes: int = 10
-
-
-@BENCHMARKS.register("split_fmnist_glyphs_styled", StyledGlyphsConfig, info=BenchmarkInfo(
-    train_size=6000, test_size=6000, n_classes=20,
-    data_help="fashion_mnist/ (the four idx files) and the fonts of fonts-urw-base35, fonts-liberation, "
-              "fonts-dejavu-core"))
-def split_fmnist_glyphs_styled(cfg: StyledGlyphsConfig, seed: int) -> CILBenchmark:
-    """10 garments and ``cfg.glyph_classes`` printed characters, all in ``cfg.style``, in ``cfg.n_tasks`` tasks."""
-    return split_fmnist_glyphs(cfg, seed)

@@ -6,12 +6,6 @@
 Supervised, with labels, on the 30,000 training images that the continual stream never uses
 (:func:`benchmarks.fmnist.halves`), deterministically (fixed seed, one process, deterministic kernels).
 Prints the held-out test accuracy of the pretrained classifier and the sha256 of the file it writes.
-
-Labels 10-29 are the printed characters of :mod:`benchmarks.glyphs` (digits 10-19, letters A-J 20-29, the label
-space of ``split_fmnist_glyphs``): ``--classes`` with such labels adds ``--glyphs-per-class`` clean printed images
-of each (the glyphs' ``pretrain`` draw, never a stream's images) after the garments, and a 30-way head; the
-held-out accuracy then counts the glyphs' ``pretrain_test`` draw too. Without them the run is the one that made
-the committed garment backbones.
 """
 
 from __future__ import annotations
@@ -26,15 +20,6 @@ import torch.nn.functional as F
 
 from benchmarks.backbones import FMNIST_TAG, LOCAL_BACKBONES, local_weights, sha256_of
 from benchmarks.fmnist import halves, load_fmnist, to_tensor
-from benchmarks.glyphs import CHARACTERS, GARMENTS, glyphs
-from core.errors import UserError
-
-
-def printed(characters: list[int], split: str, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The glyphs' ``split`` draw of ``characters`` (indices into ``CHARACTERS``), labelled 10 + index."""
-    x, y = glyphs(split, per_class)
-    keep = np.isin(y, characters)
-    return x[torch.from_numpy(keep)], torch.from_numpy(y[keep] + GARMENTS)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,20 +33,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="which committed backbone to make: its classes and file (benchmarks.backbones.LOCAL_BACKBONES)")
     ap.add_argument("--out", default=None, help="weights file (default: the tag's committed file)")
     ap.add_argument("--classes", default=None,
-                    help="comma-separated labels to pretrain on (default: the tag's; bench/mini_designs.py); "
-                         "10-29: printed characters")
-    ap.add_argument("--glyphs-per-class", type=int, default=3000,
-                    help="printed images per character label in --classes (3,000: about a garment class's share "
-                         "of the pretraining half)")
+                    help="comma-separated labels to pretrain on (default: the tag's; bench/mini_designs.py)")
     args = ap.parse_args(argv)
     args.out = args.out or str(local_weights(args.tag))
-    try:
-        labels = [int(c) for c in args.classes.split(",")] if args.classes else []
-    except ValueError:
-        labels = [-1]
-    if not all(0 <= c < GARMENTS + len(CHARACTERS) for c in labels):
-        raise UserError(f"--classes {args.classes}: pass comma-separated labels 0-9 (garments) and 10-29 (printed "
-                        "characters), e.g. 0,2,4,6,8")
 
     import timm
 
@@ -78,14 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
     y = torch.from_numpy(raw["train_labels"][pre].astype(np.int64))
     seen = np.isin(raw["test_labels"], classes)  # held-out accuracy on the pretraining classes
     xt, yt = to_tensor(raw["test_images"][seen]), torch.from_numpy(raw["test_labels"][seen].astype(np.int64))
-    characters = [c - GARMENTS for c in classes if c >= GARMENTS]
-    if characters:  # clean printed characters after the garments: the pretraining draw, and a tenth as many held out
-        gx, gy = printed(characters, "pretrain", args.glyphs_per_class)
-        gxt, gyt = printed(characters, "pretrain_test", args.glyphs_per_class // 10)
-        x, y, xt, yt = torch.cat([x, gx]), torch.cat([y, gy]), torch.cat([xt, gxt]), torch.cat([yt, gyt])
 
-    heads = GARMENTS + len(CHARACTERS) if characters else GARMENTS
-    model = timm.create_model("vit_fmnist_p7_28", pretrained=False, num_classes=heads)
+    model = timm.create_model("vit_fmnist_p7_28", pretrained=False, num_classes=10)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     steps = args.epochs * (len(y) // args.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.1)
@@ -117,10 +85,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
-
-    try:
-        main()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    main()

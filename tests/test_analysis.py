@@ -158,6 +158,26 @@ def test_main_table_cell_math_best_bold_joint_missing(df):
     assert "99.99" not in latex  # the failed record
 
 
+def test_diverged_seeds_are_marked_in_every_seeds_column_and_explained_once(twin):
+    """A record whose training loss became NaN (``nonfinite_loss``) reads as a result unless the tables say so: the
+    row's Seeds cell counts its diverged seeds, the caption explains the mark; rows and tables without one are
+    unchanged."""
+    from analysis.html import seeds_html
+
+    recs = [_rec(m, "imagenet_r_10", seed, 60.0 + off, 70.0 + off, n_tasks=10, bench_name="imagenet_r")
+            for m in ("sd_lora", "full_ft") for seed, off in zip(SEEDS5[:3], OFFSETS5)]
+    clean = _frame(recs)
+    recs[3]["nonfinite_loss"], recs[5]["nonfinite_loss"] = [4, 1], [2, 3]  # full_ft at two of its three seeds
+    d = _frame(recs)
+    for make_table in (tables.main_table, tables.extended_table, lambda x: tables.paper_table(x, 2)):
+        latex, plain = make_table(d), make_table(clean)
+        assert _row_line(latex, "full_ft").endswith(r"& 3 (2$^\dagger$) \\")
+        assert _row_line(latex, "sd_lora").endswith(r"& 3 \\")
+        assert latex.count(tables.DIVERGED_TEXT) == 1 and tables.DIVERGED_TEXT not in plain
+        assert latex.replace(" (2$^\\dagger$)", "").replace(" " + tables.DIVERGED_TEXT, "") == plain
+    assert seeds_html(d, "full_ft") == "3 (2 diverged)" and seeds_html(d, "sd_lora") == "3"
+
+
 def test_main_table_single_seed_omits_se_and_escapes():
     d = _frame([make.make_record("my_method", "imagenet_r_5", 1994), make.make_record("sd_lora", "imagenet_r_5", 1994)])
     latex = tables.main_table(d, stat="se")
@@ -492,6 +512,7 @@ def _seven_benchmarks() -> pd.DataFrame:
     methods = [*paper_rows(METHODS.names()), "simple_cil", "seq_lora", TWIN, "joint"]
     recs = [_rec(m, label, seed, 60.0 + k + off, 70.0 + k + off, n_tasks=n, bench_name=name)
             for k, m in enumerate(methods) for label, name, n in SEVEN for seed, off in zip(SEEDS5[:3], OFFSETS5)]
+    recs[0]["nonfinite_loss"] = [2, 1]  # one diverged seed: its mark and caption note must compile too
     return _frame(recs)
 
 

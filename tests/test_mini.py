@@ -58,18 +58,11 @@ def test_cli_prints_the_table_and_refuses_a_bad_probe(tmp_path, capsys):
 
 RESULTS = ROOT / "docs" / "results"
 PAGE = RESULTS / "mini" / "DESIGN.md"
-INVERTED = ("designs.json", "designs_inverted_1994.json", "designs_inverted_1995.json")
-MIXED = ("designs_more.json", "designs_mixed_1994.json", "designs_mixed_1995.json")
-HELD_OUT_MIXED = tuple(f"designs_held_out_mixed_{seed}.json" for seed in (1993, 1994, 1995))
-HELD_OUT_GLYPHS, HELD_OUT_DIGITS = (tuple(f"designs_held_out_{kind}_{seed}.json" for seed in (1993, 1994, 1995))
-                                    for kind in ("glyphs", "digits"))
-# The candidate suites' folders (DESIGN.md sections 2-6 and 8): the design each ran and the probe files of its seeds.
-MINI_FOLDERS = {"mini_before_rule": ("inverted", INVERTED), "mini_lr_rule": ("inverted", INVERTED),
-                "mini_inverted": ("inverted", INVERTED), "mini_mixed": ("mixed", MIXED),
-                "mini": ("held_out_mixed", HELD_OUT_MIXED), "mini_two_task": ("held_out_mixed", HELD_OUT_MIXED),
-                "mini_avx2": ("held_out_mixed", HELD_OUT_MIXED),  # section 10: section 6's suite on an AVX2 CPU
-                "mini_glyphs": ("held_out_glyphs", HELD_OUT_GLYPHS),  # section 11: garments and printed glyphs
-                "mini_digits": ("held_out_digits", HELD_OUT_DIGITS)}
+MANIFEST = RESULTS / "mini" / "candidates.json"
+# The candidate suites' folders (DESIGN.md sections 2-11, from docs/results/mini/candidates.json): the design each
+# ran and the probe files of its seeds.
+MINI_FOLDERS = {run["folder"]: (run["design"], tuple(run["probes"]))
+                for run in json.loads(MANIFEST.read_text())["runs"]}
 
 
 # DESIGN.md section 9: the folder of each candidate's seven more seeds (1996-2002), and its probe at seed S.
@@ -117,6 +110,35 @@ def page_table(header: str, which: int = 0) -> list[list[str]]:
     """The cells of the ``which``-th Markdown table of DESIGN.md whose header line is ``header``."""
     table = PAGE.read_text().split(header + "\n")[which + 1].split("\n\n")[0].splitlines()[1:]
     return [[c.strip() for c in line.strip("|").split("|")] for line in table]
+
+
+def test_design_page_summary_is_what_the_manifest_records_and_probes_give(tmp_path, capsys):
+    """DESIGN.md's page-top summary: every run of candidates.json against the requirements, as each run's own
+    requirements table says (the same values and verdicts), and every probed design once."""
+    assert_page_regenerates(tmp_path, lambda page: ["--summary", str(MANIFEST), "--readme", str(page)])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| mini")}
+    assert list(rows) == list(MINI_FOLDERS)
+    for folder, line in rows.items():
+        block = PAGE.read_text().split(f"<!-- requirements:{folder}:start -->\n")[1].split("\n\n")[0]
+        values = [row.split(" | ")[1:3] for row in block.splitlines()[2:]]  # measured, bound
+        cells = line.strip("| ").split(" | ")[4:-1]
+        assert [c.removesuffix(" (no)") for c in cells] == [v for v, _ in values], folder
+        held = sum(not c.endswith("(no)") for c in cells)
+        assert line.endswith(f" {held} of 5 |") and held == sum(row.endswith("| yes |") for row in block.splitlines()[2:])
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("| design |")) + 2:]
+    probed = [line.split(" | ")[0].lstrip("| ") for line in table[:table.index("")]]
+    assert len(probed) == len(set(probed)) == 14 and probed[-1] == "held_out_mixed_digits"
+
+
+def test_summary_refuses_other_views_and_a_bad_manifest(tmp_path, capsys):
+    assert mini.main(["--summary", str(MANIFEST), "--results-dir", str(QUICK)]) == 2
+    assert "pass it alone" in capsys.readouterr().err
+    bad = tmp_path / "candidates.json"
+    bad.write_text("{}")
+    assert mini.main(["--summary", str(bad)]) == 2
+    assert "not a candidates manifest" in capsys.readouterr().err
+    assert mini.main([]) == 2 and "--summary MANIFEST" in capsys.readouterr().err
 
 
 def test_design_page_probe_tables_are_the_committed_probes():
@@ -214,7 +236,7 @@ def test_the_committed_mini_backbone_probes_as_the_scratch_pretraining_did():
     from benchmarks.backbones import FMNIST_EVEN_TAG, local_weights, sha256_of
 
     scratch = json.loads((RESULTS / "mini" / "designs_more.json").read_text())["designs"]["held_out_mixed"]
-    committed = json.loads((RESULTS / "mini" / HELD_OUT_MIXED[0]).read_text())
+    committed = json.loads((RESULTS / "mini" / MINI_FOLDERS["mini"][1][0]).read_text())
     row = committed["designs"]["held_out_mixed"]
     assert committed["seed"] == 1993 and committed["git_dirty"] is False
     assert row["backbone"] == {"tag": FMNIST_EVEN_TAG, "sha256": sha256_of(str(local_weights(FMNIST_EVEN_TAG)))}
