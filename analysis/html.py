@@ -17,7 +17,15 @@ import pandas as pd
 from pandas.io.formats.style import Styler
 
 from analysis import stats
-from analysis.records import benchmark_order, diverged_seeds, done, ordered_labels, reference_methods
+from analysis.records import (
+    TASK_ERRORS,
+    benchmark_order,
+    diverged_seeds,
+    done,
+    ordered_labels,
+    reference_methods,
+    task_errors,
+)
 from analysis.tables import DECIMALS, EMPTY, STAT_TEXT, Stat, best_rows, cell_stats, check_stat
 
 TEMPLATE = "report.html.j2"
@@ -68,6 +76,20 @@ def results_table(sub: pd.DataFrame, uuid: str, stat: str) -> str:
             tied = stats.indistinguishable(sub, metric, ranked, best) if best else set()
             classes[header] = ["best" if lab in best else "tied" if lab in tied else "" for lab in labels]
     return _html_table(cells, uuid, classes)
+
+
+def task_table(sub: pd.DataFrame, uuid: str, stat: str) -> str:
+    """One benchmark's rows that recorded ``task_confusion``: where their class-incremental errors go
+    (:func:`analysis.records.task_errors`), each column as ``mean ± stat``; empty when no row recorded it."""
+    frame = task_errors(sub)
+    if frame.empty:
+        return ""
+    labels = ordered_labels(frame)
+    cells = pd.DataFrame({"Method": labels, "Seeds": [str(int((frame["label"] == lab).sum())) for lab in labels]})
+    for metric, header in TASK_ERRORS.items():
+        per = cell_stats(frame, metric)
+        cells[header] = [_cell(per.get(lab, EMPTY), stat) for lab in labels]
+    return _html_table(cells, uuid)
 
 
 def comparison_table(comp: pd.DataFrame, uuid: str) -> str:
@@ -192,6 +214,7 @@ def render_report(df: pd.DataFrame, results_dirs: list[Path], figure_paths: dict
         c = comp[comp["benchmark"] == bench]
         job, png = matrices.get(bench, (None, None))
         benches.append({"name": bench, "table": results_table(sub, f"results{i}", stat),
+                        "tasks": task_table(sub, f"tasks{i}", stat),
                         "comparisons": comparison_table(c, f"comparisons{i}") if len(c) else "",
                         "matrix": _png(png), "matrix_job": job})
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -203,7 +226,8 @@ def render_report(df: pd.DataFrame, results_dirs: list[Path], figure_paths: dict
         n_records=len(df), n_done=len(d), n_other=len(df) - len(d),
         stat_text=STAT_TEXT[stat].split(",")[0], metric_name="Acc",
         provenance=_safe(provenance_table(df, results_dirs)),
-        benchmarks=[{**b, "table": _safe(b["table"]), "comparisons": _safe(b["comparisons"])} for b in benches],
+        benchmarks=[{**b, "table": _safe(b["table"]), "tasks": _safe(b["tasks"]), "comparisons": _safe(b["comparisons"])}
+                    for b in benches],
         figures=[{"title": t, "data": _png(p)} for t, p in figure_paths.items() if _png(p)],
         cd_note=cd_note, efficiency=_safe(efficiency_table(df)),
         problems=_safe(problems) if problems else "",

@@ -51,7 +51,7 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from analysis.readme import replace_block
-from analysis.records import aggregate, done, paper_key
+from analysis.records import TASK_ERRORS, aggregate, done, paper_key, task_errors
 from analysis.report import load_folders
 from analysis.tables import PAPER_RESULTS, PAPER_TABLES, _read_reference
 from core.errors import UserError
@@ -128,21 +128,14 @@ def largest_se_seeds(df: pd.DataFrame) -> str:
 
 
 def task_lines(df: pd.DataFrame) -> list[str]:
-    """Where each row's class-incremental errors go (``task_confusion``, runner/metrics.py): seed means of Acc,
-    task-incremental Acc and task-identity Acc (images predicted into their own task's classes), and the two ways
-    a task's images leave it: old tasks' images predicted into the last task (recency) and the last task's images
-    predicted into earlier tasks (old heads outscoring the new ones)."""
-    if not all(r.get("task_confusion") for r in df["record"]):
+    """Where each row's class-incremental errors go (:func:`analysis.records.task_errors`: seed means of Acc,
+    task-incremental Acc and task-identity Acc, and the two ways a task's images leave it), as a Markdown table."""
+    frame = task_errors(df)
+    if len(frame) < len(df):
         raise UserError("--tasks: the records hold no task_confusion (written before it was recorded); rerun them")
-    frame = df.assign(
-        task_id_acc=[r["metrics"]["task_id_acc"] for r in df["record"]],
-        into_last=[float(np.mean([row[-1] for row in r["task_confusion"][:-1]])) for r in df["record"]],
-        last_into_earlier=[100.0 - r["task_confusion"][-1][-1] for r in df["record"]])
-    metrics = ["acc", "til_acc", "task_id_acc", "into_last", "last_into_earlier"]
-    stats = aggregate(frame, ["method"], metrics).sort_values("acc_mean", ascending=False, kind="mergesort")
-    lines = [("| method | Acc | task-incr. Acc | task-id Acc | old tasks' images into the last task (%) | last "
-              "task's images into earlier tasks (%) |"), "|---|" + "---:|" * len(metrics)]
-    lines += ["| " + " | ".join([row.method, *(f"{row[k + '_mean']:.2f} ({row[k + '_se']:.2f})" for k in metrics)])
+    stats = aggregate(frame, ["method"], list(TASK_ERRORS)).sort_values("acc_mean", ascending=False, kind="mergesort")
+    lines = ["| method | " + " | ".join(TASK_ERRORS.values()) + " |", "|---|" + "---:|" * len(TASK_ERRORS)]
+    lines += ["| " + " | ".join([row.method, *(f"{row[k + '_mean']:.2f} ({row[k + '_se']:.2f})" for k in TASK_ERRORS)])
               + " |" for _, row in stats.iterrows()]
     return [*lines, "", ("seed means (standard error); task-id Acc: the final test images predicted into their own "
                          "task's classes (Acc never exceeds it); the old tasks' column is the mean over the tasks "

@@ -222,6 +222,24 @@ def done(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "done"].reset_index(drop=True)
 
 
+TASK_ERRORS = {"acc": "Acc", "til_acc": "task-incr. Acc", "task_id_acc": "task-id Acc",
+               "into_last": "old tasks' images into the last task (%)",
+               "last_into_earlier": "last task's images into earlier tasks (%)"}
+
+
+def task_errors(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` whose record holds ``task_confusion`` (runner/metrics.py), with the columns of
+    :data:`TASK_ERRORS` that it lacks: task-identity accuracy (the final test images predicted into their own
+    task's classes; Acc never exceeds it), the old tasks' images predicted into the last task (the mean over the
+    tasks before the last: recency) and the last task's images predicted into earlier tasks (old heads outscoring
+    the new ones). Where class-incremental errors go: within tasks, or between them and which way."""
+    d = df[[bool(r.get("task_confusion")) for r in df["record"]]]
+    return d.assign(
+        task_id_acc=[float(r["metrics"]["task_id_acc"]) for r in d["record"]],
+        into_last=[float(np.mean([row[-1] for row in r["task_confusion"][:-1]])) for r in d["record"]],
+        last_into_earlier=[100.0 - r["task_confusion"][-1][-1] for r in d["record"]])
+
+
 def diverged_seeds(df: pd.DataFrame, label: str) -> int:
     """How many of ``label``'s records say their training diverged (``nonfinite_loss``: a NaN or infinite mean
     training loss; docs/record_schema.md). Their numbers are a diverged network's, so tables mark them."""

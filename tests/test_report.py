@@ -171,6 +171,29 @@ def test_no_critical_difference_below_three_benchmarks(tmp_path):
     assert sorted(p.name for p in bad.iterdir()) == ["records"]  # nothing written
 
 
+def test_report_says_where_the_errors_go_when_the_records_hold_task_confusion(tmp_path):
+    """The per-benchmark "Where the errors go" table: seed means of task-id Acc and of the two ways images leave
+    their task, computed from task_confusion; absent for records without it (made before it was recorded)."""
+    recs = _known()
+    plain = (_write(tmp_path / "plain", recs) / "report.html")
+    make_report(plain.parent)
+    assert "Where the errors go" not in plain.read_text(encoding="utf-8")
+    for k, rec in enumerate(recs):  # two tasks: row j = task j's images, column = the task they were predicted into
+        rec["task_confusion"] = [[90.0 - k, 10.0 + k], [40.0, 60.0]]
+        rec["classes_per_task"], rec["metrics"]["task_id_acc"] = [2, 2], 75.0 - k
+    page = _write(tmp_path / "tasks", recs) / "report.html"
+    make_report(page.parent)
+    text = page.read_text(encoding="utf-8")
+    assert "Where the errors go" in text
+    table = text.split('id="T_tasks0"')[1].split("</table>")[0]
+    close = [k for k, r in enumerate(recs) if r["method"] == "close"]
+    into_last = np.mean([10.0 + k for k in close])  # the first task's images into the last, over close's seeds
+    task_id = np.mean([75.0 - k for k in close])
+    row = table.split(">close<")[1].split("</tr>")[0]
+    assert f">{task_id:.2f} ± " in row and f">{into_last:.2f} ± " in row
+    assert ">40.00 ± 0.00<" in row  # the last task's images into earlier tasks: 100 - 60 at every seed
+
+
 # --- compare ------------------------------------------------------------------------------------------------------
 
 
