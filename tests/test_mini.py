@@ -214,6 +214,7 @@ def test_readme_mini_blocks_are_generated_from_the_committed_records(tmp_path):
     copy.write_text((ROOT / "README.md").read_text())
     readme_main(["--results-dir", str(RESULTS / "mini"), "--readme", str(copy), "--name", "mini"])
     assert mini.main(requirements_argv("mini", copy)) == 0
+    assert mini.main(["--summary", str(MANIFEST), "--readme", str(copy)]) == 0
     assert copy.read_text() == (ROOT / "README.md").read_text(), "regenerate README's mini blocks (see README)"
     assert "<!-- requirements:mini:start -->\n| requirement |" in copy.read_text()
 
