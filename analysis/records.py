@@ -236,7 +236,8 @@ def task_errors(df: pd.DataFrame) -> pd.DataFrame:
     d = df[[bool(r.get("task_confusion")) for r in df["record"]]]
     return d.assign(
         task_id_acc=[float(r["metrics"]["task_id_acc"]) for r in d["record"]],
-        into_last=[float(np.mean([row[-1] for row in r["task_confusion"][:-1]])) for r in d["record"]],
+        into_last=[float(np.mean([row[-1] for row in r["task_confusion"][:-1]])) if len(r["task_confusion"]) > 1
+                   else math.nan for r in d["record"]],  # one task: no old task to lose images
         last_into_earlier=[100.0 - r["task_confusion"][-1][-1] for r in d["record"]])
 
 

@@ -55,7 +55,7 @@ MARKS_TEXT = (
     "Bold: best mean of the paper's methods; underlined: not distinguishable from that best (the 95\\% paired "
     "t-interval of the difference over shared seeds contains 0)."
 )
-DIVERGED_TEXT = (r"$^\dagger$: of the row's seeds, that many diverged (a non-finite mean training loss, the record's "
+DIVERGED_TEXT = (r"($k^\dagger$): $k$ of the row's runs diverged (a non-finite mean training loss, the record's "
                  r"\texttt{nonfinite\_loss}); their numbers are a diverged network's.")
 EXTENDED_TEXT = "Rows under Extended are not in the paper's table (joint training: an upper bound) and are never marked."
 EXTENDED_HEADER = r"\textit{Extended (not in the paper's table)}"
@@ -153,7 +153,7 @@ def seeds_text(counts) -> str:
 
 def seeds_cells(d: pd.DataFrame, labels: list[str], counts: dict[str, list[int]]) -> tuple[list[str], str]:
     r"""The ``Seeds`` cells of ``labels`` (:func:`seeds_text`), each followed by ``(k$^\dagger$)`` when k of the
-    row's records diverged (:func:`analysis.records.diverged_seeds`), and the caption's note for the mark (empty
+    row's runs (over every column of the table) diverged (:func:`analysis.records.diverged_seeds`), and the caption's note for the mark (empty
     when no row has it)."""
     marks = {lab: diverged_seeds(d, lab) for lab in labels}
     cells = [seeds_text(counts[lab]) + (f" ({marks[lab]}$^\\dagger$)" if marks[lab] else "") for lab in labels]

@@ -194,6 +194,16 @@ def test_report_says_where_the_errors_go_when_the_records_hold_task_confusion(tm
     assert ">40.00 ± 0.00<" in row  # the last task's images into earlier tasks: 100 - 60 at every seed
 
 
+def test_task_errors_of_one_task_have_no_old_tasks_and_skip_records_without_confusion():
+    from analysis.records import task_errors
+
+    one, old = _record("close", "imagenet_r_5", 1993, 80.0), _record("far", "imagenet_r_5", 1993, 70.0)
+    one["task_confusion"], one["metrics"]["task_id_acc"] = [[100.0]], 100.0
+    frame = task_errors(_frame([one, old]))  # old: made before task_confusion was recorded
+    assert list(frame["method"]) == ["close"]
+    assert math.isnan(frame["into_last"].iloc[0]) and frame["last_into_earlier"].iloc[0] == 0.0
+
+
 # --- compare ------------------------------------------------------------------------------------------------------
 
 
