@@ -20,10 +20,10 @@ from analysis import stats
 from analysis.records import (
     TASK_ERRORS,
     benchmark_order,
-    diverged_seeds,
     done,
     ordered_labels,
     reference_methods,
+    seed_count,
     task_errors,
 )
 from analysis.tables import DECIMALS, EMPTY, STAT_TEXT, Stat, best_rows, cell_stats, check_stat
@@ -54,18 +54,12 @@ def _cell(stat: Stat, kind: str) -> str:
     return text if math.isnan(spread) else f"{text} ± {spread:.{DECIMALS}f}"
 
 
-def seeds_html(sub: pd.DataFrame, label: str) -> str:
-    """A row's seed count, with how many of them diverged (a non-finite training loss) when any did."""
-    n, diverged = int((sub["label"] == label).sum()), diverged_seeds(sub, label)
-    return f"{n} ({diverged} diverged)" if diverged else str(n)
-
-
 def results_table(sub: pd.DataFrame, uuid: str, stat: str) -> str:
     """One benchmark: label, seeds, each metric as ``mean ± stat``; Acc and AAA carry the bold/underline marks."""
     labels = ordered_labels(sub)
     joint = set(sub.loc[sub["method"].isin(reference_methods()), "label"])
     ranked = [lab for lab in labels if lab not in joint]
-    cells = pd.DataFrame({"Method": labels, "Seeds": [seeds_html(sub, lab) for lab in labels]})
+    cells = pd.DataFrame({"Method": labels, "Seeds": [seed_count(sub, lab) for lab in labels]})
     classes = pd.DataFrame("", index=cells.index, columns=cells.columns)
     for metric, header in RESULT_COLUMNS:
         per = cell_stats(sub, metric)

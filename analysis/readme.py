@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.records import diverged_seeds, done, summary
+from analysis.records import done, seed_count, summary
 from analysis.report import load_folders
 
 
@@ -35,8 +35,7 @@ def results_markdown(results_dirs: list[Path]) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in table.itertuples(index=False):
         r = row._asdict()
-        diverged = diverged_seeds(times[times["benchmark"] == r["benchmark"]], r["label"])
-        seeds = f"{r['n_seeds']} ({diverged} diverged)" if diverged else str(r["n_seeds"])
+        seeds = seed_count(times[times["benchmark"] == r["benchmark"]], r["label"], r["n_seeds"])
         lines.append(
             f"| {r['label']} | {r['benchmark']} | {seeds} | {_cell(r['acc_mean'], r['acc_se'])} | "
             f"{_cell(r['aaa_mean'], r['aaa_se'])} | {_cell(r['til_acc_mean'], r['til_acc_se'])} | "

@@ -247,6 +247,14 @@ def diverged_seeds(df: pd.DataFrame, label: str) -> int:
     return sum(bool(r.get("nonfinite_loss")) for r in df.loc[df["label"] == label, "record"])
 
 
+def seed_count(df: pd.DataFrame, label: str, n: int | None = None) -> str:
+    """A row's seed count as text (``n``, default ``label``'s records in ``df``), followed by how many of them
+    diverged (:func:`diverged_seeds`) when any did: ``3 (2 diverged)``. report.html and the Markdown tables."""
+    n = int((df["label"] == label).sum()) if n is None else n
+    diverged = diverged_seeds(df, label)
+    return f"{n} ({diverged} diverged)" if diverged else str(n)
+
+
 def pooled_long(df: pd.DataFrame) -> pd.DataFrame:
     """Long frame of pooled accuracy after each task, for accuracy curves.
 

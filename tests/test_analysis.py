@@ -162,7 +162,7 @@ def test_diverged_seeds_are_marked_in_every_seeds_column_and_explained_once(twin
     """A record whose training loss became NaN (``nonfinite_loss``) reads as a result unless the tables say so: the
     row's Seeds cell counts its diverged seeds, the caption explains the mark; rows and tables without one are
     unchanged."""
-    from analysis.html import seeds_html
+    from analysis.records import seed_count
 
     recs = [_rec(m, "imagenet_r_10", seed, 60.0 + off, 70.0 + off, n_tasks=10, bench_name="imagenet_r")
             for m in ("sd_lora", "full_ft") for seed, off in zip(SEEDS5[:3], OFFSETS5)]
@@ -175,7 +175,7 @@ def test_diverged_seeds_are_marked_in_every_seeds_column_and_explained_once(twin
         assert _row_line(latex, "sd_lora").endswith(r"& 3 \\")
         assert latex.count(tables.DIVERGED_TEXT) == 1 and tables.DIVERGED_TEXT not in plain
         assert latex.replace(" (2$^\\dagger$)", "").replace(" " + tables.DIVERGED_TEXT, "") == plain
-    assert seeds_html(d, "full_ft") == "3 (2 diverged)" and seeds_html(d, "sd_lora") == "3"
+    assert seed_count(d, "full_ft") == "3 (2 diverged)" and seed_count(d, "sd_lora") == "3"
 
 
 def test_main_table_single_seed_omits_se_and_escapes():
