@@ -93,7 +93,6 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path, capsys):
     assert "2 job(s) failed" in capsys.readouterr().out
 
 
-
 def test_a_diverged_run_is_flagged_in_its_record_log_and_progress_line(tmp_path, capsys):
     """A training loss that turns NaN or infinite is not forgetting: the record names the first such epoch
     (``nonfinite_loss``, [task, epoch]), the job's log warns there, and the suite's line says DIVERGED."""
@@ -111,6 +110,7 @@ def test_a_diverged_run_is_flagged_in_its_record_log_and_progress_line(tmp_path,
             for name in ("full_ft", "sd_lora")}
     assert line["full_ft"].endswith("DIVERGED: training loss not finite from task 1, epoch 1")
     assert "DIVERGED" not in line["sd_lora"]
+
 
 BAD_INPUTS = [
     (["--suite", "no_such_suite"], "unknown suite"),
