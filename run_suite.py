@@ -136,12 +136,14 @@ def run(args: argparse.Namespace) -> int:
         if note:
             print(note)
         return 0
-    p = resolve_recipe(p, args)
-    store = ResultStore(p.results_dir)
-    todo, n_done, stale = select_todo(p.jobs, store, force=args.force, retry_failed=args.retry_failed,
-                                      rerun_stale=args.rerun_stale)
-    selected = " (failed ones only: --retry-failed)" if args.retry_failed else ""
     try:
+        if any(job.runtime.get("recipe", {}).get("pending") for job in dry_run_jobs(p, args)):
+            probe_writable(p.results_dir)  # before the recipe rule's selection trains anything
+        p = resolve_recipe(p, args)
+        store = ResultStore(p.results_dir)
+        todo, n_done, stale = select_todo(p.jobs, store, force=args.force, retry_failed=args.retry_failed,
+                                          rerun_stale=args.rerun_stale)
+        selected = " (failed ones only: --retry-failed)" if args.retry_failed else ""
         if todo or not args.no_report:
             probe_writable(p.results_dir)
         print(f"suite {p.suite['name']}: {len(p.jobs)} jobs, {n_done} already done, {len(todo)} to run{selected} "

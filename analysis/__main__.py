@@ -41,13 +41,31 @@ def report_main(argv: list[str]) -> int:
     parser.add_argument("--reference", type=Path, default=None, help="CSV of the paper's numbers (reference.tex)")
     parser.add_argument("--stat", choices=STATISTICS, default="sd",
                         help="statistic beside each mean: sd (standard deviation over seeds, default) or se")
-    parser.add_argument("--reference-method", default="sd_lora",
-                        help="method every other is compared with in report.html, besides the best")
+    parser.add_argument("--reference-method", default=None,
+                        help="method every other is compared with in report.html, besides the best (default: "
+                             "sd_lora where it ran)")
     parser.add_argument("--matrix-job", action="append", default=[],
                         help="job whose accuracy matrix report.html shows for its benchmark (repeatable)")
     args = parser.parse_args(argv)
-    return _run(lambda: make_report(args.results_dir, args.reference, stat=args.stat, out_dir=args.out,
-                                    reference=args.reference_method, matrix_jobs=tuple(args.matrix_job)))
+
+    def work() -> list[Path]:
+        out = args.out or (args.results_dir[0] if len(args.results_dir) == 1 else None)
+        if out is not None:
+            _writable(out)
+        return make_report(args.results_dir, args.reference, stat=args.stat, out_dir=args.out,
+                           reference=args.reference_method, matrix_jobs=tuple(args.matrix_job))
+
+    return _run(work)
+
+
+def _writable(folder: Path) -> Path:
+    """``folder`` when it can be made and written (before any work), else the one-line error naming ``--out``."""
+    from runner.checks import output_problem
+
+    problem = output_problem(folder, "--out")
+    if problem:
+        raise UserError(problem)
+    return folder
 
 
 def _run(work) -> int:
@@ -88,12 +106,13 @@ def landscape_main(args: argparse.Namespace) -> list[Path]:
     from runner.reload import load_record
 
     record = load_record(args.results_dir, args.job)
+    out = _writable(args.out or args.results_dir / "figures" / "landscape")
     opts = LandscapeOptions(mode=args.mode, resolution=args.resolution, span=args.span,
                             max_samples=args.max_samples or None, params=args.params, seed=args.seed,
                             batch_size=args.batch_size, device=args.device)
     t0 = time.perf_counter()
     result = compute_landscape(record, args.results_dir, args.task, opts)
-    paths = write_landscape(result, args.out or args.results_dir / "figures" / "landscape")
+    paths = write_landscape(result, out)
     n = sum(result["n_samples"].values())
     print(f"landscape: {opts.resolution}x{opts.resolution} points x {n} test samples, {result['n_perturbed']} "
           f"weights perturbed, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -111,13 +130,13 @@ def interpolate_main(args: argparse.Namespace) -> list[Path]:
     if len(tasks) != 2:
         raise UserError(f"--tasks takes two task indices (e.g. 0,1), got {args.tasks!r}")
     records = [load_record(args.results_dir, job) for job in jobs]  # every missing record fails before any work
+    out = _writable(args.out or args.results_dir / "figures")
     device = str(resolve_device(args.device))
     results = [interpolate(r, args.results_dir, tasks[0], tasks[1], device=device, max_samples=args.max_samples)
                for r in records]
     labels = [r["method"] for r in records]
     if len(set(labels)) < len(labels):  # e.g. two seeds of one method: one panel per job
         labels = [r["job_id"] for r in records]
-    out = args.out or args.results_dir / "figures"
     name = f"interpolation_task{tasks[0]}_task{tasks[1]}"
     paths = interpolation_plot(dict(zip(labels, results)), out, name) or []
     return [*paths, _write_json(out / f"{name}.json", dict(zip(labels, results)))]
@@ -130,6 +149,7 @@ def proximity_main(args: argparse.Namespace) -> list[Path]:
     from runner.reload import load_record
 
     record = load_record(args.results_dir, args.job)
+    out = _writable(args.out or args.results_dir / "figures")
     w0 = pretrained_state(record)
     tasks = list(range(record["n_tasks"]))
     if args.source == "sequential":
@@ -142,7 +162,6 @@ def proximity_main(args: argparse.Namespace) -> list[Path]:
         name, method = f"proximity_separate_{args.method}__{args.job}", args.method
     matrix = proximity(solutions, w0)
     labels = [f"T{t + 1}" for t in tasks]
-    out = args.out or args.results_dir / "figures"
     paths = proximity_heatmap(matrix, labels, out, name) or []
     data = {"job_id": args.job, "source": args.source, "method": method, "epochs": args.epochs, "labels": labels,
             "formula": "||W_i - W_j||_F / ||W_i - W_0||_F (row i, column j; assumed, the paper gives none)",

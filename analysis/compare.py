@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.records import benchmark_order, done, load_records, method_sort_key
-from analysis.stats import paired_interval
+from analysis.stats import interval_text, paired_interval
 
 COLUMNS = ["label", "benchmark", "n_shared", "a_mean", "b_mean", "diff", "lo", "hi", "noise", "changed"]
 
@@ -53,7 +53,7 @@ def format_comparison(table: pd.DataFrame, metric: str, dir_a: Path, dir_b: Path
         "A": [fmt(v) for v in table["a_mean"]],
         "B": [fmt(v) for v in table["b_mean"]],
         "B-A": [fmt(v, "+") for v in table["diff"]],
-        "95% interval": [f"[{fmt(lo, '+')}, {fmt(hi, '+')}]" for lo, hi in zip(table["lo"], table["hi"])],
+        "95% interval": [interval_text(lo, hi) for lo, hi in zip(table["lo"], table["hi"])],
         "seed sd (A)": [fmt(v) for v in table["noise"]],
         "": ["CHANGED" if c else "" for c in table["changed"]],
     })

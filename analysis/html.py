@@ -88,15 +88,12 @@ def task_table(sub: pd.DataFrame, uuid: str, stat: str) -> str:
 
 def comparison_table(comp: pd.DataFrame, uuid: str) -> str:
     """Rows of :func:`analysis.stats.comparisons` for one benchmark as text."""
-    def interval(r) -> str:
-        return "--" if math.isnan(r.lo) else f"[{r.lo:+.2f}, {r.hi:+.2f}]"
-
     cells = pd.DataFrame({
         "Method": comp["label"],
         "Versus": [f"{v} ({role})" for v, role in zip(comp["versus"], comp["role"])],
         "Shared seeds": comp["n_shared"].astype(str),
         "Difference": [f"{d:+.2f}" for d in comp["diff"]],
-        "95% interval": [interval(r) for r in comp.itertuples()],
+        "95% interval": [stats.interval_text(lo, hi) for lo, hi in zip(comp["lo"], comp["hi"])],
         "P(improve)": [f"{p:.2f}" for p in comp["p_improve"]],
         "Distinguishable": ["no" if i else ("yes" if not math.isnan(lo) else "--")
                             for i, lo in zip(comp["indistinguishable"], comp["lo"])],

@@ -129,7 +129,7 @@ def _remove_stale(folder: Path, patterns: tuple[str, ...], keep: list[Path]) -> 
 
 
 def make_report(results_dirs, reference_csv: Path | None = None, stat: str = "sd", out_dir: Path | None = None,
-                reference: str = "sd_lora", stale: dict[str, str] | None = None,
+                reference: str | None = None, stale: dict[str, str] | None = None,
                 matrix_jobs: tuple[str, ...] = ()) -> list[Path]:
     """Turn ``<results_dir>/records/*.json`` of one or several folders into tables, figures and ``report.html``.
 
@@ -138,7 +138,8 @@ def make_report(results_dirs, reference_csv: Path | None = None, stat: str = "sd
         reference_csv: Optional CSV of the paper's numbers for ``tables/reference.tex``.
         stat: ``sd`` (default, the paper's +-) or ``se`` beside each mean.
         out_dir: Where ``tables/``, ``figures/`` and ``report.html`` go; default the (single) results folder.
-        reference: Method every other one is compared with in the report, besides the best.
+        reference: Method every other one is compared with in the report, besides the best (None: ``sd_lora``,
+            where it ran; a method named here must have a done record).
         stale: Job id -> why its record is stale, from the runner's status (listed in the report).
         matrix_jobs: Jobs whose accuracy matrix the report shows (per benchmark; default the reference's lowest seed).
 
@@ -148,7 +149,8 @@ def make_report(results_dirs, reference_csv: Path | None = None, stat: str = "sd
     Raises:
         FileNotFoundError: When ``records/`` or ``reference_csv`` does not exist.
         ValueError: When there is no finished record to report on, or ``stat`` is unknown.
-        UserError: When several folders are given without ``out_dir``, or one job is in two folders.
+        UserError: When several folders are given without ``out_dir``, one job is in two folders, or ``reference``
+            or a ``matrix_jobs`` entry names no done record.
     """
     dirs = [Path(d) for d in ([results_dirs] if isinstance(results_dirs, (str, Path)) else results_dirs)]
     if len(dirs) > 1 and out_dir is None:
@@ -162,6 +164,10 @@ def make_report(results_dirs, reference_csv: Path | None = None, stat: str = "sd
     if done(df).empty:
         raise ValueError(f"no record with status 'done' under {', '.join(str(d / 'records') for d in dirs)}; "
                          "nothing to report")
+    ran = sorted(set(done(df)["method"]))
+    if reference is not None and reference not in ran:
+        raise UserError(f"--reference-method {reference} has no done record; pick one of {', '.join(ran)}")
+    reference = reference or "sd_lora"
     unknown = sorted(set(matrix_jobs) - set(done(df)["job_id"]))
     if unknown:  # checked before anything is written
         raise UserError(f"--matrix-job {unknown[0]} has no done record; pick a job id from records/*.json")

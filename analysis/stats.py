@@ -35,6 +35,15 @@ COMPARISON_COLUMNS = [
 ]
 
 
+def interval_text(lo: float, hi: float) -> str:
+    """``[lo, hi]`` signed to two decimals; a bound that would print as +-0.00 without being 0 keeps two
+    significant digits (``+0.0042``), so an interval that excludes zero never reads as touching it."""
+    def bound(v: float) -> str:
+        return f"{v:+.2g}" if v != 0 and abs(v) < 0.005 else f"{v:+.2f}"
+
+    return "--" if math.isnan(lo) or math.isnan(hi) else f"[{bound(lo)}, {bound(hi)}]"
+
+
 def paired_interval(x, y, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """Mean of ``x - y`` (paired) and its t-interval.
 

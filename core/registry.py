@@ -50,7 +50,8 @@ class Registry(Generic[T]):
         if sep and prefix in self._resolvers and name not in self._entries:
             self._entries[name] = self._resolvers[prefix](rest)
         if name not in self._entries:
-            raise UserError(f"unknown {self.kind} {name!r}; valid names are: {', '.join(self.names())}")
+            raise UserError(f"unknown {self.kind} {name!r}; valid names are: {', '.join(self.names())} "
+                            f"(a {self.kind} defined in a plugin file needs run_suite.py --import FILE)")
         return self._entries[name]
 
     def info(self, name: str) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,21 @@ def folder_problems(results_dir: Path) -> list[str]:
     return []
 
 
+def output_problem(folder: Path, flag: str) -> str | None:
+    """The one line for an output folder that cannot be made or written (``flag`` names the option to change),
+    found by making and removing a temporary folder in its nearest existing parent, so nothing is left behind."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{flag} {folder}: {existing} is not a folder; give another {flag}"
+    try:
+        Path(tempfile.mkdtemp(prefix=".write_probe.", dir=existing)).rmdir()
+    except OSError as err:
+        return f"{flag} {folder}: {existing} cannot be written ({err.strerror or err}); give a writable {flag}"
+    return None
+
+
 def probe_writable(results_dir: Path) -> None:
     """Write and remove a file in the results folder the way a record is written, before any job starts."""
     from runner.store import atomic_write_text
@@ -119,8 +135,10 @@ def storage_error(results_dir: Path, err: OSError) -> UserError | None:
         return None
     cause = err.strerror or str(err)
     where = f" (writing {err.filename})" if err.filename else ""
-    return UserError(f"results folder {results_dir} cannot be written: {cause}{where}; free space or give a "
-                     "writable --results-dir (finished records are intact: each is replaced atomically)")
+    fix = "free space or give a writable --results-dir" if err.errno in (errno.ENOSPC, errno.EDQUOT) else \
+        "give a writable --results-dir"
+    return UserError(f"results folder {results_dir} cannot be written: {cause}{where}; {fix} (finished records are "
+                     "intact: each is replaced atomically)")
 
 
 def _under(filename: Any, folder: Path) -> bool:

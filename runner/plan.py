@@ -116,11 +116,11 @@ def dry_run_jobs(p: Plan, args) -> list[Job]:
     rule = active_rule(p.suite, args)
     if rule is None:
         return p.jobs
-    most = max(rule.epochs)
-    return [job if "recipe" in job.runtime or rule.family_of(job.method) is None else
-            replace(job, method_cfg=job.method_cfg.replace(epochs=most), runtime={**job.runtime,
-                                                                                 "recipe": {"pending": True}})
-            for job in p.jobs]
+    def pending(job: Job) -> Job:  # a grid without epochs keeps the config's
+        cfg = job.method_cfg.replace(epochs=max(rule.epochs)) if rule.epochs else job.method_cfg
+        return replace(job, method_cfg=cfg, runtime={**job.runtime, "recipe": {"pending": True}})
+
+    return [job if "recipe" in job.runtime or rule.family_of(job.method) is None else pending(job) for job in p.jobs]
 
 
 def recipe_note(p: Plan, args, jobs: list[Job]) -> str | None:
@@ -134,8 +134,9 @@ def recipe_note(p: Plan, args, jobs: list[Job]) -> str | None:
     runs = len(rule.lrs or [0]) * len(rule.epochs or [0])
     stored = "" if not (Path(p.results_dir) / "recipe.json").exists() else f"; stored: {p.results_dir / 'recipe.json'}"
     bound = (f"; the jobs above marked 'rule: to choose' are costed at {max(rule.epochs)} epochs, the grid's most"
-             if pending else "")
-    return (f"recipe rule: lr in {list(rule.lrs)}, epochs in {list(rule.epochs)} per family, on {rule.validation:g} of "
+             if pending and rule.epochs else "")
+    grid = ", ".join(f"{key} in {list(values)}" for key, values in (("lr", rule.lrs), ("epochs", rule.epochs)) if values)
+    return (f"recipe rule: {grid} per family, on {rule.validation:g} of "
             f"{rule.where()} held out (runner/recipe.py); {pending} choice(s) to make first ({pending * runs} "
             f"validation runs){stored}{bound}")
 

@@ -54,11 +54,11 @@ class Efficiency:
     flop counter, attention included on every device), floats stored besides parameters (e.g. prototypes; also as
     the SD-LoRA paper's Table 5 counts them) and peak CUDA memory per task (else null)."""
 
-    learnable_params: int | None = None
-    learnable_params_excl_head: int | None = None
-    learnable_params_per_task: list[int] | None = None
-    gflops: float | None = None
-    stored_features: int | None = None
+    learnable_params: int | None = None  # parameters trained in the last task (head included); 0: none trained
+    learnable_params_excl_head: int | None = None  # the same without the head's
+    learnable_params_per_task: list[int] | None = None  # parameters trained in each task, in order
+    gflops: float | None = None  # GFLOPs to predict one image (eval mode, adapters merged where a method merges; runner/profile.py)
+    stored_features: int | None = None  # floats kept besides parameters (prototypes, bases, statistics)
     stored_features_paper: int | None = None  # as Table 5 counts them (HiDe-Prompt: one mean per class); null: older
     peak_mem_mb: list[float | None] | None = None
 

@@ -25,7 +25,8 @@ def load_record(results_dir: str | Path, job_id: str) -> dict[str, Any]:
 def checkpoint_path(results_dir: str | Path, job_id: str, task: int) -> Path:
     path = Path(results_dir) / "checkpoints" / job_id / f"task{task}.pt"
     if not path.exists():
-        raise UserError(f"no checkpoint for task {task} of {job_id} ({path}); rerun the job with --checkpoints tasks")
+        raise UserError(f"no checkpoint for task {task} of {job_id} ({path}); run the job into a results folder of "
+                        "your own (run_suite.py keeps one per task by default; results committed under docs/ hold none)")
     return path
 
 

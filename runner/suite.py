@@ -203,7 +203,9 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
                 jobs.append(Job(name, m_label, m_name, m_cfg, b_label, b_name, b_cfg, bb_label, bb_cfg, seed,
                                 multi_backbone=len(backbone_cfgs) > 1))
     if not jobs:
-        raise UserError(f"suite {name}: the selection leaves no jobs; check --methods/--benchmarks/--seeds")
+        ran = ", ".join(dict.fromkeys(m for m, _ in pairs))
+        raise UserError(f"suite {name}: the selection leaves no jobs (its experiments run the methods {ran} on "
+                        f"{', '.join(dict.fromkeys(b for _, b in pairs))}); check --methods/--benchmarks/--seeds")
     return jobs
 
 

@@ -483,7 +483,9 @@ def test_every_registered_method_has_its_documented_head_init():
     from methods.base import IncrementalHead
 
     table = _documented_head_inits()
-    names = [n for n in METHODS.names() if not n.endswith(":<name>")] + ["avalanche:EWC", "avalanche:LwF"]
+    # the shipped methods (a plugin another test imported into this process registers its own, undocumented)
+    names = [n for n in METHODS.names() if not n.endswith(":<name>")
+             and METHODS.get(n).obj.__module__.partition(".")[0] == "methods"] + ["avalanche:EWC", "avalanche:LwF"]
     for name in names:
         key = "avalanche:<Name>" if name.startswith("avalanche:") else name
         assert key in table, f"{name} is missing from docs/baselines.md section 14"

@@ -339,6 +339,61 @@ def test_a_read_only_results_folder_stops_before_any_job(tmp_path, monkeypatch):
     assert "to run" not in stdout
 
 
+def test_an_unwritable_folder_stops_a_suite_with_a_recipe_rule_before_its_selection_trains(tmp_path, monkeypatch):
+    from runner import recipe
+
+    monkeypatch.setattr(recipe, "select", lambda *a, **k: pytest.fail("the rule's selection ran"))
+    suite = suite_file(tmp_path, {"full_ft": {}})
+    data = yaml.safe_load(suite.read_text())
+    data["recipe"] = {"validation": 0.5, "seed": 0, "grid": {"lr": [0.01, 0.1]}, "families": {"full": ["full_ft"]}}
+    suite.write_text(yaml.safe_dump(data))
+    rc, stdout, _ = main("--suite", suite, "--dry-run", "--results-dir", tmp_path / "dry")  # a grid of lr alone
+    assert rc == 0 and "recipe rule: lr in [0.01, 0.1] per family" in stdout and "2 validation runs" in stdout
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    rc, stdout, err = main("--suite", suite, "--results-dir", blocker / "res", "--no-report")
+    assert rc == 2 and one_line(err) and f"results folder {blocker / 'res'}" in err, err
+    assert "give a writable --results-dir" in err and "free space" not in err  # not a full disk
+    assert blocker.read_text() == "not a folder\n" and sorted(tmp_path.iterdir()) == [blocker, suite]
+
+
+@pytest.mark.parametrize("argv", [
+    ["--out", "{file}/out"],                        # the report, a folder under a file
+    ["--out", "{tmp}/out", "--reference-method", "sd_lroa"],   # a method with no record
+    ["landscape", "--job", "m__b__s0", "--out", "{file}/out"],  # the weight-space commands check before computing
+])
+def test_analysis_commands_refuse_an_unwritable_output_or_unknown_method_before_writing(tmp_path, monkeypatch, argv):
+    import importlib.util
+
+    import analysis.__main__ as cli
+    import analysis.landscape
+
+    spec = importlib.util.spec_from_file_location("fixture_make", REPO / "tests" / "fixtures" / "records" / "make.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    results = make.write_records(tmp_path / "res")
+    monkeypatch.setattr(analysis.landscape, "compute_landscape", lambda *a, **k: pytest.fail("computed first"))
+    monkeypatch.setattr("runner.reload.load_record", lambda *a, **k: {"job_id": "m__b__s0"})
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    before = sorted(tmp_path.rglob("*"))
+    argv = [a.format(file=blocker, tmp=tmp_path) for a in argv]
+    command, rest = (argv[:1], argv[1:]) if argv[0] == "landscape" else ([], argv)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main([*command, "--results-dir", str(results), *rest])
+    assert rc == 2 and one_line(err.getvalue()), err.getvalue()
+    assert ("--out" in err.getvalue() and "not a folder" in err.getvalue()) or "pick one of" in err.getvalue()
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, no probe left behind
+
+
+def test_an_unknown_method_names_the_plugin_option():
+    from methods import METHODS
+
+    with pytest.raises(UserError, match=r"valid names are: .*run_suite\.py --import FILE"):
+        METHODS.get("no_such_method")
+
+
 # ---------------------------------------------------------------------------------------------------- 6. fuzzing
 hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies

@@ -72,6 +72,14 @@ def _write(folder: Path, records: list[dict]) -> Path:
 # --- intervals and marks ------------------------------------------------------------------------------------------
 
 
+def test_an_interval_that_excludes_zero_never_prints_a_zero_bound():
+    from analysis.stats import interval_text
+
+    assert interval_text(0.0043, 0.14) == "[+0.0043, +0.14]"  # +0.00 would read as touching zero
+    assert interval_text(-27.42, 2.114) == "[-27.42, +2.11]" and interval_text(0.0, 1.0) == "[+0.00, +1.00]"
+    assert interval_text(float("nan"), 1.0) == "--"
+
+
 def test_paired_intervals_and_probability_of_improvement_by_hand():
     comp = stats.comparisons(_frame(_known()), "acc", reference="far")
     for lab in ("close", "far"):
