@@ -25,6 +25,7 @@ from pathlib import Path
 from analysis.records import METRICS, STATISTICS
 from analysis.report import make_report
 from core.errors import UserError
+from core.folders import output_problem
 
 SUBCOMMANDS = ("landscape", "interpolate", "proximity")
 COMPARE = "compare"
@@ -60,8 +61,6 @@ def report_main(argv: list[str]) -> int:
 
 def _writable(folder: Path) -> Path:
     """``folder`` when it can be made and written (before any work), else the one-line error naming ``--out``."""
-    from runner.checks import output_problem
-
     problem = output_problem(folder, "--out")
     if problem:
         raise UserError(problem)

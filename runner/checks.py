@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -99,21 +98,6 @@ def folder_problems(results_dir: Path) -> list[str]:
     if not os.access(existing, os.W_OK | os.X_OK):
         return [f"results folder {results_dir}: {existing} is not writable; give a writable --results-dir"]
     return []
-
-
-def output_problem(folder: Path, flag: str) -> str | None:
-    """The one line for an output folder that cannot be made or written (``flag`` names the option to change),
-    found by making and removing a temporary folder in its nearest existing parent, so nothing is left behind."""
-    existing = Path(folder).absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{flag} {folder}: {existing} is not a folder; give another {flag}"
-    try:
-        Path(tempfile.mkdtemp(prefix=".write_probe.", dir=existing)).rmdir()
-    except OSError as err:
-        return f"{flag} {folder}: {existing} cannot be written ({err.strerror or err}); give a writable {flag}"
-    return None
 
 
 def probe_writable(results_dir: Path) -> None:

@@ -22,6 +22,7 @@ import benchmarks  # noqa: F401  (registers the built-in benchmarks)
 import methods  # noqa: F401  (registers the built-in methods)
 from benchmarks.prepare import prepare_jobs
 from core.errors import UserError
+from core.folders import output_problem
 from runner import recipe
 from runner.checks import device_problems, folder_problems, path_problems
 from runner.executors import absolute_imports, import_plugins, parse_gpus, run_local
@@ -146,8 +147,14 @@ def plan(args) -> Plan:
     if (args.jobs is not None and args.jobs < 1) or (args.threads is not None and args.threads < 1):
         raise UserError("--jobs and --threads must be >= 1")
     if args.data_root:
-        if not Path(args.data_root).is_dir() and not args.prepare:  # --prepare creates it
-            raise UserError(f"--data-root {args.data_root}: not a folder; give the folder that holds the datasets")
+        if args.prepare:  # --prepare creates it and fetches into it
+            problem = output_problem(args.data_root, "--data-root", probe=not args.dry_run)
+            if problem:
+                raise UserError(problem)
+        elif not Path(args.data_root).is_dir():
+            what = "not a folder" if Path(args.data_root).exists() else "no such folder"
+            raise UserError(f"--data-root {args.data_root}: {what}; give the folder that holds the datasets (or add "
+                            "--prepare to fetch them into it)")
         os.environ["SDLB_DATA_ROOT"] = str(Path(args.data_root).resolve())
     suite, name, jobs, results_dir = select(args, smoke=not args.dry_run)
     execution = plan_execution(args, suite)

@@ -41,6 +41,7 @@ class Server:
         self.routes: dict[str, bytes] = {}
         self.headers: dict[str, dict[str, str]] = {}
         self.truncate_once: set[str] = set()
+        self.ignore_range = False  # a plain static server: every GET answers 200 with the whole file
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         server = self
 
@@ -66,7 +67,7 @@ class Server:
                     return
                 start = 0
                 rng = self.headers.get("Range")
-                if rng and rng.startswith("bytes="):
+                if rng and rng.startswith("bytes=") and not server.ignore_range:
                     start = int(rng[len("bytes=") :].split("-")[0])
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -258,8 +259,9 @@ def test_prepare_every_dataset_then_nothing(server, archives, tmp_path):
     assert all("nothing to do" in line for line in lines if "ok," not in line)
 
 
-def test_resumes_a_broken_download(server, archives, tmp_path):
-    # large enough (incompressible padding) that gdown writes whole 512 KB chunks before the connection drops
+def _broken_cifar_download(server: Server, archives: dict[str, bytes], tmp_path: Path):
+    """CIFAR-100 served from a large archive (incompressible padding, so that gdown writes whole 512 KB chunks
+    before the connection drops) whose first GET breaks off halfway; (its server path, the planned items, its size)."""
     src = tmp_path / "src"
     write_fixture("cifar100", src, n_classes=N_CLASSES["cifar100"], per_class_train=2, per_class_test=1)
     (src / "cifar-100-python" / "padding.bin").write_bytes(random.Random(0).randbytes(3 << 20))
@@ -268,18 +270,37 @@ def test_resumes_a_broken_download(server, archives, tmp_path):
     serve(server, table, archives)
     path = server.path_of(table.items["cifar100"].sources[0])
     server.truncate_once.add(path)
-    items = plan(configs(tmp_path / "data", ["cifar100"]), table=table)
+    return path, plan(configs(tmp_path / "data", ["cifar100"]), table=table), len(archives["cifar100"])
+
+
+def test_resumes_a_broken_download(server, archives, tmp_path):
+    path, items, size = _broken_cifar_download(server, archives, tmp_path)
 
     with pytest.raises(UserError, match="run again to resume"):
         prepare(items, quiet=True, retries=0, log=lambda s: None)
     parts = list((tmp_path / "data" / ".downloads").glob("*.part"))
     assert len(parts) == 1
     kept = parts[0].stat().st_size
-    assert 0 < kept < len(archives["cifar100"])
+    assert 0 < kept < size
 
     report = prepare(items, quiet=True, retries=0, log=lambda s: None)
     assert report["cifar100"]["n_train"] == 2 * N_CLASSES["cifar100"]
     assert (path, f"bytes={kept}-") in server.gets()  # the second call asked only for the rest
+
+
+def test_a_server_that_ignores_range_gets_the_file_fetched_whole(server, archives, tmp_path):
+    path, items, _ = _broken_cifar_download(server, archives, tmp_path)
+    with pytest.raises(UserError, match="run again to resume"):
+        prepare(items, quiet=True, retries=0, log=lambda s: None)
+    assert len(list((tmp_path / "data" / ".downloads").glob("*.part"))) == 1
+
+    server.ignore_range = True  # the resume is refused: the .part goes and the file comes whole
+    lines: list[str] = []
+    report = prepare(items, quiet=True, retries=0, log=lines.append)
+    assert report["cifar100"]["n_train"] == 2 * N_CLASSES["cifar100"]
+    assert any("cannot resume a partial download; fetching it whole" in line for line in lines)
+    assert [rng for p, rng in server.gets() if p == path][-1] is None  # the last request asked for the whole file
+    assert not list((tmp_path / "data" / ".downloads").glob("*.part"))
 
 
 def test_hash_mismatch_leaves_nothing(server, archives, tmp_path):
@@ -476,3 +497,33 @@ def test_run_suite_prepare_dry_run_fetches_nothing(tmp_path, monkeypatch, capsys
     assert f"-> {tmp_path / 'd' / 'imagenet-r'}/{{train,test}}" in out
     assert "huggingface.co/timm/vit_base_patch16_224.augreg2_in21k_ft_in1k" in out
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--dry-run"]])
+def test_a_data_root_that_cannot_be_a_folder_is_one_line_before_anything(tmp_path, capsys, extra):
+    import run_suite
+    from benchmarks.prepare.__main__ import main as prepare_main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for root in (blocker, blocker / "sub"):
+        assert prepare_main(["cifar100", "--data-root", str(root), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--data-root {root}: {blocker} is not a folder" in err, err
+        code = run_suite.main(["--suite", "paper_tables", "--prepare", "--data-root", str(root), "--methods",
+                               "simple_cil", "--seeds", "1993", "--benchmarks", "cifar100_10", *extra])
+        assert code == 2 and "is not a folder; give another --data-root" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == [blocker] and blocker.read_text() == "x"
+    # without --prepare a missing data root says so, and how to fill it
+    missing = tmp_path / "none"
+    assert run_suite.main(["--suite", "paper_tables", "--dry-run", "--data-root", str(missing)]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_an_unknown_pretrained_tag_is_one_line(capsys):
+    from benchmarks.prepare.__main__ import main as prepare_main
+
+    assert prepare_main(["cifar100", "--data-root", "/tmp", "--dry-run", "--backbone",
+                         "vit_base_patch16_224.no_such_tag"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'vit_base_patch16_224.no_such_tag'" in err and "full timm tag" in err, err

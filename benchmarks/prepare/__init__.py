@@ -134,6 +134,13 @@ def listing(items: Sequence[Item], weights: Sequence[WeightItem] = ()) -> list[s
         )
     for w in weights:
         lines.append(f"{'weights':24s} {'':8s} {'':>12s}  {w.describe()}")
+    todo = [item for item in items if not _on_disk(item)]
+    known = [item.spec.size for item in todo if item.spec.size is not None]
+    if todo:
+        unknown = len(todo) - len(known)
+        sized = f"{human_size(sum(known))} in the {len(known)} of published size" if known else "none of published size"
+        lines.append(f"{len(todo)} file(s) to fetch: " + (f"{sized}, {unknown} of unpublished size" if unknown and known
+                                                          else sized))
     return lines
 
 

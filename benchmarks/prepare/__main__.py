@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from core.errors import UserError
+from core.folders import output_problem
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,7 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "names",
         nargs="+",
         metavar="NAME",
-        help=f"all, or benchmarks: {', '.join(names)} (imagenet_r alone means imagenet_r:pilot)",
+        help=f"all (every name below), or benchmarks: {', '.join(names)} (imagenet_r alone means imagenet_r:pilot)",
     )
     ap.add_argument("--data-root", required=True, help="folder that receives the datasets (created if needed)")
     ap.add_argument(
@@ -54,8 +55,8 @@ def configs(names: list[str], data_root: str) -> list[tuple[str, object]]:
     from benchmarks.prepare.table import preparable
 
     valid = preparable()
-    if "all" in names:
-        names = [n for n in names if n != "all"] + sorted({n.split(":")[0] for n in valid})
+    if "all" in names:  # every name, both splits of imagenet_r included
+        names = list(dict.fromkeys([n for n in names if n != "all"] + list(valid)))
     out = []
     for name in names:
         bench, _, split = name.partition(":")
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.prepare import listing, plan, prepare
         from benchmarks.prepare.weights import prepare_weights, weight_items
 
+        problem = output_problem(args.data_root, "--data-root", probe=not args.dry_run)
+        if problem:
+            raise UserError(problem)
         items = plan(configs(args.names, args.data_root))
         weights = weight_items(BackboneConfig(tag=tag) for tag in args.backbone)
         if args.dry_run:
@@ -84,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a download's .part file stays: the next run resumes it
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -169,6 +170,14 @@ def check_disk(items: Sequence[Item]) -> None:
         )
 
 
+RANGE_REFUSED = "did not honor the requested byte range"  # gdown's DownloadError when a resume is refused
+
+
+def partial_files(path: Path) -> list[Path]:
+    """gdown's ``.part`` files of ``path`` (its name, 8 random characters, ``.part``), which a later run resumes."""
+    return [p for p in path.parent.glob(f"{glob.escape(path.name)}*.part") if len(p.name) == len(path.name) + 13]
+
+
 def download(
     item: Item, *, quiet: bool = False, retries: int = 3, log: Callable[[str], None] = print
 ) -> tuple[Path, str]:
@@ -187,7 +196,16 @@ def download(
         log(f"{item.key}: {item.spec.file} ({human_size(item.spec.size)}) from {describe_source(source)}")
         try:
             # resume=True continues the .part file a broken run left next to the output (a Range request)
-            gdown.download(url, str(path), quiet=quiet, resume=True, timeout=(10, 120), retries=retries)
+            try:
+                gdown.download(url, str(path), quiet=quiet, resume=True, timeout=(10, 120), retries=retries)
+            except gdown.exceptions.DownloadError as err:
+                if RANGE_REFUSED not in str(err):
+                    raise
+                # a server that ignores Range (e.g. a plain static mirror) cannot continue the .part: start over
+                for part in partial_files(path):
+                    part.unlink()
+                log(f"{item.key}: {describe_source(source)} cannot resume a partial download; fetching it whole")
+                gdown.download(url, str(path), quiet=quiet, resume=True, timeout=(10, 120), retries=retries)
         except (
             gdown.exceptions.DownloadError,
             gdown.exceptions.FileURLRetrievalError,

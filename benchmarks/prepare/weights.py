@@ -39,7 +39,10 @@ class WeightItem:
 def hub_repo(tag: str) -> str:
     import timm
 
-    cfg = timm.models.get_pretrained_cfg(tag)
+    try:
+        cfg = timm.models.get_pretrained_cfg(tag)
+    except RuntimeError as err:  # timm: "Invalid pretrained tag (...)"
+        raise UserError(f"backbone {tag!r}: {str(err).rstrip('.')}; give a full timm tag (timm.list_pretrained())") from None
     repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not repo:
         raise UserError(f"backbone {tag!r} has no Hugging Face repo in timm; pass --weights LABEL=PATH for it")
