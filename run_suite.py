@@ -14,14 +14,19 @@ workers, or one worker per ``--gpus`` slot) and ``slurm`` (submitit array jobs; 
 resumes after its last finished experience when it is started again (runner/resume.py).
 
 Exit codes: 0 all jobs done (or skipped: another runner holds them, runner/locks.py), 1 some job failed (the
-others still ran and were recorded), 2 bad input (nothing written) or a results folder that cannot be written.
+others still ran and were recorded), 2 bad input (nothing written) or a results folder that cannot be written,
+130 interrupted (Ctrl-C or SIGTERM: the local workers stop too; finished records are kept and the same command
+resumes the rest).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub (it retries for ~46 s offline)
 
@@ -151,7 +156,13 @@ def run(args: argparse.Namespace) -> int:
         if stale and not args.rerun_stale:
             print(f"note: {len(stale)} done record(s) were made by other code and are kept (status flags them CODE; "
                   f"--rerun-stale reruns them): {', '.join(j.job_id for j in stale[:5])}{' ...' * (len(stale) > 5)}")
-        failed = run_all(execute(todo, p.results_dir, args, p.execution), len(todo), p.results_dir) if todo else []
+        with terminate_as_interrupt():
+            failed, skipped = (run_all(execute(todo, p.results_dir, args, p.execution), len(todo), p.results_dir)
+                               if todo else ([], []))
+        if skipped:
+            print(f"{len(skipped)} job(s) left to another runner that holds them ({skipped[0].reason}"
+                  f"{', ...' * (len(skipped) > 1)}): `run_suite.py status` follows them; their records land in "
+                  f"{p.results_dir / 'records'} when they finish")
         if not args.no_report:
             reference = REPO / "results" / "reference" / "paper_results.csv"
             paths = make_report(p.results_dir, reference if reference.exists() else None)
@@ -213,6 +224,29 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM while jobs run: the local workers stop with the runner
+        print("interrupted: finished records are kept; the same command resumes the unfinished jobs after their last "
+              "finished task (run_suite.py status shows where each stands)", file=sys.stderr)
+        return 130
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """While jobs run, SIGTERM (kill, a scheduler's stop) acts as Ctrl-C: joblib then stops the local workers
+    instead of leaving them running without their runner. A KILL cannot be caught: kill the process group
+    (``kill -- -PGID``) to stop the workers too."""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

@@ -284,9 +284,11 @@ def execute(todo: list[Job], results_dir: Path, args, execution: dict[str, Any])
                      imports=imports)
 
 
-def run_all(records: Iterable[Record | Skipped], n: int, results_dir: Path) -> list[Record]:
-    """Consume the executor's records: a progress bar (on a terminal) and one line per finished job."""
+def run_all(records: Iterable[Record | Skipped], n: int, results_dir: Path) -> tuple[list[Record], list[Skipped]]:
+    """Consume the executor's records: a progress bar (on a terminal) and one line per finished job; returns the
+    failed records and the jobs left to another runner."""
     failed: list[Record] = []
+    skipped: list[Skipped] = []
     t0 = time.time()
     with tqdm(total=n, unit="job", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
         for i, record in enumerate(records, 1):
@@ -298,13 +300,14 @@ def run_all(records: Iterable[Record | Skipped], n: int, results_dir: Path) -> l
                     task, epoch = record.nonfinite_loss
                     status += f"  DIVERGED: training loss not finite from task {task}, epoch {epoch}"
             elif record.status == "skipped":  # one job, one runner (runner/locks.py)
+                skipped.append(record)
                 status = f"skipped: {record.reason}"
             else:
                 failed.append(record)
                 status = f"FAILED (see {results_dir / record.log_path})"
-            bar.set_postfix_str(f"{i - len(failed)} done, {len(failed)} failed", refresh=False)
+            counts = f"{len(failed)} failed" + (f", {len(skipped)} skipped" if skipped else "")
+            bar.set_postfix_str(f"{i - len(failed) - len(skipped)} done, {counts}", refresh=False)
             bar.update()
-            tqdm.write(f"[{i}/{n} done, {len(failed)} failed, ETA {eta:.0f}s] {record.job_id}: {status}",
-                       file=sys.stdout)
+            tqdm.write(f"[{i}/{n}, {counts}, ETA {eta:.0f}s] {record.job_id}: {status}", file=sys.stdout)
             sys.stdout.flush()
-    return failed
+    return failed, skipped

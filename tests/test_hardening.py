@@ -252,17 +252,23 @@ def started(out: Path, job_id: str) -> int:
     return path.read_text().count(f" start {job_id} ") if path.exists() else 0
 
 
-def test_two_runners_on_one_folder_never_run_a_job_twice(tmp_path):
-    """Runner A holds job s0 (its gate is closed); runner B, started then, skips s0 and takes s1; once the gate
-    opens A finishes s0 and skips s1. Every job starts exactly once, and each runner says what it skipped."""
+def gate_suite(tmp_path: Path, *extra: str) -> tuple[list[str], Path, Path]:
+    """A runner command for two gated jobs (seeds 0 and 1; they wait while the gate file exists), the gate (closed)
+    and the results folder."""
     plugin = tmp_path / "gate_method.py"
     plugin.write_text(GATE)
     gate = tmp_path / "gate"
     gate.touch()
     suite = suite_file(tmp_path, {"gate": {"gate": str(gate)}}, seeds=(0, 1))
     out = tmp_path / "res"
-    cmd = [sys.executable, str(REPO / "run_suite.py"), "--suite", str(suite), "--results-dir", str(out),
-           "--import", str(plugin), "--no-report", "--threads", "1"]
+    return ([sys.executable, str(REPO / "run_suite.py"), "--suite", str(suite), "--results-dir", str(out),
+             "--import", str(plugin), "--no-report", "--threads", "1", *extra], gate, out)
+
+
+def test_two_runners_on_one_folder_never_run_a_job_twice(tmp_path):
+    """Runner A holds job s0 (its gate is closed); runner B, started then, skips s0 and takes s1; once the gate
+    opens A finishes s0 and skips s1. Every job starts exactly once, and each runner says what it skipped."""
+    cmd, gate, out = gate_suite(tmp_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs = []
     try:
@@ -284,6 +290,7 @@ def test_two_runners_on_one_folder_never_run_a_job_twice(tmp_path):
     assert a.returncode == 0 and b.returncode == 0, (out_a, out_b)
     assert re.search(rf"gate__synthetic__s0: skipped: another runner is running it: \S+ pid {a.pid} since", out_b)
     assert "gate__synthetic__s1: skipped: another runner" in out_a, out_a
+    assert "1 job(s) left to another runner that holds them" in out_b and "run_suite.py status` follows" in out_b
     for job_id in ("gate__synthetic__s0", "gate__synthetic__s1"):
         assert started(out, job_id) == 1
         assert json.loads((out / "records" / f"{job_id}.json").read_text())["status"] == "done"
@@ -305,6 +312,31 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         holder.wait()
     with job_lock(tmp_path, "j") as other:
         assert other is None
+
+
+def test_sigterm_stops_the_runner_and_its_workers_and_the_same_command_resumes(tmp_path):
+    """Two local workers hold their jobs at a closed gate; SIGTERM to the runner alone (not its group) ends it
+    with one line and exit 130, and the workers with it: once the gate opens, no job finishes without a runner."""
+    cmd, gate, out = gate_suite(tmp_path, "--jobs", "2")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: started(out, "gate__synthetic__s0") and started(out, "gate__synthetic__s1"), 300,
+                 "both workers to start their jobs", [proc])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        gate.unlink()
+        time.sleep(3)  # a surviving worker would now finish its job and write its record
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130 and one_line(err) and "interrupted: finished records are kept" in err, err
+    assert not list((out / "records").glob("*.json")), "a worker kept running after its runner was stopped"
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.stem for p in (out / "records").glob("*.json")) == ["gate__synthetic__s0", "gate__synthetic__s1"]
 
 
 # ---------------------------------------------------------------------------------------------------- 5. storage
