@@ -22,11 +22,8 @@ resumes the rest).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
-import threading
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub (it retries for ~46 s offline)
 
@@ -50,7 +47,9 @@ from runner.plan import (
     rule_mark,
     run_all,
     select_todo,
+    terminate_as_interrupt,
 )
+from runner.resume import read_summary
 from runner.status import format_status, suite_status
 from runner.store import ResultStore
 from runner.suite import list_suites
@@ -122,13 +121,18 @@ def print_listing() -> None:
             print(f"  {name:24s} {doc}")
 
 
-def print_jobs(jobs, args: argparse.Namespace) -> None:
+def print_jobs(jobs, args: argparse.Namespace, to_run: set[str], results_dir) -> None:
+    """The dry run's table: every job, whether a real run would run it (``to_run``) or skip its done record."""
     model = CostModel.choose(args.rates)
     print(cost_headline(jobs, model))
-    print(f"{'job':48s} {'method':18s} {'benchmark':16s} {'N':>3s} {'seed':>5s}  key hyperparameters")
+    print(f"{'job':48s} {'method':18s} {'benchmark':16s} {'N':>3s} {'seed':>5s} {'state':5s}  key hyperparameters")
     for job in jobs:
-        print(f"{job.job_id:48s} {job.method:18s} {job.benchmark:16s} {job.n_tasks():>3d} {job.seed:>5d}  "
+        state = "run" if job.job_id in to_run else "done"
+        print(f"{job.job_id:48s} {job.method:18s} {job.benchmark:16s} {job.n_tasks():>3d} {job.seed:>5d} {state:5s}  "
               f"{key_settings(job.method_cfg)}{rule_mark(job)}")
+    if len(to_run) < len(jobs):
+        print(f"{len(to_run)} of {len(jobs)} jobs would run; the {len(jobs) - len(to_run)} marked done have a record "
+              f"for their config in {results_dir} and are skipped (--force reruns them)")
     print()
     print(cost_report(jobs, model, gpu_plan(args.gpus)))
 
@@ -136,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
     p: Plan = plan(args)
     if args.dry_run:
         jobs = dry_run_jobs(p, args)
-        print_jobs(jobs, args)
+        todo, _, _ = select_todo(p.jobs, ResultStore(p.results_dir), force=args.force,
+                                 retry_failed=args.retry_failed, rerun_stale=args.rerun_stale)
+        print_jobs(jobs, args, {job.job_id for job in todo}, p.results_dir)
         note = recipe_note(p, args, jobs)
         if note:
             print(note)
@@ -151,8 +157,11 @@ def run(args: argparse.Namespace) -> int:
         selected = " (failed ones only: --retry-failed)" if args.retry_failed else ""
         if todo or not args.no_report:
             probe_writable(p.results_dir)
-        print(f"suite {p.suite['name']}: {len(p.jobs)} jobs, {n_done} already done, {len(todo)} to run{selected} "
-              f"-> {p.results_dir}", flush=True)
+        resuming = sum(1 for job in todo if (summary := read_summary(store, job.job_id)) is not None
+                       and summary.get("config_hash") == job.config_hash())
+        resumed = f" ({resuming} resume after their last finished task)" if resuming else ""
+        print(f"suite {p.suite['name']}: {len(p.jobs)} jobs, {n_done} already done, {len(todo)} to run{selected}"
+              f"{resumed} -> {p.results_dir}", flush=True)
         if stale and not args.rerun_stale:
             print(f"note: {len(stale)} done record(s) were made by other code and are kept (status flags them CODE; "
                   f"--rerun-stale reruns them): {', '.join(j.job_id for j in stale[:5])}{' ...' * (len(stale) > 5)}")
@@ -228,25 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished records are kept; the same command resumes the unfinished jobs after their last "
               "finished task (run_suite.py status shows where each stands)", file=sys.stderr)
         return 130
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """While jobs run, SIGTERM (kill, a scheduler's stop) acts as Ctrl-C: joblib then stops the local workers
-    instead of leaving them running without their runner. A KILL cannot be caught: kill the process group
-    (``kill -- -PGID``) to stop the workers too."""
-    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    before = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ def output_problem(folder: str | Path, flag: str, *, probe: bool = True) -> str 
 
     Judged at its nearest existing parent: that must be a writable folder. With ``probe`` a temporary folder is
     made and removed there, so nothing is left behind; that also catches what permissions do not show (a
-    pseudo-filesystem such as /proc, where even root cannot make a folder). Without it nothing is written (for
+    pseudo-filesystem, where even root cannot make a folder). Without it nothing is written (for
     ``--dry-run``).
     """
     existing = Path(folder).absolute()

@@ -7,8 +7,11 @@ needs (data checks, the executor, runtime settings); :func:`select_todo` drops t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -311,3 +314,22 @@ def run_all(records: Iterable[Record | Skipped], n: int, results_dir: Path) -> t
             tqdm.write(f"[{i}/{n}, {counts}, ETA {eta:.0f}s] {record.job_id}: {status}", file=sys.stdout)
             sys.stdout.flush()
     return failed, skipped
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """While jobs run, SIGTERM (kill, a scheduler's stop) acts as Ctrl-C: joblib then stops the local workers
+    instead of leaving them running without their runner. A KILL cannot be caught: kill the process group
+    (``kill -- -PGID``) to stop the workers too."""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -96,7 +96,7 @@ def test_a_job_stopped_after_an_experience_resumes_to_the_same_record(tmp_path, 
     assert sorted(p.name for p in ckpt.iterdir()) == ["task0.pt", "task1.pt", "task2.pt"]
 
 
-def test_sigkill_inside_experience_2_loses_nothing_and_resumes_identically(tmp_path):
+def test_sigkill_inside_experience_2_loses_nothing_and_resumes_identically(tmp_path, capsys):
     """The runner is SIGKILLed while the second job is inside experience 2 of 3; a rerun skips the first job and
     resumes the second after experience 1: records identical to an uninterrupted run, none lost or doubled."""
     suite = suite_file(tmp_path, {"sd_lora": {"rank": 2, "epochs": 4}}, seeds=(0, 1), train_per_class=48)
@@ -114,7 +114,9 @@ def test_sigkill_inside_experience_2_loses_nothing_and_resumes_identically(tmp_p
     assert not log_has(out, "sd_lora__synthetic__s1", "task 2/3"), "the kill should land inside experience 2"
     first = (out / "records" / "sd_lora__synthetic__s0.json").read_text()
     assert [p.name for p in (out / "records").glob("*.json")] == ["sd_lora__synthetic__s0.json"]
+    capsys.readouterr()
     assert main(*common, "--results-dir", out) == 0
+    assert "2 jobs, 1 already done, 1 to run (1 resume after their last finished task)" in capsys.readouterr().out
     got, ref = records(out), records(tmp_path / "ref")
     assert sorted(got) == sorted(ref) == ["sd_lora__synthetic__s0", "sd_lora__synthetic__s1"]
     assert (out / "records" / "sd_lora__synthetic__s0.json").read_text() == first  # not rerun, not rewritten

@@ -520,10 +520,10 @@ def test_a_data_root_that_cannot_be_a_folder_is_one_line_before_anything(tmp_pat
     assert "no such folder" in capsys.readouterr().err
 
 
-def test_an_unknown_pretrained_tag_is_one_line(capsys):
+def test_an_unknown_pretrained_tag_is_one_line(tmp_path, capsys):
     from benchmarks.prepare.__main__ import main as prepare_main
 
-    assert prepare_main(["cifar100", "--data-root", "/tmp", "--dry-run", "--backbone",
+    assert prepare_main(["cifar100", "--data-root", str(tmp_path), "--dry-run", "--backbone",
                          "vit_base_patch16_224.no_such_tag"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'vit_base_patch16_224.no_such_tag'" in err and "full timm tag" in err, err

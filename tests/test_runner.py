@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,10 +57,15 @@ def test_suite_writes_one_record_per_job_and_skips_on_rerun(tmp_path, capsys):
     capsys.readouterr()
     assert run(["--suite", str(suite), "--results-dir", str(out), "--no-report"]) == 0
     assert "2 already done, 0 to run" in capsys.readouterr().out
-    # a changed hyperparameter changes the config hash: only that method reruns
+    # a changed hyperparameter changes the config hash: only that method reruns (the dry run says which first)
     changed = json.loads(json.dumps(TINY_SUITE))
     changed["methods"]["sd_lora"]["rank"] = 3
-    assert run(["--suite", str(write_suite(tmp_path, changed)), "--results-dir", str(out), "--no-report"]) == 0
+    edited = str(write_suite(tmp_path, changed))
+    assert run(["--suite", edited, "--results-dir", str(out), "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert re.search(r"full_ft__synthetic__s0 .* done  ", dry) and re.search(r"sd_lora__synthetic__s0 .* run   ", dry)
+    assert f"1 of 2 jobs would run; the 1 marked done have a record for their config in {out}" in dry
+    assert run(["--suite", edited, "--results-dir", str(out), "--no-report"]) == 0
     assert "1 already done, 1 to run" in capsys.readouterr().out
 
 

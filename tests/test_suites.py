@@ -74,7 +74,11 @@ def test_weights_flag_points_the_backbone_at_a_file(tmp_path, capsys):
 
 def test_data_root_must_exist(tmp_path, capsys):
     assert run_suite.main(["--suite", "paper_tables", "--data-root", str(tmp_path / "missing")]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "missing: no such folder" in err and "--prepare" in err
+    (tmp_path / "a_file").write_text("x")
+    assert run_suite.main(["--suite", "paper_tables", "--data-root", str(tmp_path / "a_file")]) == 2
+    assert "a_file: not a folder" in capsys.readouterr().err
 
 
 def test_smoke_runs_a_paper_suite_to_latex_tables(tmp_path):
