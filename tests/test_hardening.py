@@ -314,7 +314,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         assert other is None
 
 
-def test_sigterm_stops_the_runner_and_its_workers_and_the_same_command_resumes(tmp_path):
+def test_sigterm_stops_the_runner_and_its_workers(tmp_path):
     """Two local workers hold their jobs at a closed gate; SIGTERM to the runner alone (not its group) ends it
     with one line and exit 130, and the workers with it: once the gate opens, no job finishes without a runner."""
     cmd, gate, out = gate_suite(tmp_path, "--jobs", "2")
@@ -334,9 +334,7 @@ def test_sigterm_stops_the_runner_and_its_workers_and_the_same_command_resumes(t
             proc.wait()
     assert proc.returncode == 130 and one_line(err) and "interrupted: finished records are kept" in err, err
     assert not list((out / "records").glob("*.json")), "a worker kept running after its runner was stopped"
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    assert sorted(p.stem for p in (out / "records").glob("*.json")) == ["gate__synthetic__s0", "gate__synthetic__s1"]
+    # (the same command then resumes: tests/test_runner.py and tests/test_executors.py rerun killed suites)
 
 
 # ---------------------------------------------------------------------------------------------------- 5. storage
