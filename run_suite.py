@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if any(job.runtime.get("recipe", {}).get("pending") for job in dry_run_jobs(p, args)):
             probe_writable(p.results_dir)  # before the recipe rule's selection trains anything
-        p = resolve_recipe(p, args)
+        with terminate_as_interrupt():  # the rule's validation runs are local workers too
+            p = resolve_recipe(p, args)
         store = ResultStore(p.results_dir)
         todo, n_done, stale = select_todo(p.jobs, store, force=args.force, retry_failed=args.retry_failed,
                                           rerun_stale=args.rerun_stale)
