@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.folders import output_problem
 
 DEVICE_HINT = "use auto, cpu, cuda or cuda:N"
 # errors that mean "this folder cannot take the write", whichever file was being written
@@ -90,14 +91,8 @@ def path_problems(jobs) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- results folder
 def folder_problems(results_dir: Path) -> list[str]:
     """A results folder this process cannot write (judged without writing anything: for ``--dry-run``)."""
-    existing = Path(results_dir).absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return [f"results folder {results_dir}: {existing} is not a folder; give another --results-dir"]
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return [f"results folder {results_dir}: {existing} is not writable; give a writable --results-dir"]
-    return []
+    problem = output_problem(results_dir, "--results-dir", probe=False, name=f"results folder {results_dir}")
+    return [problem] if problem else []
 
 
 def probe_writable(results_dir: Path) -> None:
