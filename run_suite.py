@@ -16,7 +16,7 @@ resumes after its last finished experience when it is started again (runner/resu
 Exit codes: 0 all jobs done (or skipped: another runner holds them, runner/locks.py), 1 some job failed (the
 others still ran and were recorded), 2 bad input (nothing written) or a results folder that cannot be written,
 130 interrupted (Ctrl-C or SIGTERM: the local workers stop too; finished records are kept and the same command
-resumes the rest).
+resumes the rest), 141 the output's reader left (``--dry-run | head``).
 """
 
 from __future__ import annotations
@@ -27,32 +27,10 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub (it retries for ~46 s offline)
 
-from analysis.report import make_report
-from benchmarks import BENCHMARKS
 from core.errors import UserError  # re-exported: callers catch run_suite.UserError
-from methods import METHODS
-from runner.checks import probe_writable, storage_error
-from runner.cost import CostModel, cost_headline, cost_report, gpu_plan
-from runner.executors import import_plugins
-from runner.plan import (
-    REPO,
-    Plan,
-    dry_run_jobs,
-    execute,
-    key_settings,
-    plan,
-    plan_status,
-    recipe_note,
-    resolve_recipe,
-    rule_mark,
-    run_all,
-    select_todo,
-    terminate_as_interrupt,
-)
-from runner.resume import read_summary
-from runner.status import format_status, suite_status
-from runner.store import ResultStore
-from runner.suite import list_suites
+
+# The rest is imported where it is used: torch, timm and Avalanche take seconds to import (about 10 on 2 cores),
+# and --help and the argument errors answer without them.
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -112,19 +90,31 @@ SLURM_FLAGS = [
 
 
 def print_listing() -> None:
+    from benchmarks import BENCHMARKS
+    from methods import METHODS
+    from runner.suite import list_suites
+
     print("suites:     " + ", ".join(list_suites()))
     for title, registry in (("methods:", METHODS), ("benchmarks:", BENCHMARKS)):
         print(title)
         for name in registry.names():
             # "prefix:<name>" stands for names a resolver builds on demand (e.g. avalanche:EWC)
             doc = "resolved on demand" if "<" in name else registry.get(name).doc
-            print(f"  {name:24s} {doc}")
+            print(f"  {name:24s} {doc.replace('``', '`')}")  # a docstring's reST literal, as plain text shows it
 
 
-def print_jobs(jobs, args: argparse.Namespace, to_run: set[str], results_dir) -> None:
+def print_jobs(jobs, args: argparse.Namespace, to_run: set[str], results_dir, execution: dict) -> None:
     """The dry run's table: every job, whether a real run would run it (``to_run``) or skip its done record."""
+    from runner.checks import runs_on_cpu
+    from runner.cost import CostModel, cost_headline, cost_report, gpu_plan
+    from runner.plan import key_settings, rule_mark
+
     model = CostModel.choose(args.rates)
     print(cost_headline(jobs, model))
+    if model.unit != "CPU-hours" and runs_on_cpu(args.device, execution):
+        print(f"note: no GPU is visible here, so these jobs would train on this machine's CPU; the {model.unit} "
+              "price them on the GPU the cost model describes (source: below), not this machine's time "
+              "(bench/throughput.py --device cpu --out FILE measures CPU rates for --rates FILE)")
     print(f"{'job':48s} {'method':18s} {'benchmark':16s} {'N':>3s} {'seed':>5s} {'state':5s}  key hyperparameters")
     for job in jobs:
         state = "run" if job.job_id in to_run else "done"
@@ -137,12 +127,28 @@ def print_jobs(jobs, args: argparse.Namespace, to_run: set[str], results_dir) ->
     print(cost_report(jobs, model, gpu_plan(args.gpus)))
 
 def run(args: argparse.Namespace) -> int:
-    p: Plan = plan(args)
+    from analysis.report import make_report
+    from runner.checks import probe_writable, storage_error
+    from runner.plan import (
+        REPO,
+        dry_run_jobs,
+        execute,
+        plan,
+        recipe_note,
+        resolve_recipe,
+        run_all,
+        select_todo,
+        terminate_as_interrupt,
+    )
+    from runner.resume import read_summary
+    from runner.store import ResultStore
+
+    p = plan(args)
     if args.dry_run:
         jobs = dry_run_jobs(p, args)
         todo, _, _ = select_todo(p.jobs, ResultStore(p.results_dir), force=args.force,
                                  retry_failed=args.retry_failed, rerun_stale=args.rerun_stale)
-        print_jobs(jobs, args, {job.job_id for job in todo}, p.results_dir)
+        print_jobs(jobs, args, {job.job_id for job in todo}, p.results_dir, p.execution)
         note = recipe_note(p, args, jobs)
         if note:
             print(note)
@@ -173,7 +179,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{len(skipped)} job(s) left to another runner that holds them ({skipped[0].reason}"
                   f"{', ...' * (len(skipped) > 1)}): `run_suite.py status` follows them; their records land in "
                   f"{p.results_dir / 'records'} when they finish")
-        if not args.no_report:
+        if not args.no_report and not any(r.status == "done" for r in store.all_records()):
+            print(f"no tables or figures: no job in {p.results_dir} has finished yet")
+        elif not args.no_report:
             reference = REPO / "results" / "reference" / "paper_results.csv"
             paths = make_report(p.results_dir, reference if reference.exists() else None)
             print("tables and figures:")
@@ -212,6 +220,10 @@ def parse_status_args(argv: list[str]) -> argparse.Namespace:
 
 def status(argv: list[str]) -> int:
     args = parse_status_args(argv)
+    from runner.plan import plan_status
+    from runner.status import format_status, suite_status
+    from runner.store import ResultStore
+
     p = plan_status(args)
     store = ResultStore(p.results_dir)
     print(format_status(p.name, suite_status(p.jobs, store, args.active_minutes), store, p.jobs))
@@ -225,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             return status(argv[1:])
         args = parse_args(argv)
         if args.list:
+            from runner.executors import import_plugins
+
             import_plugins(args.imports)
             print_listing()
             return 0
@@ -234,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left (``--dry-run | head``): stop writing, quietly, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit must not fail
+        return 141  # 128 + SIGPIPE, what a shell reports for a pipeline's writer
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM while jobs run: the local workers stop with the runner
         print("interrupted: finished records are kept; the same command resumes the unfinished jobs after their last "
               "finished task (run_suite.py status shows where each stands)", file=sys.stderr)

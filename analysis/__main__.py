@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 from analysis.records import METRICS, STATISTICS
-from analysis.report import make_report
 from core.errors import UserError
 from core.folders import output_problem
 
@@ -50,6 +49,8 @@ def report_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     def work() -> list[Path]:
+        from analysis.report import make_report  # seaborn and the method registry: after --help and bad input
+
         out = args.out or (args.results_dir[0] if len(args.results_dir) == 1 else None)
         if out is not None:
             _writable(out)
@@ -212,8 +213,6 @@ def subcommand_main(argv: list[str]) -> int:
 
 def compare_main(argv: list[str]) -> int:
     """``compare DIR_A DIR_B``: print the per-cell differences; exit 2 with one line on bad input."""
-    from analysis.compare import compare_dirs
-
     parser = argparse.ArgumentParser(prog="python -m analysis compare",
                                      description="Differences B - A per method and benchmark, with 95% intervals; "
                                                  "flags changes larger than seed noise.")
@@ -221,6 +220,8 @@ def compare_main(argv: list[str]) -> int:
     parser.add_argument("dir_b", type=Path, help="results folder of the second run (B)")
     parser.add_argument("--metric", choices=METRICS, default="acc", help="record metric compared (default acc)")
     args = parser.parse_args(argv)
+    from analysis.compare import compare_dirs
+
     return _run(lambda: [compare_dirs(args.dir_a, args.dir_b, args.metric)[1]])
 
 

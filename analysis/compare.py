@@ -3,7 +3,7 @@
 For every method label x benchmark with done records in both folders: the paired difference B - A over the seeds
 both ran (a seed pairs a run with its rerun: same class order and split), its 95% t-interval
 (:func:`analysis.stats.paired_interval`), and a flag. A cell is flagged CHANGED when the interval excludes 0 *and*
-the mean difference is larger than the seed noise of A (the standard deviation of A's runs over seeds): the first
+the mean difference is larger than the seed noise of A (the standard deviation of A's runs over those seeds): the first
 alone would flag a tiny but consistent numeric drift, the second alone a difference the seeds cannot confirm.
 With fewer than two shared seeds there is no interval and nothing is flagged.
 """
@@ -33,11 +33,13 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, metric: str = "acc") -> pd.
         xa = a[(a["label"] == lab) & (a["benchmark"] == bench)].groupby("seed")[metric].mean().dropna()
         xb = b[(b["label"] == lab) & (b["benchmark"] == bench)].groupby("seed")[metric].mean().dropna()
         shared = xa.index.intersection(xb.index).sort_values()
-        diff, lo, hi = paired_interval(xb[shared], xa[shared])
+        xa, xb = xa[shared], xb[shared]  # every column over the same seeds: a seed only one folder ran is left out
+        diff, lo, hi = paired_interval(xb, xa)
         noise = float(xa.std(ddof=1)) if len(xa) > 1 else math.nan
         excludes = not math.isnan(lo) and not lo <= 0.0 <= hi
         changed = bool(excludes and abs(diff) > (0.0 if math.isnan(noise) else noise))
-        rows.append([lab, bench, len(shared), float(xa.mean()), float(xb.mean()), diff, lo, hi, noise, changed])
+        means = (float(xa.mean()), float(xb.mean())) if len(shared) else (math.nan, math.nan)
+        rows.append([lab, bench, len(shared), *means, diff, lo, hi, noise, changed])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -58,7 +60,7 @@ def format_comparison(table: pd.DataFrame, metric: str, dir_a: Path, dir_b: Path
         "": ["CHANGED" if c else "" for c in table["changed"]],
     })
     n = int(table["changed"].sum())
-    head = f"{metric}: B = {dir_b} minus A = {dir_a}, paired over shared seeds"
+    head = f"{metric}: B = {dir_b} minus A = {dir_a}, every column over the seeds both ran (seeds)"
     verdict = f"{n} of {len(table)} method x benchmark cells changed beyond seed noise"
     return "\n".join([head, text.to_string(index=False), verdict])
 

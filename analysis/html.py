@@ -94,11 +94,18 @@ def comparison_table(comp: pd.DataFrame, uuid: str) -> str:
         "Shared seeds": comp["n_shared"].astype(str),
         "Difference": [f"{d:+.2f}" for d in comp["diff"]],
         "95% interval": [stats.interval_text(lo, hi) for lo, hi in zip(comp["lo"], comp["hi"])],
-        "P(improve)": [f"{p:.2f}" for p in comp["p_improve"]],
         "Distinguishable": ["no" if i else ("yes" if not math.isnan(lo) else "--")
                             for i, lo in zip(comp["indistinguishable"], comp["lo"])],
+        "p": [_p_text(p) for p in comp["p"]],
+        "p (Holm)": [_p_text(p) for p in comp["p_holm"]],
+        "P(improve)": [f"{p:.2f}" for p in comp["p_improve"]],
     })
     return _html_table(cells.reset_index(drop=True), uuid)
+
+
+def _p_text(p: float) -> str:
+    """A p-value to three decimals; below 0.001 as ``<0.001``; ``--`` without one."""
+    return "--" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
 def _first(values) -> str:

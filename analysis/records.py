@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from methods import METHODS
 from runner.record import Record
 from runner.record import from_dict as record_from_dict
 from runner.record import load as load_record
@@ -43,9 +42,18 @@ COLUMNS = (
 SORT_KEYS = ["method", "benchmark_name", "n_tasks", "benchmark", "backbone", "seed", "job_id"]
 
 
+def _methods():
+    """The method registry, imported on first use: reading records needs neither torch nor Avalanche, so the
+    analysis commands answer --help and bad input without importing them."""
+    from methods import METHODS
+
+    return METHODS
+
+
 def _registered_info(label: str):
     """The MethodInfo of a row label that is a registered method name; None for other labels (e.g. ``ewc``)."""
-    return METHODS.get(label).info if label in METHODS else None
+    methods = _methods()
+    return methods.get(label).info if label in methods else None
 
 
 def method_sort_key(method: str) -> tuple[int, int, str, str]:
@@ -70,13 +78,15 @@ def method_sort_key(method: str) -> tuple[int, int, str, str]:
 
 def reference_methods() -> set[str]:
     """Registered methods of group ``reference`` (upper bounds such as joint training): below a rule, dashed."""
-    return {name for name in METHODS.names() if name in METHODS and METHODS.get(name).info.group == "reference"}
+    methods = _methods()
+    return {name for name in methods.names() if name in methods and methods.get(name).info.group == "reference"}
 
 
 def ablation_methods() -> tuple[str, ...]:
     """Registered methods of group ``ablation``, in their declared order (the ablation table's rows)."""
-    names = [n for n in METHODS.names() if n in METHODS and METHODS.get(n).info.group == "ablation"]
-    return tuple(sorted(names, key=lambda n: (METHODS.get(n).info.order or 0, n)))
+    methods = _methods()
+    names = [n for n in methods.names() if n in methods and methods.get(n).info.group == "ablation"]
+    return tuple(sorted(names, key=lambda n: (methods.get(n).info.order or 0, n)))
 
 
 def released_twin(method: str) -> str | None:
@@ -100,7 +110,8 @@ def paper_names() -> dict[str, tuple[str, ...]]:
     """The reference CSV's method names -> ours: the paper row (``MethodInfo.paper_key``) first, then its "as
     released" twins (``MethodInfo.released_of``), which reproduce the same paper row as its authors' code ran it."""
     out: dict[str, list[str]] = {}
-    for name in order_methods(n for n in METHODS.names() if n in METHODS):
+    methods = _methods()
+    for name in order_methods(n for n in methods.names() if n in methods):
         key = paper_key(name) or paper_key(released_twin(name) or "")
         if key:
             out.setdefault(key, []).append(name)

@@ -59,7 +59,7 @@ def write_tables(df, tables_dir: Path, reference_csv: Path | None = None, stat: 
     if latex is not None:
         written.append(_write(tables_dir / "extended.tex", latex))
     if reference_csv is not None:
-        latex = tables.reference_table(df, reference_csv, stat)
+        latex = tables.reference_table(df, reference_csv)
         if latex is not None:
             written.append(_write(tables_dir / "reference.tex", latex))
     csv = summary(df).to_csv(index=False, float_format="%.4f", lineterminator="\n")

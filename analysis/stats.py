@@ -7,6 +7,11 @@ over n seeds has at most C(2n-1, n) distinct resamples (10 for n = 3), so its pe
 widens honestly with few seeds, and needs no random numbers, so a report is the same bytes on every run.
 Pairing by seed removes what two methods share within a seed (class order, data split).
 
+Many comparisons: every interval, p-value and mark is per comparison, unadjusted (a benchmark of k ranked methods
+makes up to 2(k-1) of them). Beside each p-value stands its Holm adjustment over the comparisons against the same
+method on the same benchmark (Holm, Scand. J. Statist. 1979, the step-down test Demsar, JMLR 2006, recommends for
+comparisons with one control): a difference whose adjusted p is below 0.05 holds for the family as a whole.
+
 Probability of improvement: P(X > Y) + P(X = Y) / 2 for a random run X of one method and Y of the other, the
 statistic of Agarwal et al. (NeurIPS 2021, ``rliable``); computed as the Mann-Whitney U statistic / (n_x n_y)
 (``scipy.stats.mannwhitneyu``), which is that same count.
@@ -30,8 +35,8 @@ CONFIDENCE = 0.95
 MIN_CD_BENCHMARKS = 3
 MIN_CD_METHODS = 3
 COMPARISON_COLUMNS = [
-    "benchmark", "metric", "label", "versus", "role", "n_shared", "mean", "versus_mean", "diff", "lo", "hi", "p_improve",
-    "indistinguishable",
+    "benchmark", "metric", "label", "versus", "role", "n_shared", "mean", "versus_mean", "diff", "lo", "hi", "p",
+    "p_holm", "p_improve", "indistinguishable",
 ]
 
 
@@ -69,6 +74,37 @@ def paired_interval(x, y, confidence: float = CONFIDENCE) -> tuple[float, float,
     return diff, float(ci.low), float(ci.high)
 
 
+def paired_p(x, y) -> float:
+    """Two-sided p-value of the paired t-test of ``x - y`` (the test behind :func:`paired_interval`).
+
+    NaN with fewer than two pairs; a constant difference over the seeds gives 1.0 when it is 0 and 0.0 otherwise,
+    matching the point interval :func:`paired_interval` returns for it.
+    """
+    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    if len(d) < 2:
+        return math.nan
+    if np.allclose(d, d[0], rtol=0.0, atol=1e-12):
+        return 1.0 if abs(d[0]) <= 1e-12 else 0.0
+    return float(st.ttest_rel(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).pvalue)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN entries are left out of the family and stay NaN).
+
+    The i-th smallest of m p-values becomes max over j <= i of min(1, (m - j + 1) p_(j)).
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, math.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
 def probability_of_improvement(x, y) -> float:
     """P(X > Y) + P(X = Y) / 2 over all pairs of runs (rliable's statistic), via the Mann-Whitney U statistic."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -94,6 +130,8 @@ def compare_pair(x: pd.Series, y: pd.Series) -> dict:
         "diff": diff,
         "lo": lo,
         "hi": hi,
+        "p": paired_p(x[shared], y[shared]),
+        "p_holm": math.nan,  # filled in per family by :func:`comparisons`
         "p_improve": probability_of_improvement(x, y),
     }
 
@@ -147,8 +185,9 @@ def comparisons(df: pd.DataFrame, metric: str = "acc", reference: str = "sd_lora
 
     Returns:
         Frame with :data:`COMPARISON_COLUMNS`: ``diff = label - versus`` over shared seeds with its interval
-        ``[lo, hi]``, ``role`` says whether ``versus`` is the best and/or the reference, ``indistinguishable``
-        whether the interval contains 0.
+        ``[lo, hi]`` and paired-t ``p``, ``p_holm`` that p adjusted over the rows of the same benchmark and
+        ``versus`` (Holm), ``role`` says whether ``versus`` is the best and/or the reference,
+        ``indistinguishable`` whether the (unadjusted) interval contains 0.
     """
     d = done(df)
     rows = []
@@ -162,13 +201,17 @@ def comparisons(df: pd.DataFrame, metric: str = "acc", reference: str = "sd_lora
         if reference in series:
             roles[reference] = "best, reference" if reference == top else "reference"
         for versus, role in roles.items():
+            family = []
             for lab in ranked:
                 if lab == versus:
                     continue
                 row = compare_pair(series[lab], series[versus])
                 contains = not math.isnan(row["lo"]) and row["lo"] <= 0.0 <= row["hi"]
-                rows.append({"benchmark": bench, "metric": metric, "label": lab, "versus": versus, "role": role,
-                             **row, "indistinguishable": contains})
+                family.append({"benchmark": bench, "metric": metric, "label": lab, "versus": versus, "role": role,
+                               **row, "indistinguishable": contains})
+            for row, adjusted in zip(family, holm([row["p"] for row in family])):
+                row["p_holm"] = float(adjusted)
+            rows += family
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 

@@ -416,40 +416,40 @@ def on_paper_backbone(d: pd.DataFrame, paper_backbone) -> pd.Series:
     return pd.Series([backbone_tag(rec) in (None, paper_backbone) for rec in d["record"]], index=d.index, dtype=bool)
 
 
-def _diff_cells(paper: float, paper_se: float, ours: Stat, stat: str = "sd") -> list[str]:
-    """Paper, ours, signed difference and whether |diff| <= paper se + 1 point (at printed precision)."""
+def _diff_cells(paper: float, paper_sd: float, ours: Stat) -> list[str]:
+    """Paper, ours (both mean (standard deviation)), signed difference and whether |diff| <= the paper's standard
+    deviation + 1 point (at printed precision)."""
     paper_txt = MISSING if math.isnan(paper) else f"{paper:.{DECIMALS}f}"
-    if math.isnan(paper_se) or math.isnan(paper):
+    if math.isnan(paper_sd) or math.isnan(paper):
         paper_cell = paper_txt
     else:
-        paper_cell = f"{paper_txt} ({paper_se:.{DECIMALS}f})"
+        paper_cell = f"{paper_txt} ({paper_sd:.{DECIMALS}f})"
     if ours.n == 0 or math.isnan(paper):
-        return [paper_cell, format_stat(ours, kind=stat), MISSING, MISSING]
+        return [paper_cell, format_stat(ours, kind="sd"), MISSING, MISSING]
     diff = round(ours.rounded - paper, DECIMALS)
-    within = MISSING if math.isnan(paper_se) else ("yes" if abs(diff) <= round(paper_se + 1.0, DECIMALS) else "no")
-    return [paper_cell, format_stat(ours, kind=stat), f"{diff:+.{DECIMALS}f}", within]
+    within = MISSING if math.isnan(paper_sd) else ("yes" if abs(diff) <= round(paper_sd + 1.0, DECIMALS) else "no")
+    return [paper_cell, format_stat(ours, kind="sd"), f"{diff:+.{DECIMALS}f}", within]
 
 
-def reference_table(df: pd.DataFrame, reference_csv: Path | str, stat: str = "sd") -> str | None:
+def reference_table(df: pd.DataFrame, reference_csv: Path | str) -> str | None:
     """Ours beside the paper's numbers for every paper cell that has at least one finished run of ours.
 
     A paper row (table, benchmark, n_tasks, method, backbone) matches done records with that ``benchmark_name``,
     ``n_tasks``, method (the paper's names map to ours via each method's ``MethodInfo.paper_key``; a method's
     "as released" twin, ``MethodInfo.released_of``, matches its paper row too, on the line after it) and backbone
     (:func:`on_paper_backbone`). Each match gives two lines, Acc then AAA (a long layout: side by side they would
-    not fit a page). Nothing is marked: the table compares with the paper and ranks nothing.
+    not fit a page). Nothing is marked: the table compares with the paper and ranks nothing. Beside the paper's
+    standard deviations ours are standard deviations too, whatever ``--stat`` the other tables use.
 
     Args:
         df: Frame from :func:`analysis.records.load_records`.
         reference_csv: CSV with columns table,benchmark,n_tasks,method,acc,acc_se,aaa,aaa_se[,backbone] (``#`` comments; the
             ``_se`` columns hold the paper's +-, which its first author gives as standard deviations over 5 seeds).
-        stat: ``sd`` or ``se`` beside our means.
 
     Returns:
         LaTeX fragment, or None when no paper row matches.
     """
     ref, d, ours = _read_reference(reference_csv), done(df), paper_names()
-    check_stat(stat)
     rows = []
     for r in ref.itertuples(index=False):
         methods = ours.get(r.method, (r.method,))
@@ -460,15 +460,15 @@ def reference_table(df: pd.DataFrame, reference_csv: Path | str, stat: str = "sd
             g = sub[sub["label"] == lab]
             acc, aaa = cell_stats(g, "acc")[lab], cell_stats(g, "aaa")[lab]
             head = [f"T{int(r.table)} {r.benchmark} N={int(r.n_tasks)}", name]
-            rows.append(head + ["Acc"] + _diff_cells(r.acc, r.acc_se, acc, stat) + [seeds_text([acc.n])])
-            rows.append(["", "", "AAA"] + _diff_cells(r.aaa, r.aaa_se, aaa, stat) + [seeds_text([aaa.n])])
+            rows.append(head + ["Acc"] + _diff_cells(r.acc, r.acc_se, acc) + [seeds_text([acc.n])])
+            rows.append(["", "", "AAA"] + _diff_cells(r.aaa, r.aaa_se, aaa) + [seeds_text([aaa.n])])
     if not rows:
         return None
     cols = ["Paper table, setting", "Method", "Metric", "Paper", "Ours", r"$\Delta$", "Within", "Seeds"]
     cells = pd.DataFrame(rows, columns=cols)
     caption = (
         f"Ours beside the paper (\\%). Paper: mean (its $\\pm$, standard deviation over 5 seeds); ours: "
-        f"{stat_caption(stat)}. $\\Delta$ = ours $-$ paper; Within = $|\\Delta| \\le$ the paper's standard "
+        f"{stat_caption('sd')}. $\\Delta$ = ours $-$ paper; Within = $|\\Delta| \\le$ the paper's standard "
         "deviation + 1 point. A method's ``as released'' row (its authors' code as it ran) follows it. No marks: "
         "this table ranks nothing. -- = not reported or not run."
     )

@@ -28,7 +28,7 @@ def device_problems(device: str, execution: dict[str, Any]) -> list[str]:
 
     Args:
         device: the ``--device`` value (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
-        execution: :func:`run_suite.plan_execution`'s result (``executor``, ``gpus``, ``slurm``).
+        execution: :func:`runner.plan.plan_execution`'s result (``executor``, ``gpus``, ``slurm``).
     """
     import torch
 
@@ -67,6 +67,18 @@ def device_problems(device: str, execution: dict[str, Any]) -> list[str]:
         problems.append(f"--device {device}: no such GPU ({where}); {DEVICE_HINT} with N below {n}"
                         if n else f"--device {device}: {where}; use --device cpu or auto")
     return problems
+
+
+def runs_on_cpu(device: str, execution: dict[str, Any]) -> bool:
+    """Whether the jobs would train on this machine's CPU: ``--device cpu``, or ``auto`` run locally with no
+    ``--gpus`` and no GPU visible (a SLURM job's device is the node's, unknown here)."""
+    from runner.executors import visible_gpus
+
+    if execution.get("executor") == "slurm":
+        return False
+    if device == "cpu":
+        return True
+    return device == "auto" and not execution.get("gpus") and not visible_gpus()
 
 
 # ---------------------------------------------------------------------------------------------------- data, weights

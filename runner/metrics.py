@@ -6,7 +6,10 @@ Definitions (docs/sdlora.md section 7):
 * ``pooled_acc[t]``: accuracy after task t on the pooled test samples of all seen classes (weighted by
   samples, as the SD-LoRA code computes it). **Acc** = ``pooled_acc[-1]``; **AAA** = mean of ``pooled_acc``.
 * ``task_mean_acc``: mean of the last row of ``acc_matrix`` (the "average over tasks" reading of the paper).
-* ``forgetting``: mean over tasks j < N-1 of (best accuracy ever on j) - (final accuracy on j).
+* ``forgetting``: mean over tasks j < N-1 of (best accuracy on j after any task t >= j, the last included) - (final
+  accuracy on j), class-incremental, in points: each task's term is >= 0, as the SD-LoRA code (PILOT's trainer)
+  computes it. Chaudhry et al. (ECCV 2018, "Riemannian Walk", their forgetting measure) take the best over
+  t < N-1 only, which goes negative when a task recovers; the accuracy matrix in each record gives either.
 * Task-incremental accuracy (argmax restricted to the sample's own task's classes) is a diagnostic reported
   beside the class-incremental numbers: it separates classifier bias from representation forgetting.
 * ``task_confusion[j][k]``: after the last task, the percent of task j's test samples whose class-incremental

@@ -33,7 +33,7 @@ class Metrics:
     acc: float | None = None  # pooled accuracy after the last task
     aaa: float | None = None  # mean over tasks of the pooled accuracy on the classes seen so far
     task_mean_acc: float | None = None  # mean of the last acc_matrix row
-    forgetting: float | None = None  # mean over old tasks of best-ever minus final accuracy (task level)
+    forgetting: float | None = None  # mean over old tasks of best-ever (final included, so >= 0) minus final accuracy
     til_acc: float | None = None  # task-incremental counterpart of acc
     til_aaa: float | None = None  # task-incremental counterpart of aaa
     task_id_acc: float | None = None  # final test samples predicted into their own task's classes; null: older

@@ -281,3 +281,16 @@ def test_dry_run_names_its_cost_source_and_wall_clock_and_refuses_a_bad_rates_fi
     assert run_suite.main(["--suite", "quick", "--dry-run", "--rates", str(bad)]) == 2
     assert "not a bench/throughput.py --out file" in capsys.readouterr().err
     assert isinstance(Rates.load(rates.path), Rates)
+
+
+def test_dry_run_says_when_its_gpu_estimate_is_not_this_machines_time(capsys, tmp_path, monkeypatch):
+    """A CPU suite on a machine without a GPU: the headline's GPU-hours come with a note saying so."""
+    argv = ["--suite", "quick", "--methods", "simple_cil", "--dry-run", "--results-dir", str(tmp_path / "r")]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible
+    assert run_suite.main(argv) == 0
+    out = capsys.readouterr().out
+    assert CostModel.choose().unit != "CPU-hours" and "would train on this machine's CPU" in out
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # a GPU visible: --device auto would use it
+    assert run_suite.main(argv) == 0
+    assert "this machine's CPU" not in capsys.readouterr().out
+    assert not (tmp_path / "r").exists()

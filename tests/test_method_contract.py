@@ -60,9 +60,9 @@ def contract_methods() -> list[str]:
 
     extra = [spec for spec in os.environ.get("SDLB_IMPORT", "").split(",") if spec]
     if extra:
-        import run_suite
+        from runner.executors import import_plugins
 
-        run_suite.import_plugins(extra)
+        import_plugins(extra)
 
     registered = [name for name in METHODS.names() if not name.endswith(":<name>")]
     return sorted(set(registered) | set(AVALANCHE_CASES))

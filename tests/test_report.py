@@ -100,6 +100,26 @@ def test_paired_intervals_and_probability_of_improvement_by_hand():
     assert ref["versus"] == "far" and ref["lo"] > 0
 
 
+def test_p_values_are_the_paired_t_tests_and_holm_adjusts_each_family():
+    comp = stats.comparisons(_frame(_known()), "acc", reference="far")
+    for _, row in comp.iterrows():
+        x, y = ACC[row["label"]], ACC[row["versus"]]
+        assert row["p"] == pytest.approx(st.ttest_rel(x, y).pvalue)
+    # Holm by hand: the family against "top" holds close and far; the smaller p is doubled, the larger kept
+    # (but never below the smaller's adjusted value).
+    fam = comp[comp["versus"] == "top"].set_index("label")
+    lo_lab, hi_lab = sorted(("close", "far"), key=lambda lab: fam.loc[lab, "p"])
+    first = min(1.0, 2 * fam.loc[lo_lab, "p"])
+    assert fam.loc[lo_lab, "p_holm"] == pytest.approx(first)
+    assert fam.loc[hi_lab, "p_holm"] == pytest.approx(max(first, fam.loc[hi_lab, "p"]))
+    assert list(stats.holm([0.01, float("nan"), 0.04, 0.03])[[0, 2, 3]]) == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(stats.holm([0.01, float("nan")])[1])
+    assert stats.paired_p([3.0, 4.0], [1.0, 2.0]) == 0.0 and stats.paired_p([1.0, 2.0], [1.0, 2.0]) == 1.0
+    assert math.isnan(stats.paired_p([1.0], [2.0]))
+    page = html.comparison_table(comp[comp["role"] == "best"], "c0")
+    assert "p (Holm)" in page and f"{fam.loc['close', 'p_holm']:.3f}" in page and "&lt;0.001" in page
+
+
 def test_constant_difference_is_a_point_interval_and_one_seed_has_none():
     assert stats.paired_interval([3.0, 4.0], [1.0, 2.0]) == (2.0, 2.0, 2.0)
     diff, lo, hi = stats.paired_interval([3.0], [1.0])
@@ -233,6 +253,17 @@ def test_compare_flags_exactly_the_shifted_method(tmp_path, capsys):
     assert sorted(flagged["label"]) == ["close", "close"] and list(flagged["diff"]) == pytest.approx([5.0, 5.0])
     assert text.count("CHANGED") == 2
     assert cli_main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
+
+
+def test_compare_puts_every_column_over_the_shared_seeds(tmp_path):
+    """B ran two more seeds than A: its column must not mix them into the mean beside a difference without them."""
+    recs = _known()
+    extra = [_record("top", "imagenet_r_5", s, 99.0) for s in (2001, 2002)]
+    a = _write(tmp_path / "a", [r for r in recs if r["seed"] != SEEDS[-1]])
+    table, text = compare_dirs(a, _write(tmp_path / "b", recs + extra))
+    top = table[table["label"] == "top"].iloc[0]
+    assert top["n_shared"] == 4 and top["a_mean"] == top["b_mean"] == pytest.approx(np.mean(ACC["top"][:4]))
+    assert top["diff"] == 0.0 and not top["changed"] and "seeds both ran" in text
 
 
 # --- several results folders -------------------------------------------------------------------------------------

@@ -99,6 +99,19 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path, capsys):
     assert "2 job(s) failed" in capsys.readouterr().out
 
 
+def test_when_every_job_fails_the_run_ends_on_the_failures_not_on_the_report(tmp_path, capsys):
+    """No done record: the report is skipped in one line, and the failed jobs and the rerun hint still close the
+    run (the report used to end it in a traceback before they were printed)."""
+    suite = json.loads(json.dumps(TINY_SUITE))
+    suite["benchmarks"] = {"synthetic": {"n_tasks": 3, "n_classes": 6, "img_size": 24}}  # fails in every job
+    suite["methods"] = {"full_ft": {}}
+    out = tmp_path / "res"
+    assert run(["--suite", str(write_suite(tmp_path, suite)), "--results-dir", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert f"no tables or figures: no job in {out} has finished yet" in text
+    assert "1 job(s) failed" in text and "--retry-failed" in text and not (out / "tables").exists()
+
+
 def test_a_diverged_run_is_flagged_in_its_record_log_and_progress_line(tmp_path, capsys):
     """A training loss that turns NaN or infinite is not forgetting: the record names the first such epoch
     (``nonfinite_loss``, [task, epoch]), the job's log warns there, and the suite's line says DIVERGED."""
@@ -135,6 +148,19 @@ def test_bad_cli_input_exits_2_and_writes_nothing(tmp_path, capsys, extra, messa
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_reader_that_leaves_the_pipe_ends_the_cli_quietly():
+    """``run_suite.py --list | head``: no BrokenPipeError traceback, the shell's status for a pipeline's writer
+    (argparse's --help swallows the error itself)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written: every write fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "run_suite.py", "--list"], cwd=REPO, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, check=False)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and "Traceback" not in done.stderr, done.stderr
 
 
 def _suite_with(**method_or_bench):
