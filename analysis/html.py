@@ -18,12 +18,14 @@ from pandas.io.formats.style import Styler
 
 from analysis import stats
 from analysis.records import (
+    SMOKE_TEXT,
     TASK_ERRORS,
     benchmark_order,
     done,
     ordered_labels,
     reference_methods,
     seed_count,
+    smoke_count,
     task_errors,
 )
 from analysis.tables import DECIMALS, EMPTY, STAT_TEXT, Stat, best_rows, cell_stats, check_stat
@@ -230,6 +232,7 @@ def render_report(df: pd.DataFrame, results_dirs: list[Path], figure_paths: dict
         cd_note=cd_note, efficiency=_safe(efficiency_table(df)),
         problems=_safe(problems) if problems else "",
         stale_note="" if stale is not None else " (stale records are checked by the runner's status, not here)",
+        smoke=SMOKE_TEXT.format(n=n_smoke) if (n_smoke := smoke_count(df)) else "",
     )
     return page
 

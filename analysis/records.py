@@ -42,6 +42,16 @@ COLUMNS = (
 SORT_KEYS = ["method", "benchmark_name", "n_tasks", "benchmark", "backbone", "seed", "job_id"]
 
 
+def smoke_count(df: pd.DataFrame) -> int:
+    """How many of the frame's records ran on ``--smoke`` stand-ins (their ``config.runtime.smoke_of`` names the
+    backbone they stand for): numbers that test a suite's wiring, never results."""
+    return sum(bool(((r.get("config") or {}).get("runtime") or {}).get("smoke_of")) for r in df["record"])
+
+
+SMOKE_TEXT = ("SMOKE RUN: {n} of these records ran on stand-ins (generated data in each dataset's format, a random "
+              "tiny ViT, one step per task) to test the suite's wiring; their numbers are not results")
+
+
 def _methods():
     """The method registry, imported on first use: reading records needs neither torch nor Avalanche, so the
     analysis commands answer --help and bad input without importing them."""

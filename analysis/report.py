@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis import figures, html, stats, tables
-from analysis.records import benchmark_order, done, load_records, records_frame, summary
+from analysis.records import benchmark_order, done, load_records, records_frame, smoke_count, summary
 from core.errors import UserError
 
 # File stems of the record-based figures (the defaults of the drawing functions), for removing stale ones.
@@ -50,18 +50,23 @@ def write_tables(df, tables_dir: Path, reference_csv: Path | None = None, stat: 
     Returns:
         Paths written.
     """
-    written = [_write(tables_dir / "main.tex", tables.main_table(df, stat))]
+    n_smoke = smoke_count(df)  # stand-in numbers say so in every caption
+
+    def write(name: str, latex: str) -> Path:
+        return _write(tables_dir / name, tables.mark_smoke(latex, n_smoke))
+
+    written = [write("main.tex", tables.main_table(df, stat))]
     for table_id in tables.PAPER_TABLE_IDS:
         latex = tables.paper_table(df, table_id, stat, reference_csv or tables.PAPER_RESULTS)
         if latex is not None:
-            written.append(_write(tables_dir / f"table{table_id}.tex", latex))
+            written.append(write(f"table{table_id}.tex", latex))
     latex = tables.extended_table(df, stat)
     if latex is not None:
-        written.append(_write(tables_dir / "extended.tex", latex))
+        written.append(write("extended.tex", latex))
     if reference_csv is not None:
         latex = tables.reference_table(df, reference_csv)
         if latex is not None:
-            written.append(_write(tables_dir / "reference.tex", latex))
+            written.append(write("reference.tex", latex))
     csv = summary(df).to_csv(index=False, float_format="%.4f", lineterminator="\n")
     written.append(_write(tables_dir / "summary.csv", csv))
     return written

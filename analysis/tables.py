@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.records import (
+    SMOKE_TEXT,
     STATISTICS,
     ablation_methods,
     aggregate,
@@ -238,6 +239,14 @@ def _fit(latex: str, landscape: bool) -> str:
     return latex
 
 
+def mark_smoke(latex: str, n: int) -> str:
+    """``latex`` (a :func:`render` float) with the smoke warning first in its caption when ``n`` of its records are
+    ``--smoke`` stand-ins (:data:`analysis.records.SMOKE_TEXT`); unchanged when ``n`` is 0."""
+    if not n:
+        return latex
+    return latex.replace("\\caption{", "\\caption{\\textbf{" + SMOKE_TEXT.format(n=n) + ".} ", 1)
+
+
 def render(
     cells: pd.DataFrame,
     caption: str,
@@ -389,9 +398,11 @@ def _latex_text(text: str) -> str:
     return text
 
 
-def _read_reference(reference_csv: Path | str, need=("table", "benchmark", "n_tasks", "method", "acc", "acc_se",
-                                                     "aaa", "aaa_se")) -> pd.DataFrame:
-    ref = pd.read_csv(reference_csv, comment="#")
+def _read_reference(reference_csv: Path | str, need=("table", "benchmark", "n_tasks", "method", "acc", "acc_sd",
+                                                     "aaa", "aaa_sd")) -> pd.DataFrame:
+    # the paper's +- are standard deviations (its first author, SD-Lora-CL#14); files made before that was known
+    # call the columns *_se
+    ref = pd.read_csv(reference_csv, comment="#").rename(columns={"acc_se": "acc_sd", "aaa_se": "aaa_sd"})
     if not set(need) <= set(ref.columns):
         raise ValueError(f"{reference_csv}: expected columns {sorted(need)}, found {sorted(ref.columns)}")
     return ref
@@ -443,8 +454,9 @@ def reference_table(df: pd.DataFrame, reference_csv: Path | str) -> str | None:
 
     Args:
         df: Frame from :func:`analysis.records.load_records`.
-        reference_csv: CSV with columns table,benchmark,n_tasks,method,acc,acc_se,aaa,aaa_se[,backbone] (``#`` comments; the
-            ``_se`` columns hold the paper's +-, which its first author gives as standard deviations over 5 seeds).
+        reference_csv: CSV with columns table,benchmark,n_tasks,method,acc,acc_sd,aaa,aaa_sd[,backbone] (``#`` comments; the
+            ``_sd`` columns hold the paper's +-, which its first author gives as standard deviations over 5 seeds;
+            ``acc_se``/``aaa_se``, the names of older files, are read as these).
 
     Returns:
         LaTeX fragment, or None when no paper row matches.
@@ -460,8 +472,8 @@ def reference_table(df: pd.DataFrame, reference_csv: Path | str) -> str | None:
             g = sub[sub["label"] == lab]
             acc, aaa = cell_stats(g, "acc")[lab], cell_stats(g, "aaa")[lab]
             head = [f"T{int(r.table)} {r.benchmark} N={int(r.n_tasks)}", name]
-            rows.append(head + ["Acc"] + _diff_cells(r.acc, r.acc_se, acc) + [seeds_text([acc.n])])
-            rows.append(["", "", "AAA"] + _diff_cells(r.aaa, r.aaa_se, aaa) + [seeds_text([aaa.n])])
+            rows.append(head + ["Acc"] + _diff_cells(r.acc, r.acc_sd, acc) + [seeds_text([acc.n])])
+            rows.append(["", "", "AAA"] + _diff_cells(r.aaa, r.aaa_sd, aaa) + [seeds_text([aaa.n])])
     if not rows:
         return None
     cols = ["Paper table, setting", "Method", "Metric", "Paper", "Ours", r"$\Delta$", "Within", "Seeds"]
@@ -607,9 +619,11 @@ def _efficiency_table(df: pd.DataFrame, stat: str, efficiency_csv: Path | str | 
     d = d[(d["benchmark_name"] == "imagenet_r") & (d["n_tasks"] == 20) & ~d["method"].isin(ablation_methods())]
     if d.empty:
         return None
-    labels = ordered_labels(d)
-    joint = _joint_labels(d)
-    ranked = [lab for lab in labels if lab not in joint]
+    # the paper's rows (its Table 5's methods), ranked; below the rule every other row, never marked (as Tables 2-6)
+    keys = (set(_read_reference(efficiency_csv, need=("method",))["method"])
+            if efficiency_csv is not None and Path(efficiency_csv).exists() else None)
+    ranked, extended = row_blocks(d, ordered_labels(d), keys)
+    labels = ranked + extended
     paper = _paper_efficiency(d, labels, efficiency_csv)
     data, counts = {lab: [] for lab in labels}, {lab: [] for lab in labels}
     for i, (_, keys, scale, _) in enumerate(EFFICIENCY_COLUMNS):
@@ -631,10 +645,11 @@ def _efficiency_table(df: pd.DataFrame, stat: str, efficiency_csv: Path | str | 
     caption = (
         "Efficiency on ImageNet-R, N=20 (paper Table 5), counted as the paper counts: inference GFLOPs per image "
         "(attention included), learnable parameters of the last task without the classification head (millions) "
-        f"and stored features (millions), mean ({STAT_TEXT[stat]} where seeds differ) over seeds, lowest in bold; "
-        "beside each, the paper's value (-- = not reported, or not on its backbone)." + _stored_note(d, labels)
+        f"and stored features (millions), mean ({STAT_TEXT[stat]} where seeds differ) over seeds, lowest of the "
+        "paper's methods in bold; beside each, the paper's value (-- = not reported, or not on its backbone). "
+        f"{EXTENDED_TEXT}" + _stored_note(d, labels)
     )
-    return render(cells, caption, f"tab:paper{EFFICIENCY_TABLE}", n_reference=len(joint & set(labels)), fit=True)
+    return render(cells, caption, f"tab:paper{EFFICIENCY_TABLE}", extended=len(extended), fit=True)
 
 
 def _stored_note(d: pd.DataFrame, labels: list[str]) -> str:

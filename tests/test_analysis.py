@@ -273,6 +273,19 @@ def _table5_records() -> list[dict]:
     return recs
 
 
+def test_table5_ranks_the_paper_rows_and_sets_the_others_below_the_rule():
+    """SimpleCIL has no Table 5 row in the paper: it goes under Extended, unmarked, however low its cost."""
+    recs = _table5_records()
+    recs += [make.make_record("simple_cil", "imagenet_r_20", s, n_tasks=20) for s in (1993, 1994)]
+    for rec in recs[-2:]:
+        rec["benchmark_name"] = "imagenet_r"
+        rec["efficiency"] = {**(rec.get("efficiency") or {}), "learnable_params_excl_head": 0, "gflops": 1.0}
+    latex = tables.paper_table(_frame(recs), 5, stat="sd")
+    assert _body(latex) == ["inflora", "sd\\_lora", EXTENDED, "simple\\_cil"]
+    simple = next(ln for ln in latex.splitlines() if ln.startswith("simple\\_cil &"))
+    assert r"\textbf" not in simple and r"\textbf" in latex
+
+
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_table_matches_golden(name, twin):
     latex = GOLDEN[name]()
@@ -412,6 +425,14 @@ def test_reference_table_compares_with_paper(df):
     # ours: standard deviations (0.44 standard error x sqrt 3), as the paper's +-
     assert lines[i].endswith("& Acc & 79.15 (0.20) & 79.17 (0.76) & +0.02 & yes & 3 \\\\")
     assert lines[i + 1] == r" &  & AAA & 83.01 (0.42) & 85.17 (0.76) & +2.16 & no & 3 \\"
+
+
+def test_reference_csv_names_the_papers_sd_and_older_files_still_read(df, tmp_path):
+    text = REFERENCE_CSV.read_text()
+    assert ",acc,acc_sd,aaa,aaa_sd," in text  # the paper's +- are standard deviations (SD-Lora-CL#14)
+    old = tmp_path / "old.csv"
+    old.write_text(text.replace("acc_sd", "acc_se").replace("aaa_sd", "aaa_se"))
+    assert tables.reference_table(df, old) == tables.reference_table(df, REFERENCE_CSV)
 
 
 def test_reference_table_maps_ablation_names_and_none_without_match(tmp_path):

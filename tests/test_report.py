@@ -331,3 +331,20 @@ def test_report_lists_failed_jobs_with_error_and_rerun_command(tmp_path):
     assert "sd_lora__cifar100_10__s1996" in problems and "RuntimeError: fixture failure" in problems
     assert "--methods sd_lora --benchmarks cifar100_10 --seeds 1996 --retry-failed" in problems
     assert "99.99" not in page  # its numbers are in no table
+
+
+def test_smoke_records_say_so_in_every_caption_and_on_the_page(tmp_path):
+    """``--smoke`` numbers (stand-ins, a random tiny ViT) are set beside the paper's to test the wiring: every table
+    and the page must say they are not results; real records' outputs carry no such line."""
+    recs = _known()
+    for rec in recs[:2]:
+        rec["config"]["runtime"] = {**(rec["config"].get("runtime") or {}), "smoke_of": "vit_base_patch16_224"}
+    folder = _write(tmp_path / "smoke", recs)
+    paths = make_report(folder, ROOT / "results" / "reference" / "paper_results.csv")
+    texts = [p.read_text(encoding="utf-8") for p in paths if p.suffix == ".tex"]
+    assert texts and all(r"\caption{\textbf{SMOKE RUN: 2 of these records ran on stand-ins" in t for t in texts)
+    assert "SMOKE RUN: 2 of these records" in (folder / "report.html").read_text(encoding="utf-8")
+    real = _write(tmp_path / "real", _known())
+    make_report(real, None)
+    assert "SMOKE" not in (real / "tables" / "main.tex").read_text(encoding="utf-8")
+    assert "SMOKE" not in (real / "report.html").read_text(encoding="utf-8")
