@@ -99,6 +99,13 @@ def ablation_methods() -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda n: (methods.get(n).info.order or 0, n)))
 
 
+def display_name(method: str) -> str | None:
+    """A registered method's human name (``MethodInfo.display``, e.g. "SD-LoRA-RR", "L2P (as released)"); None for
+    a name that is not registered or registers no display name of its own."""
+    info = _registered_info(method)
+    return info.display if info is not None and info.display and info.display != method else None
+
+
 def released_twin(method: str) -> str | None:
     """The method a registered "as released" row reproduces (``MethodInfo.released_of``); None for any other row."""
     info = _registered_info(method)

@@ -39,13 +39,13 @@ from analysis.records import (
     ablation_methods,
     aggregate,
     benchmark_order,
+    display_name,
     diverged_seeds,
     done,
     ordered_labels,
     paper_names,
     paper_rows,
     reference_methods,
-    released_twin,
 )
 from analysis.stats import indistinguishable
 
@@ -185,13 +185,15 @@ def row_blocks(d: pd.DataFrame, labels: list[str], keys=None) -> tuple[list[str]
 
 
 def row_names(d: pd.DataFrame, labels: list[str]) -> list[str]:
-    """Printed row names: the label, with an "as released" twin named ``<method it reproduces> (as released)``."""
+    """Printed row names, as the paper names its rows: the method's display name (``MethodInfo.display``: "SD-LoRA",
+    "CODA-Prompt", "L2P (as released)") followed by whatever the label adds to the method's name (a backbone
+    suffix); a label whose method registers no display name (an Avalanche strategy's label, a plugin) as it is."""
     method_of = dict(zip(d["label"], d["method"]))
     out = []
     for lab in labels:
         method = method_of.get(lab, lab)
-        twin = released_twin(method)
-        out.append(f"{twin} (as released){lab[len(method):]}" if twin and lab.startswith(method) else lab)
+        shown = display_name(method)
+        out.append(shown + lab[len(method):] if shown and lab.startswith(method) else lab)
     return out
 
 

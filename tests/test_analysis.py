@@ -26,6 +26,7 @@ from analysis import figures, tables
 from analysis.__main__ import main as cli_main
 from analysis.records import (
     aggregate,
+    display_name,
     done,
     load_records,
     order_methods,
@@ -69,8 +70,14 @@ def _frame(records: list[dict]) -> pd.DataFrame:
     return records_frame([record_row(rec, Path(rec["job_id"] + ".json")) for rec in records])
 
 
+def _shown(label: str) -> str:
+    """A row label as the LaTeX tables print it: its method's display name (e.g. SD-LoRA), else the label."""
+    method = max((m for m in METHODS.names() if label.startswith(m) and display_name(m)), key=len, default=None)
+    return (label if method is None else display_name(method) + label[len(method):]).replace("_", r"\_")
+
+
 def _row_line(latex: str, label: str) -> str:
-    lines = [ln for ln in latex.splitlines() if ln.startswith(label.replace("_", r"\_") + " &")]
+    lines = [ln for ln in latex.splitlines() if ln.startswith(_shown(label) + " &")]
     assert len(lines) == 1, latex
     return lines[0]
 
@@ -147,7 +154,7 @@ def test_main_table_cell_math_best_bold_joint_missing(df):
     sd = _row_line(latex, "sd_lora")
     assert r"\textbf{79.17 (0.44)}" in sd and sd.endswith("& 3 \\\\")
     # inflora never ran on cifar100_10: its first two cells are missing, not invented.
-    assert _row_line(latex, "inflora").startswith(r"inflora & -- & -- & 75.17 (0.44)")
+    assert _row_line(latex, "inflora").startswith(r"InfLoRA & -- & -- & 75.17 (0.44)")
     # joint has the highest numbers but is a reference row: below a midrule, never bold.
     joint = _row_line(latex, "joint")
     assert r"\textbf" not in joint and "88.17 (0.44)" in joint
@@ -273,6 +280,13 @@ def _table5_records() -> list[dict]:
     return recs
 
 
+def test_latex_rows_are_named_as_the_paper_names_them():
+    d = pd.DataFrame({"label": ["sd_lora", "l2p_released", "ewc", "sd_lora (dino)", "my_plugin"],
+                      "method": ["sd_lora", "l2p_released", "avalanche:EWC", "sd_lora", "my_plugin"]})
+    assert tables.row_names(d, list(d["label"])) == ["SD-LoRA", "L2P (as released)", "ewc", "SD-LoRA (dino)",
+                                                     "my_plugin"]
+
+
 def test_table5_ranks_the_paper_rows_and_sets_the_others_below_the_rule():
     """SimpleCIL has no Table 5 row in the paper: it goes under Extended, unmarked, however low its cost."""
     recs = _table5_records()
@@ -281,8 +295,8 @@ def test_table5_ranks_the_paper_rows_and_sets_the_others_below_the_rule():
         rec["benchmark_name"] = "imagenet_r"
         rec["efficiency"] = {**(rec.get("efficiency") or {}), "learnable_params_excl_head": 0, "gflops": 1.0}
     latex = tables.paper_table(_frame(recs), 5, stat="sd")
-    assert _body(latex) == ["inflora", "sd\\_lora", EXTENDED, "simple\\_cil"]
-    simple = next(ln for ln in latex.splitlines() if ln.startswith("simple\\_cil &"))
+    assert _body(latex) == ["InfLoRA", "SD-LoRA", EXTENDED, "SimpleCIL"]
+    simple = next(ln for ln in latex.splitlines() if ln.startswith("SimpleCIL &"))
     assert r"\textbf" not in simple and r"\textbf" in latex
 
 
@@ -314,20 +328,21 @@ def test_paper_rows_bold_and_extended_block(twin):
     # The paper's rows in the paper's order, then the extended block: the twin right after its method's position,
     # SimpleCIL and sequential LoRA in registry order, joint last.
     assert _body(latex) == [
-        "l2p", r"hide\_prompt", r"sd\_lora", EXTENDED, "l2p (as released)", r"seq\_lora", r"simple\_cil", "joint"
+        "L2P", "HiDe-Prompt", "SD-LoRA", EXTENDED, "L2P (as released)", "Sequential LoRA", "SimpleCIL",
+        "Joint training (upper bound)",
     ]
     # simple_cil has the best ImageNet-R numbers (81.12 > 79.12) but is not the paper's: sd_lora is bold.
     assert r"\textbf" not in _row_line(latex, "simple_cil") and r"\textbf" not in _row_line(latex, "l2p (as released)")
     assert _row_line(latex, "sd_lora").count(r"\textbf") == 2  # Acc and AAA on ImageNet-R (cifar100: hide_prompt)
-    assert _row_line(latex, "hide_prompt").startswith(r"hide\_prompt & \textbf{86.12")
+    assert _row_line(latex, "hide_prompt").startswith(r"HiDe-Prompt & \textbf{86.12")
     # Table 6: the paper leaves HiDe-Prompt out, so it moves below the rule and sd_lora is the best there.
     t6 = tables.paper_table(_rows(), 6, stat="sd")
-    assert _body(t6) == ["l2p", r"sd\_lora", EXTENDED, "l2p (as released)", r"hide\_prompt", r"seq\_lora",
-                         r"simple\_cil", "joint"]
-    assert _row_line(t6, "sd_lora").startswith(r"sd\_lora & \textbf{85.12") and r"\textbf" not in _row_line(t6, "hide_prompt")
+    assert _body(t6) == ["L2P", "SD-LoRA", EXTENDED, "L2P (as released)", "HiDe-Prompt", "Sequential LoRA",
+                         "SimpleCIL", "Joint training (upper bound)"]
+    assert _row_line(t6, "sd_lora").startswith(r"SD-LoRA & \textbf{85.12") and r"\textbf" not in _row_line(t6, "hide_prompt")
     # Table 2 reports HiDe-Prompt: a paper row there. Without a reference CSV every paper key counts.
-    assert _body(tables.paper_table(_rows(), 2, stat="sd"))[:3] == ["l2p", r"hide\_prompt", r"sd\_lora"]
-    assert _body(tables.paper_table(_rows(), 6, stat="sd", reference_csv=None))[:3] == ["l2p", r"hide\_prompt", r"sd\_lora"]
+    assert _body(tables.paper_table(_rows(), 2, stat="sd"))[:3] == ["L2P", "HiDe-Prompt", "SD-LoRA"]
+    assert _body(tables.paper_table(_rows(), 6, stat="sd", reference_csv=None))[:3] == ["L2P", "HiDe-Prompt", "SD-LoRA"]
 
 
 def test_paper_rows_follow_the_paper_order_of_every_table():
@@ -341,10 +356,10 @@ def test_paper_rows_follow_the_paper_order_of_every_table():
 def test_released_twin_is_never_a_paper_row_and_follows_its_method_in_the_reference_table(twin):
     assert paper_key(twin) is None and paper_rows(["l2p", twin]) == ["l2p"]
     lines = tables.reference_table(_rows(), REFERENCE_CSV).splitlines()
-    i = next(k for k, ln in enumerate(lines) if ln.startswith(r"T2 imagenet\_r N=5 & l2p &"))
+    i = next(k for k, ln in enumerate(lines) if ln.startswith(r"T2 imagenet\_r N=5 & L2P &"))
     # Paper L2P 73.04 (0.71); ours 73.12, the twin 74.62, both against the paper's L2P row.
     assert lines[i].endswith(r"& Acc & 73.04 (0.71) & 73.12 (0.57) & +0.08 & yes & 5 \\")
-    assert lines[i + 2].startswith(r"T2 imagenet\_r N=5 & l2p (as released) & Acc & 73.04 (0.71) & 74.62 (0.57) & +1.58 & yes")
+    assert lines[i + 2].startswith(r"T2 imagenet\_r N=5 & L2P (as released) & Acc & 73.04 (0.71) & 74.62 (0.57) & +1.58 & yes")
 
 
 def test_sd_and_se_by_hand_for_five_seeds(twin):
@@ -357,7 +372,7 @@ def test_sd_and_se_by_hand_for_five_seeds(twin):
         assert rf"\textbf{{{mean:.2f} ({spread:.2f})}}" in _row_line(main, "sd_lora"), stat
         assert f"mean ({tables.STAT_TEXT[stat]}) over seeds" in main
         t2 = tables.paper_table(_rows(), 2, stat=stat)
-        assert _row_line(t2, "sd_lora").startswith(rf"sd\_lora & \textbf{{{mean:.2f} ({spread:.2f})}} / ")
+        assert _row_line(t2, "sd_lora").startswith(rf"SD-LoRA & \textbf{{{mean:.2f} ({spread:.2f})}} / ")
         # beside the paper's standard deviation, ours is one too, whichever statistic the other tables show
         assert f"& 79.15 (0.20) & {mean:.2f} ({sd:.2f}) &" in tables.reference_table(_rows(), REFERENCE_CSV)
 
@@ -374,7 +389,7 @@ def test_extended_table_shows_pooled_and_per_task_accuracy():
     recs.append(_rec("simple_cil", "unbalanced_2", 1993, 99.0, 99.0, n_tasks=2))
     latex = tables.extended_table(_frame(recs), stat="sd")
     assert " & Acc & Acc (task mean) & AAA & Seeds \\" in latex
-    assert _row_line(latex, "sd_lora") == rf"sd\_lora & {pooled:.2f} (0.00) & {task_mean:.2f} (0.00) & 80.00 (0.00) & 2 \\"
+    assert _row_line(latex, "sd_lora") == rf"SD-LoRA & {pooled:.2f} (0.00) & {task_mean:.2f} (0.00) & 80.00 (0.00) & 2 \\"
     assert (pooled, task_mean) == (67.5, 75.0) and EXTENDED in latex and r"\textbf" not in latex
     assert "pooled accuracy after the last task" in latex and "mean over tasks" in latex
 
@@ -385,10 +400,10 @@ def test_extended_table_shows_pooled_and_per_task_accuracy():
 def test_paper_table_2_and_6_layouts(df):
     t2 = tables.paper_table(df, 2, stat="se")
     assert "N=5 & N=10 & N=20 & Seeds" in t2 and EXTENDED in t2
-    assert _row_line(t2, "sd_lora") == r"sd\_lora & \textbf{79.17 (0.44)} / \textbf{85.17 (0.44)} & -- & -- & 3 \\"
+    assert _row_line(t2, "sd_lora") == r"SD-LoRA & \textbf{79.17 (0.44)} / \textbf{85.17 (0.44)} & -- & -- & 3 \\"
     assert r"\textbf" not in _row_line(t2, "joint")
     t6 = tables.paper_table(df, 6, stat="se")
-    assert _row_line(t6, "sd_lora").startswith(r"sd\_lora & 87.67 (0.44) / 92.17 (0.44) & -- &")
+    assert _row_line(t6, "sd_lora").startswith(r"SD-LoRA & 87.67 (0.44) / 92.17 (0.44) & -- &")
     assert tables.paper_table(df, 3, stat="se") is None  # no imagenet_a or domainnet run
     with pytest.raises(ValueError, match="valid ids"):
         tables.paper_table(df, 7, stat="se")
@@ -399,18 +414,18 @@ def test_paper_table_4_needs_an_ablation_and_keeps_paper_rows(df):
     recs = [make.make_record("sd_lora_single", "imagenet_r_5", s) for s in (1993, 1994)]
     recs += [make.make_record("sd_lora", "imagenet_r_5", s) for s in (1993, 1994)]
     t4 = tables.paper_table(_frame(recs), 4, stat="se")
-    body = [ln.split(" &")[0] for ln in t4.splitlines() if ln.startswith("sd")]
-    assert body == [r"sd\_lora\_fixed\_first", r"sd\_lora\_single", r"sd\_lora\_no\_rescale", r"sd\_lora"]
-    assert _row_line(t4, "sd_lora_fixed_first") == r"sd\_lora\_fixed\_first & -- & -- & -- \\"
-    assert _row_line(t4, "sd_lora").startswith(r"sd\_lora & \textbf{78.75 (0.25)} / \textbf{84.75 (0.25)} & --")
+    body = [ln.split(" &")[0] for ln in t4.splitlines() if ln.startswith("SD-LoRA")]
+    assert body == ["SD-LoRA, first direction fixed", "SD-LoRA, one decoupled LoRA", "SD-LoRA, old magnitudes fixed", "SD-LoRA"]
+    assert _row_line(t4, "sd_lora_fixed_first") == r"SD-LoRA, first direction fixed & -- & -- & -- \\"
+    assert _row_line(t4, "sd_lora").startswith(r"SD-LoRA & \textbf{78.75 (0.25)} / \textbf{84.75 (0.25)} & --")
 
 
 def test_paper_table_5_efficiency():
     t5 = tables.paper_table(_frame(_table5_records()), 5, stat="se")
     assert "GFLOPs} & \\multicolumn{2}{c}{Learnable w/o head (M)} & \\multicolumn{2}{c}{Stored features (M)}" in t5
     # ours (learnable without the head: 370,000 - 1,000) beside the paper's (results/reference/paper_efficiency.csv)
-    assert _row_line(t5, "inflora") == r"inflora & 35.12 & 35.12 & 0.37 & 0.37 & 0.10 & 0.10 & 2 \\"
-    assert _row_line(t5, "sd_lora") == r"sd\_lora & 35.12 & 35.12 & 0.37 & 0.37 & \textbf{0.00} & 0.00 & 2 \\"
+    assert _row_line(t5, "inflora") == r"InfLoRA & 35.12 & 35.12 & 0.37 & 0.37 & 0.10 & 0.10 & 2 \\"
+    assert _row_line(t5, "sd_lora") == r"SD-LoRA & 35.12 & 35.12 & 0.37 & 0.37 & \textbf{0.00} & 0.00 & 2 \\"
 
 
 # --- reference table ---------------------------------------------------------------------------------------------
@@ -420,7 +435,7 @@ def test_reference_table_compares_with_paper(df):
     lines = tables.reference_table(df, REFERENCE_CSV).splitlines()
     rows = [ln for ln in lines if ln.startswith("T") and "&" in ln]
     assert len(rows) == 3  # inflora and sd_lora on ImageNet-R N=5, sd_lora on CIFAR-100; joint has no paper row
-    i = lines.index(next(r for r in rows if r.startswith(r"T2 imagenet\_r N=5 & sd\_lora")))
+    i = lines.index(next(r for r in rows if r.startswith(r"T2 imagenet\_r N=5 & SD-LoRA")))
     # Acc: 79.17 vs 79.15 (0.20) -> +0.02, within 0.20 + 1; AAA: 85.17 vs 83.01 (0.42) -> +2.16, outside 1.42.
     # ours: standard deviations (0.44 standard error x sqrt 3), as the paper's +-
     assert lines[i].endswith("& Acc & 79.15 (0.20) & 79.17 (0.76) & +0.02 & yes & 3 \\\\")
@@ -439,7 +454,7 @@ def test_reference_table_maps_ablation_names_and_none_without_match(tmp_path):
     recs = [make.make_record("sd_lora_no_rescale", "imagenet_r_5", 1994)]
     latex = tables.reference_table(_frame(recs), REFERENCE_CSV)
     # Paper: ablation_fixed_old_magnitudes, 78.28 (0.59); ours is one seed of 70.00 (no se).
-    assert r"T4 imagenet\_r N=5 & sd\_lora\_no\_rescale & Acc & 78.28 (0.59) & 70.00 & -8.28 & no & 1" in latex
+    assert r"T4 imagenet\_r N=5 & SD-LoRA, old magnitudes fixed & Acc & 78.28 (0.59) & 70.00 & -8.28 & no & 1" in latex
     none = tables.reference_table(_frame([make.make_record("sd_lora", "other_bench", 1994)]), REFERENCE_CSV)
     assert none is None
 

@@ -131,10 +131,10 @@ def test_table5_counts_as_the_paper_and_says_what_hide_prompt_keeps_beside():
                        stored_features=6_144_000, stored_features_paper=153_600) for s in (1993, 1994)]
     recs += [_t5_record(make, "sd_lora", s, learnable_params_excl_head=368_660) for s in (1993, 1994)]
     t5 = tables.paper_table(_frame(recs), 5)
-    line = next(ln for ln in t5.splitlines() if ln.startswith("hide"))
-    assert line == r"hide\_prompt & 70.30 & 70.36 & \textbf{0.08} & 0.08 & 0.15 & 0.15 & 2 \\"
+    line = next(ln for ln in t5.splitlines() if ln.startswith("HiDe-Prompt &"))
+    assert line == r"HiDe-Prompt & 70.30 & 70.36 & \textbf{0.08} & 0.08 & 0.15 & 0.15 & 2 \\"
     assert r"hide\_prompt 6.14 M" in t5  # the footnote: what the harness keeps besides the paper's one mean per class
-    assert r"sd\_lora & \textbf{35.12} & 35.12 & 0.37 & 0.37 & \textbf{0.00} & 0.00 & 2 \\" in t5
+    assert r"SD-LoRA & \textbf{35.12} & 35.12 & 0.37 & 0.37 & \textbf{0.00} & 0.00 & 2 \\" in t5
     # an old record (no stored_features_paper) shows its stored_features, and no footnote
     for rec in recs:
         rec["efficiency"].pop("stored_features_paper", None)

@@ -71,7 +71,7 @@ def test_doc_suite_runs_with_import_and_smoke_to_a_latex_table(tmp_path):
     assert sorted(p.name for p in (smoke / "smoke_data" / "digits" / "test").iterdir()) == [str(d) for d in range(10)]
 
     # the tables, from the records alone (python -m analysis writes these and the figures)
-    for folder, labels in ((real, ["simple\\_cil"]), (smoke, ["full\\_ft", "sd\\_lora", "simple\\_cil"])):
+    for folder, labels in ((real, ["SimpleCIL"]), (smoke, ["Full fine-tuning", "SD-LoRA", "SimpleCIL"])):
         write_tables(load_records(folder), folder / "tables")
         table = (folder / "tables" / "main.tex").read_text()
         assert "digits" in table and all(label in table for label in labels), table

@@ -85,5 +85,5 @@ def test_doc_comparison_command_puts_the_new_method_beside_the_shipped_records(t
     argv[argv.index("--out") + 1] = str(tmp_path / "out")
     assert analysis_main(argv) == 0
     table = (tmp_path / "out" / "tables" / "main.tex").read_text()
-    for label in ("last\\_blocks &", "sd\\_lora &", "full\\_ft &", "joint &"):
+    for label in ("last\\_blocks &", "SD-LoRA &", "Full fine-tuning &", "Joint training (upper bound) &"):
         assert label in table, label

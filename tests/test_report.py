@@ -21,7 +21,7 @@ from scipy import stats as st
 from analysis import html, stats, tables
 from analysis.__main__ import main as cli_main
 from analysis.compare import compare_dirs
-from analysis.records import load_records, record_row, records_frame
+from analysis.records import display_name, load_records, record_row, records_frame
 from analysis.report import make_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,9 +133,9 @@ def test_latex_and_html_mark_the_indistinguishable_not_only_the_best():
     latex = tables.main_table(_frame([_record(paper[m], "imagenet_r_5", s, v) for m, vals in ACC.items()
                                       for s, v in zip(SEEDS, vals)]))
     lines = {ln.split(" &")[0]: ln for ln in latex.splitlines() if " & " in ln}
-    assert r"\textbf{81.00 (1.58)}" in lines[r"sd\_lora"]  # 80..83,79: mean 81, sd 1.58
-    assert r"\underline{80.50 (1.58)}" in lines["inflora"]
-    assert r"\underline" not in lines["l2p"] and r"\textbf" not in lines["l2p"]
+    assert r"\textbf{81.00 (1.58)}" in lines["SD-LoRA"]  # 80..83,79: mean 81, sd 1.58 (rows by display name)
+    assert r"\underline{80.50 (1.58)}" in lines["InfLoRA"]
+    assert r"\underline" not in lines["L2P"] and r"\textbf" not in lines["L2P"]
     assert "underlined: not distinguishable from that best" in latex
     assert r"\textbf" not in tables.main_table(df)  # top, close, far: no paper rows, nothing ranked
     page = html.results_table(df, "t", "sd")
@@ -280,7 +280,7 @@ def test_new_method_beside_the_committed_quick_records(tmp_path, capsys):
     main = (out / "tables" / "main.tex").read_text(encoding="utf-8")
     quick_methods = set(load_records(QUICK)["method"])
     for method in quick_methods | {"my_method"}:
-        assert method.replace("_", r"\_") + " &" in main, method
+        assert (display_name(method) or method).replace("_", r"\_") + " &" in main, method
     assert "my_method" in (out / "report.html").read_text(encoding="utf-8")
     assert {p: p.read_bytes() for p in QUICK.rglob("*") if p.is_file()} == before  # sources are only read
     capsys.readouterr()
