@@ -45,7 +45,6 @@ from analysis.records import (
     ordered_labels,
     paper_names,
     paper_rows,
-    reference_methods,
 )
 from analysis.stats import indistinguishable
 
@@ -159,10 +158,6 @@ def seeds_cells(d: pd.DataFrame, labels: list[str], counts: dict[str, list[int]]
     marks = {lab: diverged_seeds(d, lab) for lab in labels}
     cells = [seeds_text(counts[lab]) + (f" ({marks[lab]}$^\\dagger$)" if marks[lab] else "") for lab in labels]
     return cells, (" " + DIVERGED_TEXT if any(marks.values()) else "")
-
-
-def _joint_labels(df: pd.DataFrame) -> set[str]:
-    return set(df.loc[df["method"].isin(reference_methods()), "label"])
 
 
 def row_blocks(d: pd.DataFrame, labels: list[str], keys=None) -> tuple[list[str], list[str]]:
