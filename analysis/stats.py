@@ -49,8 +49,9 @@ def interval_text(lo: float, hi: float) -> str:
     return "--" if math.isnan(lo) or math.isnan(hi) else f"[{bound(lo)}, {bound(hi)}]"
 
 
-def paired_interval(x, y, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """Mean of ``x - y`` (paired) and its t-interval.
+def paired_test(x, y, confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
+    """Mean of ``x - y`` (paired), its t-interval and the paired t-test's two-sided p, from one
+    ``scipy.stats.ttest_rel``.
 
     Args:
         x: Values of one method, one per seed.
@@ -58,50 +59,45 @@ def paired_interval(x, y, confidence: float = CONFIDENCE) -> tuple[float, float,
         confidence: Coverage of the interval.
 
     Returns:
-        ``(diff, lo, hi)``; ``lo, hi`` are NaN with fewer than two pairs. Identical differences in every seed give
-        the point interval ``[diff, diff]`` (no seed noise was observed).
+        ``(diff, lo, hi, p)``; ``lo, hi, p`` are NaN with fewer than two pairs. Identical differences in every seed
+        give the point interval ``[diff, diff]`` (no seed noise was observed) and p 1.0 when that difference is 0,
+        0.0 otherwise.
     """
-    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    d = x - y
     if len(d) == 0:
-        return math.nan, math.nan, math.nan
+        return math.nan, math.nan, math.nan, math.nan
     diff = float(d.mean())
     if len(d) < 2:
-        return diff, math.nan, math.nan
+        return diff, math.nan, math.nan, math.nan
     if np.allclose(d, d[0], rtol=0.0, atol=1e-12):
         # scipy's t statistic is undefined for zero spread; the interval of a constant difference is that constant.
-        return diff, diff, diff
-    ci = st.ttest_rel(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).confidence_interval(confidence)
-    return diff, float(ci.low), float(ci.high)
+        return diff, diff, diff, 1.0 if abs(d[0]) <= 1e-12 else 0.0
+    test = st.ttest_rel(x, y)
+    ci = test.confidence_interval(confidence)
+    return diff, float(ci.low), float(ci.high), float(test.pvalue)
+
+
+def paired_interval(x, y, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """``(diff, lo, hi)`` of :func:`paired_test`."""
+    return paired_test(x, y, confidence)[:3]
 
 
 def paired_p(x, y) -> float:
-    """Two-sided p-value of the paired t-test of ``x - y`` (the test behind :func:`paired_interval`).
-
-    NaN with fewer than two pairs; a constant difference over the seeds gives 1.0 when it is 0 and 0.0 otherwise,
-    matching the point interval :func:`paired_interval` returns for it.
-    """
-    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
-    if len(d) < 2:
-        return math.nan
-    if np.allclose(d, d[0], rtol=0.0, atol=1e-12):
-        return 1.0 if abs(d[0]) <= 1e-12 else 0.0
-    return float(st.ttest_rel(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).pvalue)
+    """The two-sided p of :func:`paired_test`."""
+    return paired_test(x, y)[3]
 
 
 def holm(pvalues) -> np.ndarray:
-    """Holm's step-down adjustment of a family of p-values (NaN entries are left out of the family and stay NaN).
+    """Holm's step-down adjustment of a family of p-values (``statsmodels``' ``multipletests``); NaN entries are
+    left out of the family and stay NaN."""
+    from statsmodels.stats.multitest import multipletests
 
-    The i-th smallest of m p-values becomes max over j <= i of min(1, (m - j + 1) p_(j)).
-    """
     p = np.asarray(pvalues, dtype=float)
     out = np.full(p.shape, math.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    order = valid[np.argsort(p[valid], kind="stable")]
-    m = len(order)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
+    valid = ~np.isnan(p)
+    if valid.any():
+        out[valid] = multipletests(p[valid], method="holm")[1]
     return out
 
 
@@ -122,7 +118,7 @@ def _by_seed(frame: pd.DataFrame, metric: str) -> dict[str, pd.Series]:
 def compare_pair(x: pd.Series, y: pd.Series) -> dict:
     """Paired difference, interval and probability of improvement of seed-indexed series ``x`` over ``y``."""
     shared = x.index.intersection(y.index).sort_values()
-    diff, lo, hi = paired_interval(x[shared], y[shared])
+    diff, lo, hi, p = paired_test(x[shared], y[shared])
     return {
         "n_shared": len(shared),
         "mean": float(x.mean()),
@@ -130,7 +126,7 @@ def compare_pair(x: pd.Series, y: pd.Series) -> dict:
         "diff": diff,
         "lo": lo,
         "hi": hi,
-        "p": paired_p(x[shared], y[shared]),
+        "p": p,
         "p_holm": math.nan,  # filled in per family by :func:`comparisons`
         "p_improve": probability_of_improvement(x, y),
     }

@@ -595,11 +595,11 @@ def _acc_aaa_table(df: pd.DataFrame, table_id: int, layout: PaperLayout, stat: s
     return render(cells, caption, f"tab:paper{table_id}", align="c", extended=len(extended), fit=True)
 
 
-def _paper_efficiency(d: pd.DataFrame, labels: list[str], efficiency_csv: Path | str | None) -> dict[str, list[str]]:
-    """Per label, the paper's Table 5 values (formatted), for labels on the paper's backbone with a paper row."""
-    if efficiency_csv is None or not Path(efficiency_csv).exists():
+def _paper_efficiency(d: pd.DataFrame, labels: list[str], ref: pd.DataFrame | None) -> dict[str, list[str]]:
+    """Per label, the paper's Table 5 values (formatted; ``ref`` is the paper's Table 5, None: none), for labels on
+    the paper's backbone with a paper row."""
+    if ref is None:
         return {}
-    ref = _read_reference(efficiency_csv, need=("method", *(c for *_, c in EFFICIENCY_COLUMNS)))
     ours = paper_names()
     out = {}
     for r in ref.to_dict("records"):
@@ -617,11 +617,11 @@ def _efficiency_table(df: pd.DataFrame, stat: str, efficiency_csv: Path | str | 
     if d.empty:
         return None
     # the paper's rows (its Table 5's methods), ranked; below the rule every other row, never marked (as Tables 2-6)
-    keys = (set(_read_reference(efficiency_csv, need=("method",))["method"])
-            if efficiency_csv is not None and Path(efficiency_csv).exists() else None)
-    ranked, extended = row_blocks(d, ordered_labels(d), keys)
+    ref = (_read_reference(efficiency_csv, need=("method", *(c for *_, c in EFFICIENCY_COLUMNS)))
+           if efficiency_csv is not None and Path(efficiency_csv).exists() else None)
+    ranked, extended = row_blocks(d, ordered_labels(d), None if ref is None else set(ref["method"]))
     labels = ranked + extended
-    paper = _paper_efficiency(d, labels, efficiency_csv)
+    paper = _paper_efficiency(d, labels, ref)
     data, counts = {lab: [] for lab in labels}, {lab: [] for lab in labels}
     for i, (_, keys, scale, _) in enumerate(EFFICIENCY_COLUMNS):
         values = d.assign(_v=[_efficiency_value(rec, keys) / scale for rec in d["record"]])
