@@ -20,6 +20,7 @@ from analysis import stats
 from analysis.records import (
     SMOKE_TEXT,
     TASK_ERRORS,
+    ablation_methods,
     benchmark_order,
     done,
     ordered_labels,
@@ -59,8 +60,8 @@ def _cell(stat: Stat, kind: str) -> str:
 def results_table(sub: pd.DataFrame, uuid: str, stat: str) -> str:
     """One benchmark: label, seeds, each metric as ``mean ± stat``; Acc and AAA carry the bold/underline marks."""
     labels = ordered_labels(sub)
-    joint = set(sub.loc[sub["method"].isin(reference_methods()), "label"])
-    ranked = [lab for lab in labels if lab not in joint]
+    unranked = set(sub.loc[sub["method"].isin(reference_methods() | set(ablation_methods())), "label"])
+    ranked = [lab for lab in labels if lab not in unranked]  # neither an upper bound nor an ablation is marked
     cells = pd.DataFrame({"Method": labels, "Seeds": [seed_count(sub, lab) for lab in labels]})
     classes = pd.DataFrame("", index=cells.index, columns=cells.columns)
     for metric, header in RESULT_COLUMNS:

@@ -28,7 +28,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from analysis.records import benchmark_order, done, method_sort_key, ordered_labels, reference_methods
+from analysis.records import (
+    ablation_methods,
+    benchmark_order,
+    done,
+    method_sort_key,
+    ordered_labels,
+    reference_methods,
+)
 
 CONFIDENCE = 0.95
 # A critical-difference diagram needs a complete block design of at least this many benchmarks and methods.
@@ -172,7 +179,9 @@ def _aligned(x: pd.Series, y: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def comparisons(df: pd.DataFrame, metric: str = "acc", reference: str = "sd_lora") -> pd.DataFrame:
-    """Every ranked method against the best method and against ``reference``, per benchmark.
+    """Every ranked method against the best method and against ``reference``, per benchmark. An ablation of
+    SD-LoRA (``MethodInfo.group == "ablation"``) is compared against both but is never the best: it is not a method
+    the paper compares.
 
     Args:
         df: Frame from :func:`analysis.records.load_records`.
@@ -192,7 +201,8 @@ def comparisons(df: pd.DataFrame, metric: str = "acc", reference: str = "sd_lora
         series = _by_seed(sub, metric)
         joint = set(sub.loc[sub["method"].isin(reference_methods()), "label"])
         ranked = [lab for lab in ordered_labels(sub) if lab not in joint and lab in series]
-        top = best_label(series, ranked)
+        ablations = set(sub.loc[sub["method"].isin(ablation_methods()), "label"])
+        top = best_label(series, [lab for lab in ranked if lab not in ablations])  # an ablation is compared, never best
         roles = {top: "best"} if top is not None else {}
         if reference in series:
             roles[reference] = "best, reference" if reference == top else "reference"
@@ -212,12 +222,13 @@ def comparisons(df: pd.DataFrame, metric: str = "acc", reference: str = "sd_lora
 
 
 def rank_table(df: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
-    """Mean ``metric`` per benchmark (rows) x method label (columns), complete cases only, ``joint`` left out.
+    """Mean ``metric`` per benchmark (rows) x method label (columns), complete cases only, ``joint`` and the
+    ablations of SD-LoRA left out (the critical-difference diagram compares methods).
 
     Methods missing on some benchmark are dropped (the Friedman test needs every method on every benchmark).
     """
     d = done(df)
-    d = d[~d["method"].isin(reference_methods())]
+    d = d[~d["method"].isin(reference_methods() | set(ablation_methods()))]
     table = d.pivot_table(index="benchmark", columns="label", values=metric, aggfunc="mean")
     table = table.dropna(axis=1, how="any")
     order = sorted(table.columns, key=lambda lab: (method_sort_key(d.loc[d["label"] == lab, "method"].iloc[0]), lab))

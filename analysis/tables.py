@@ -16,7 +16,9 @@ Rows come in two blocks, decided from the registry (``methods.base.MethodInfo``)
 
 Marks rank the paper's rows only: the best mean of a column among them is bold (ties at the printed precision are
 all bold), and one the seeds cannot tell from the best (the 95% paired t-interval of its difference to the best
-contains 0, :mod:`analysis.stats`) is underlined. An extended row is never marked.
+contains 0, :mod:`analysis.stats`) is underlined. An extended row is never marked, nor, in the tables of every
+method (:func:`main_table`, :func:`extended_table`), an ablation of SD-LoRA (the paper ranks those in its Table 4
+only, as :func:`paper_table` 4 does).
 
 Layouts: :func:`main_table` (every method x benchmark), :func:`paper_table` (the paper's Tables 2-6),
 :func:`extended_table` (per benchmark, both readings of Acc: pooled and the per-task mean) and
@@ -34,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.records import (
+    PAPER_RESULTS,
     SMOKE_TEXT,
     STATISTICS,
     ablation_methods,
@@ -57,12 +60,11 @@ MARKS_TEXT = (
 )
 DIVERGED_TEXT = (r"($k^\dagger$): $k$ of the row's runs diverged (a non-finite mean training loss, the record's "
                  r"\texttt{nonfinite\_loss}); their numbers are a diverged network's.")
+ABLATION_TEXT = "SD-LoRA's ablations (the paper's Table 4) are not marked."
 EXTENDED_TEXT = "Rows under Extended are not in the paper's table (joint training: an upper bound) and are never marked."
 EXTENDED_HEADER = r"\textit{Extended (not in the paper's table)}"
 # A main table of more benchmarks than this is set in landscape (sidewaystable); every table shrinks to fit.
 PORTRAIT_BENCHMARKS = 3
-# The paper's numbers (results/reference/); which methods the paper reports in each of its tables.
-PAPER_RESULTS = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper_results.csv"
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,16 @@ def row_blocks(d: pd.DataFrame, labels: list[str], keys=None) -> tuple[list[str]
     rank = {m: i for i, m in enumerate(paper_rows(methods, keys))}
     paper = sorted((lab for lab, m in zip(labels, methods) if m in rank), key=lambda lab: (rank[method_of.get(lab, lab)], lab))
     return paper, [lab for lab, m in zip(labels, methods) if m not in rank]
+
+
+def compared_rows(d: pd.DataFrame, paper: list[str]) -> tuple[list[str], str]:
+    """(the paper rows that marks rank, the caption's sentence on the others): the paper's ablations of SD-LoRA
+    (its Table 4, ``MethodInfo.group == "ablation"``) sit among the paper's rows of a table of every method but are
+    not methods the paper compares, so they are never marked there (:func:`paper_table` 4 ranks them)."""
+    method_of = dict(zip(d["label"], d["method"]))
+    ablations = set(ablation_methods())
+    ranked = [lab for lab in paper if method_of.get(lab, lab) not in ablations]
+    return ranked, (f" {ABLATION_TEXT}" if len(ranked) < len(paper) else "")
 
 
 def row_names(d: pd.DataFrame, labels: list[str]) -> list[str]:
@@ -341,14 +353,15 @@ def main_table(df: pd.DataFrame, stat: str = "sd") -> str:
     benches = benchmark_order(d)
     paper, extended = row_blocks(d, ordered_labels(d))
     labels = paper + extended
-    cols, data, counts = _metric_columns(d, labels, paper, benches, (("acc", "Acc"), ("aaa", "AAA")), stat)
+    ranked, ablation_note = compared_rows(d, paper)
+    cols, data, counts = _metric_columns(d, labels, ranked, benches, (("acc", "Acc"), ("aaa", "AAA")), stat)
     cols.append(("Seeds", ""))
     seeds, note = seeds_cells(d, labels, counts)
     rows = [data[lab] + [n] for lab, n in zip(labels, seeds, strict=True)]
     cells = pd.DataFrame(rows, index=row_names(d, labels), columns=pd.MultiIndex.from_tuples(cols))
     caption = (
-        f"Final accuracy (Acc) and average anytime accuracy (AAA), \\%, {stat_caption(stat)}. {MARKS_TEXT} "
-        f"{EXTENDED_TEXT} -- = no finished run.{note}"
+        f"Final accuracy (Acc) and average anytime accuracy (AAA), \\%, {stat_caption(stat)}. {MARKS_TEXT}"
+        f"{ablation_note} {EXTENDED_TEXT} -- = no finished run.{note}"
     )
     return render(cells, caption, "tab:main", escape_header=True, extended=len(extended), fit=True,
                   landscape=len(benches) > PORTRAIT_BENCHMARKS)
@@ -374,15 +387,16 @@ def extended_table(df: pd.DataFrame, stat: str = "sd") -> str | None:
         sub = d[d["benchmark"] == bench]
         paper, extended = row_blocks(sub, ordered_labels(sub))
         labels = paper + extended
-        cols, data, counts = _metric_columns(sub, labels, paper, [bench], metrics, stat)
+        ranked, ablation_note = compared_rows(sub, paper)
+        cols, data, counts = _metric_columns(sub, labels, ranked, [bench], metrics, stat)
         seeds, note = seeds_cells(sub, labels, counts)
         rows = [data[lab] + [n] for lab, n in zip(labels, seeds, strict=True)]
         cells = pd.DataFrame(rows, index=row_names(sub, labels), columns=[h for _, h in cols] + ["Seeds"])
         caption = (
             f"{_latex_text(bench)}: Acc = pooled accuracy after the last task (as the paper's code computes it), "
             "Acc (task mean) = mean over tasks of the accuracy on each task's test set after the last task (the "
-            f"paper's wording), AAA; \\%, {stat_caption(stat)}. {MARKS_TEXT} {EXTENDED_TEXT} -- = no finished "
-            f"run.{note}"
+            f"paper's wording), AAA; \\%, {stat_caption(stat)}. {MARKS_TEXT}{ablation_note} {EXTENDED_TEXT} -- = no "
+            f"finished run.{note}"
         )
         floats.append(render(cells, caption, f"tab:extended:{bench}", extended=len(extended), fit=True))
     return "\n".join(floats) if floats else None

@@ -44,6 +44,7 @@ import yaml
 
 from benchmarks import BENCHMARKS
 from benchmarks.backbones import BackboneConfig
+from benchmarks.base import split_sizes
 from core.errors import UserError
 from methods import METHODS
 from runner.checks import check_suite_shape, path_problems
@@ -164,17 +165,20 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
     defaults = suite.get("defaults") or {}
     backbone_cfgs = {label: BackboneConfig.from_dict(body, where=f"backbone {label}")
                      for label, body in backbone_entries.items()}
-    jobs = []
+    jobs, unpinned = [], {}
     for m_label, b_label in pairs:
         if (methods and m_label not in methods) or (benchmarks and b_label not in benchmarks):
             continue
         b_body = dict(bench_entries[b_label])
         b_name = b_body.pop("benchmark", b_label)
         b_cfg = BENCHMARKS.make_config(b_name, b_body, where=f"benchmark {b_label}")
+        check_split(b_label, b_name, b_cfg)
         m_body = dict(method_entries[m_label])
         m_name = m_body.pop("method", m_label)
         entry = METHODS.get(m_name)
         b_cfg, job_seeds = pinned_by_method(entry.info, b_cfg, _seeds(suite, seeds), seeds)
+        if not job_seeds:  # --seeds missed every seed the method's registration pins
+            unpinned[m_label] = entry.info.seeds
         # precedence (docs/adding_a_method.md): the method's declared defaults < suite defaults (the fields it has,
         # less a training-free method's schedule) < the method's entry < per-(method, benchmark) overrides < caller
         from_defaults = suite_defaults_for(entry.config_cls, defaults)
@@ -202,11 +206,40 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
             for seed in job_seeds:
                 jobs.append(Job(name, m_label, m_name, m_cfg, b_label, b_name, b_cfg, bb_label, bb_cfg, seed,
                                 multi_backbone=len(backbone_cfgs) > 1))
+    if unpinned and jobs:
+        pinned = "; ".join(f"{m} at {', '.join(map(str, s))}" for m, s in unpinned.items())
+        print(f"note: --seeds leaves no job to methods that run only at the seeds their registration pins "
+              f"(MethodInfo.seeds, a row 'as released'): {pinned}; add those seeds to --seeds to keep them")
     if not jobs:
         ran = ", ".join(dict.fromkeys(m for m, _ in pairs))
         raise UserError(f"suite {name}: the selection leaves no jobs (its experiments run the methods {ran} on "
                         f"{', '.join(dict.fromkeys(b for _, b in pairs))}); check --methods/--benchmarks/--seeds")
     return jobs
+
+
+def class_count(b_name: str, b_cfg: Any) -> int | None:
+    """How many classes a benchmark config splits into tasks, when that is known before its data is read: the
+    config's own ``n_classes`` (e.g. ``synthetic``), else the registration's ``BenchmarkInfo.n_classes``, unless
+    the config has another ``*_classes`` field besides ``init_classes`` that may change the count (e.g.
+    ``split_fmnist_glyphs``' ``glyph_classes``): None then, and the job checks its own split."""
+    own = getattr(b_cfg, "n_classes", None)
+    if isinstance(own, int):
+        return own
+    if any(f.endswith("_classes") and f != "init_classes" for f in b_cfg.field_names()):
+        return None
+    return BENCHMARKS.get(b_name).info.n_classes
+
+
+def check_split(b_label: str, b_name: str, b_cfg: Any) -> None:
+    """A split of the classes that no job could make is bad input: one line before anything runs, not a failed
+    record per job (``benchmarks.base.split_sizes`` is the jobs' own rule)."""
+    n = class_count(b_name, b_cfg)
+    if n is None:
+        return
+    try:
+        split_sizes(n, b_cfg.n_tasks, b_cfg.init_classes)
+    except UserError as err:
+        raise UserError(f"benchmark {b_label}: {err}") from None
 
 
 def pinned_by_method(info: Any, b_cfg: Any, suite_seeds: list[int], chosen: list[int] | None) -> tuple[Any, list[int]]:

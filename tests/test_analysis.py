@@ -22,10 +22,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import figures, tables
+from analysis import figures, html, stats, tables
 from analysis.__main__ import main as cli_main
 from analysis.records import (
     aggregate,
+    benchmark_order,
     display_name,
     done,
     load_records,
@@ -153,8 +154,9 @@ def test_main_table_cell_math_best_bold_joint_missing(df):
     # sd_lora on imagenet_r_5: acc 78.5, 79.0, 80.0 -> mean 79.17, se 0.44; it beats inflora, so it is bold.
     sd = _row_line(latex, "sd_lora")
     assert r"\textbf{79.17 (0.44)}" in sd and sd.endswith("& 3 \\\\")
-    # inflora never ran on cifar100_10: its first two cells are missing, not invented.
-    assert _row_line(latex, "inflora").startswith(r"InfLoRA & -- & -- & 75.17 (0.44)")
+    # inflora never ran on cifar100_10 (after imagenet_r_5: the paper's order): its last two cells are missing,
+    # not invented.
+    assert _row_line(latex, "inflora").startswith(r"InfLoRA & 75.17 (0.44) & 79.17 (0.44) & -- & -- & 3")
     # joint has the highest numbers but is a reference row: below a midrule, never bold.
     joint = _row_line(latex, "joint")
     assert r"\textbf" not in joint and "88.17 (0.44)" in joint
@@ -163,6 +165,36 @@ def test_main_table_cell_math_best_bold_joint_missing(df):
     # cifar100_10 has sd_lora as its only ranked method: nothing to beat, so nothing is bold there.
     assert r"\textbf{87.67" not in latex
     assert "99.99" not in latex  # the failed record
+
+
+def test_benchmarks_in_the_papers_order_then_the_others_by_name():
+    """Columns and sections follow the paper's tables (ImageNet-R N=5/10/20, ImageNet-A, DomainNet, then its
+    appendix's CIFAR-100 and CUB-200), read from the committed reference CSV; other benchmarks come after."""
+    shuffled = [("split_fmnist", "split_fmnist", 5), *reversed(SEVEN), ("synthetic_3", "synthetic", 3)]
+    d = _frame([_rec("sd_lora", label, 1993, 70.0, 80.0, n_tasks=n, bench_name=name) for label, name, n in shuffled])
+    assert benchmark_order(d) == [label for label, _, _ in SEVEN] + ["split_fmnist", "synthetic_3"]
+
+
+def test_ablations_are_never_marked_in_the_tables_of_every_method():
+    """An ablation of SD-LoRA scoring above every method is not the best method: main.tex, extended.tex and
+    report.html mark the best compared method, the comparisons never take the ablation as best (it is still
+    compared), and Table 4 still ranks it against SD-LoRA."""
+    recs = [_rec(m, "imagenet_r_10", seed, acc + off, acc + 10 + off, n_tasks=10, bench_name="imagenet_r")
+            for m, acc in (("inflora", 60.0), ("sd_lora", 70.0), ("sd_lora_no_rescale", 75.0))
+            for seed, off in zip(SEEDS5[:3], OFFSETS5)]
+    d = _frame(recs)
+    for latex in (tables.main_table(d), tables.extended_table(d)):
+        assert r"\textbf" not in _row_line(latex, "sd_lora_no_rescale")
+        assert r"\textbf{70." in _row_line(latex, "sd_lora") and tables.ABLATION_TEXT in latex
+    assert tables.ABLATION_TEXT not in tables.main_table(d[d["method"] != "sd_lora_no_rescale"])
+    assert r"\textbf{75." in _row_line(tables.paper_table(d, 4), "sd_lora_no_rescale")
+    page = html.results_table(d, "t", "sd").split("<tbody>")[1]
+    rows = {row.split("</td>")[0].rsplit(">", 1)[-1]: row for row in page.split("<tr>")[1:]}
+    assert ' best"' in rows["sd_lora"] and ' best"' not in rows["sd_lora_no_rescale"]
+    comp = stats.comparisons(d)
+    assert set(comp.loc[comp["role"].str.contains("best"), "versus"]) == {"sd_lora"}
+    assert "sd_lora_no_rescale" in set(comp["label"])
+    assert "sd_lora_no_rescale" not in stats.rank_table(d).columns
 
 
 def test_diverged_seeds_are_marked_in_every_seeds_column_and_explained_once(twin):
@@ -334,7 +366,7 @@ def test_paper_rows_bold_and_extended_block(twin):
     # simple_cil has the best ImageNet-R numbers (81.12 > 79.12) but is not the paper's: sd_lora is bold.
     assert r"\textbf" not in _row_line(latex, "simple_cil") and r"\textbf" not in _row_line(latex, "l2p (as released)")
     assert _row_line(latex, "sd_lora").count(r"\textbf") == 2  # Acc and AAA on ImageNet-R (cifar100: hide_prompt)
-    assert _row_line(latex, "hide_prompt").startswith(r"HiDe-Prompt & \textbf{86.12")
+    assert _row_line(latex, "hide_prompt").startswith(r"HiDe-Prompt & 74.12 (0.57) & 78.12 (0.57) & \textbf{86.12")
     # Table 6: the paper leaves HiDe-Prompt out, so it moves below the rule and sd_lora is the best there.
     t6 = tables.paper_table(_rows(), 6, stat="sd")
     assert _body(t6) == ["L2P", "SD-LoRA", EXTENDED, "L2P (as released)", "HiDe-Prompt", "Sequential LoRA",

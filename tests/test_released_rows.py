@@ -62,6 +62,16 @@ def test_released_rows_pin_identity_order_and_their_seeds():
     assert sorted((j.method, j.seed) for j in narrowed) == [("inflora", 1), ("inflora", 1993), ("inflora_released", 1)]
 
 
+def test_seeds_that_miss_every_pinned_seed_say_which_rows_they_drop(capsys):
+    """--seeds 1993 leaves the released rows no job: a note names them and their seeds instead of a silent gap."""
+    jobs = expand_jobs(SUITE, methods=["inflora_released", "inflora", "coda_prompt_released"], seeds=[1993])
+    assert sorted((j.method, j.seed) for j in jobs) == [("inflora", 1993)]
+    out = capsys.readouterr().out
+    assert "coda_prompt_released at 0; inflora_released at 0, 1, 2, 3, 4" in out and "add those seeds" in out
+    expand_jobs(SUITE, methods=["inflora_released", "inflora"], seeds=[1, 1993])  # one pinned seed kept: no note
+    assert "note" not in capsys.readouterr().out
+
+
 def test_released_row_record_holds_identity_order_and_seed(tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(yaml.safe_dump(SUITE))

@@ -8,8 +8,10 @@ import pytest
 import yaml
 
 import run_suite
+from benchmarks import BENCHMARKS
+from core.errors import UserError
 from methods import METHODS
-from runner.suite import expand_jobs, list_suites, load_suite
+from runner.suite import check_split, class_count, expand_jobs, list_suites, load_suite
 
 
 @pytest.mark.parametrize("name", list_suites())
@@ -70,6 +72,25 @@ def test_weights_flag_points_the_backbone_at_a_file(tmp_path, capsys):
     assert run_suite.main(["--suite", "paper_tables", "--dry-run", "--weights", str(weights)]) == 0
     assert run_suite.main(["--suite", "paper_tables", "--dry-run", "--weights", f"nope={weights}"]) == 2
     assert "no backbone 'nope'" in capsys.readouterr().err
+
+
+def test_a_split_no_job_could_make_is_bad_input_before_anything_is_written(tmp_path, capsys):
+    """Ten garments in three equal tasks: one line naming the fix, exit 2, no record, log or lock per job."""
+    suite = tmp_path / "bad.yaml"
+    suite.write_text("name: bad\nextends: quick\nbenchmarks:\n  split_fmnist: {n_tasks: 3}\n")
+    out = tmp_path / "out"
+    assert run_suite.main(["--suite", str(suite), "--results-dir", str(out), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "benchmark split_fmnist: 10 classes cannot be split" in err and "change n_tasks" in err
+    assert not out.exists()
+    # The counts it checks: the config's own (synthetic), the registration's, none where a config field may change
+    # it (the glyph stream's glyph_classes: its jobs check their own split)
+    assert class_count("synthetic", BENCHMARKS.make_config("synthetic", {"n_classes": 7}, where="t")) == 7
+    assert class_count("split_fmnist", BENCHMARKS.make_config("split_fmnist", {}, where="t")) == 10
+    assert class_count("split_fmnist_glyphs", BENCHMARKS.make_config("split_fmnist_glyphs", {"glyph_classes": 10},
+                                                                      where="t")) is None
+    with pytest.raises(UserError, match="benchmark s: 7 classes cannot be split"):
+        check_split("s", "synthetic", BENCHMARKS.make_config("synthetic", {"n_classes": 7, "n_tasks": 3}, where="t"))
 
 
 def test_data_root_must_exist(tmp_path, capsys):
