@@ -174,7 +174,9 @@ def key_settings(m) -> str:
     """Epochs, learning rate (task 0's first when it differs), schedule, batch size and optimizer of a method config."""
     lr = f"{m.init_lr:g}/{m.lr:g}" if m.init_lr is not None and m.init_lr != m.lr else f"{m.lr:g}"
     sched = m.scheduler
-    if sched == "multistep":
+    if getattr(m, "coda_schedule", False) or getattr(m, "coda_cosine", False):  # the method's own schedule wins
+        sched = "coda-cosine"
+    elif sched == "multistep":
         sched += "[" + ",".join(str(e) for e in m.milestones) + f"]x{m.lr_decay:g}"
     return f"epochs={m.epochs} lr={lr} sched={sched} bs={m.batch_size} opt={m.optimizer}"
 
