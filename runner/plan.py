@@ -289,15 +289,30 @@ def execute(todo: list[Job], results_dir: Path, args, execution: dict[str, Any])
                      imports=imports)
 
 
-def run_all(records: Iterable[Record | Skipped], n: int, results_dir: Path) -> tuple[list[Record], list[Skipped]]:
-    """Consume the executor's records: a progress bar (on a terminal) and one line per finished job; returns the
-    failed records and the jobs left to another runner."""
+def eta_s(elapsed: float, finished: int, durations: list[float], remaining: int, slots: int | None) -> float:
+    """Seconds until the last job ends: the finished jobs' mean duration x the jobs left / the jobs that run at once
+    (``slots``: a local run's workers or GPU slots). Elapsed time per finished job, the estimate without ``slots``
+    (SLURM: the cluster decides), overestimates early by about the number of slots: the first job ends when every
+    slot's first job is nearly done."""
+    if slots and durations:
+        return sum(durations) / len(durations) * remaining / slots
+    return elapsed / max(finished, 1) * remaining
+
+
+def run_all(records: Iterable[Record | Skipped], n: int, results_dir: Path,
+            slots: int | None = None) -> tuple[list[Record], list[Skipped]]:
+    """Consume the executor's records: a progress bar (on a terminal) and one line per finished job (with
+    :func:`eta_s`); returns the failed records and the jobs left to another runner."""
     failed: list[Record] = []
     skipped: list[Skipped] = []
+    durations: list[float] = []
     t0 = time.time()
     with tqdm(total=n, unit="job", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
         for i, record in enumerate(records, 1):
-            eta = (time.time() - t0) / i * (n - i)
+            timings = getattr(record, "timings", None)
+            if getattr(timings, "total_s", None):
+                durations.append(timings.total_s)
+            eta = eta_s(time.time() - t0, i, durations, n - i, slots)
             if record.status == "done":
                 m = record.metrics
                 status = f"Acc {m.acc:6.2f}  AAA {m.aaa:6.2f}  ({record.timings.total_s:.0f}s)"

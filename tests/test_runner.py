@@ -248,3 +248,14 @@ def test_summary_metrics_by_hand():
     assert m["task_mean_acc"] == pytest.approx((50 + 70 + 100) / 3)
     assert m["forgetting"] == pytest.approx(((90 - 50) + (80 - 70)) / 2)
     assert m["til_acc"] == 88.0
+
+
+def test_eta_divides_the_work_left_by_the_jobs_that_run_at_once():
+    """Two workers, jobs of about 40 s: when the first ends (41 left, 40 s elapsed) about 41 x 40 / 2 = 820 s
+    remain; elapsed per finished job x jobs left said 1,640 s. Without a slot count (SLURM) that is the estimate."""
+    from runner.plan import eta_s
+
+    assert eta_s(40.0, 1, [40.0], 41, slots=2) == 820.0
+    assert eta_s(40.0, 1, [40.0], 41, slots=None) == 1640.0
+    assert eta_s(40.0, 1, [], 41, slots=2) == 1640.0  # no duration yet (a failed or skipped first job)
+    assert eta_s(400.0, 20, [30.0, 50.0], 0, slots=2) == 0.0
