@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         REPO,
         dry_run_jobs,
         execute,
+        parallel_slots,
         plan,
         recipe_note,
         resolve_recipe,
@@ -173,9 +174,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {len(stale)} done record(s) were made by other code and are kept (status flags them CODE; "
                   f"--rerun-stale reruns them): {', '.join(j.job_id for j in stale[:5])}{' ...' * (len(stale) > 5)}")
         with terminate_as_interrupt():
-            slots = None if p.execution["executor"] == "slurm" else len(p.execution["gpus"] or []) or p.execution["jobs"]
-            failed, skipped = (run_all(execute(todo, p.results_dir, args, p.execution), len(todo), p.results_dir, slots)
-                               if todo else ([], []))
+            failed, skipped = (run_all(execute(todo, p.results_dir, args, p.execution), len(todo), p.results_dir,
+                                       parallel_slots(p.execution)) if todo else ([], []))
         if skipped:
             print(f"{len(skipped)} job(s) left to another runner that holds them ({skipped[0].reason}"
                   f"{', ...' * (len(skipped) > 1)}): `run_suite.py status` follows them; their records land in "

@@ -242,10 +242,15 @@ def worker_identity() -> tuple[int, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------------- local
+def local_workers(n_workers: int, gpus: list[str] | None) -> int:
+    """How many jobs a local run runs at once: one per GPU slot with ``gpus``, else ``n_workers``."""
+    return len(gpus) if gpus else n_workers
+
+
 def run_local(jobs: list[Job], results_dir: str, n_workers: int = 1, threads: int | None = None,
               gpus: list[str] | None = None, imports: list[str] = ()) -> Iterator[Record]:
     """Run ``jobs`` here (one by one) or on joblib workers (``n_workers`` CPU workers, or one per GPU slot)."""
-    n_workers = len(gpus) if gpus else n_workers
+    n_workers = local_workers(n_workers, gpus)
     jobs = with_threads(jobs, n_workers, threads)
     if n_workers <= 1:
         if gpus:

@@ -28,7 +28,7 @@ from core.errors import UserError
 from core.folders import output_problem
 from runner import recipe
 from runner.checks import device_problems, folder_problems, path_problems
-from runner.executors import absolute_imports, import_plugins, parse_gpus, run_local
+from runner.executors import absolute_imports, import_plugins, local_workers, parse_gpus, run_local
 from runner.jobs import Job
 from runner.locks import Skipped
 from runner.recipe import RecipeRule
@@ -278,6 +278,11 @@ def select_todo(jobs: list[Job], store: ResultStore, force: bool = False, retry_
 
 def _is_done(record: Record | None, job: Job) -> bool:
     return record is not None and record.status == "done" and record.config_hash == job.config_hash()
+
+
+def parallel_slots(execution: dict[str, Any]) -> int | None:
+    """Jobs that run at once under ``execution``: a local run's workers; None under SLURM (the cluster decides)."""
+    return None if execution["executor"] == "slurm" else local_workers(execution["jobs"], execution["gpus"])
 
 
 def execute(todo: list[Job], results_dir: Path, args, execution: dict[str, Any]) -> Iterator[Record]:
