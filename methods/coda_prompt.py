@@ -34,7 +34,9 @@ recipe with the suite's epochs and batch size.
 
 Row ``coda_prompt_released`` ("CODA-Prompt (as released)"): the same method with the class order and seed of the
 released configs, pinned by its registration (``MethodInfo.identity_order``, ``seeds=(0,)``; docs/baselines.md
-section 15).
+section 15), and with their training loader, which drops each epoch's last, partial batch (``drop_last``, a field
+of ``CodaPromptReleasedConfig`` only: CODA ``trainer.py`` and SDL ``models/coda_prompt.py`` build it with
+``drop_last=True``).
 
 Deliberate deviations:
 
@@ -44,6 +46,8 @@ Deliberate deviations:
   the rows that cannot be orthogonal are random unit vectors (the reference would divide by zero).
 * ``n_tasks`` (needed for ``pt``) is read from the training stream unless set.
 * Blocks beyond the backbone's depth are dropped with a warning.
+* Each epoch trains on its last, partial batch too, as the harness's loader does for every method; the references
+  drop it (row ``coda_prompt_released``, ``drop_last: true``, reproduces that).
 
 Precision: the component weights ``alpha`` are computed in float32 even under ``amp: bf16`` (docs/baselines.md
 section 13).
@@ -217,6 +221,12 @@ class CodaPrompt(PromptStrategy):
     def epoch_lr_factor(self, epochs: int):
         return coda_cosine(epochs) if self.config.coda_schedule else None
 
+    def make_train_dataloader(self, **kwargs):
+        """The harness's loader; the released twin's drops each epoch's last, partial batch (``drop_last``)."""
+        if isinstance(self.config, CodaPromptReleasedConfig):
+            kwargs["drop_last"] = self.config.drop_last
+        super().make_train_dataloader(**kwargs)
+
     def criterion(self):
         loss = super().criterion()
         if self.is_training and self.config.ortho_mu > 0:
@@ -231,10 +241,18 @@ class CodaPrompt(PromptStrategy):
         self.n_tasks = state["n_tasks"]
 
 
+@dataclass(frozen=True)
+class CodaPromptReleasedConfig(CodaPromptConfig):
+    """CODA-Prompt as its released code trains: without each epoch's last, partial batch (GT-RIPL/CODA-Prompt
+    ``trainer.py`` and SD-Lora-CL ``models/coda_prompt.py``: ``DataLoader(..., drop_last=True)``)."""
+
+    drop_last: bool = True
+
+
 # CODA-Prompt as its authors' code ran it: identity class order (SD-Lora-CL exps/coda_prompt*.json ``shuffle: false``;
-# GT-RIPL/CODA-Prompt trainer.py shuffles only for seed > 0) and seed 0 (``seed: [0]``; CODA's run.py seeds repeat r
-# with r, and its experiments/*.sh run REPEAT=1).
-METHODS.register("coda_prompt_released", CodaPromptConfig,
+# GT-RIPL/CODA-Prompt trainer.py shuffles only for seed > 0), seed 0 (``seed: [0]``; CODA's run.py seeds repeat r
+# with r, and its experiments/*.sh run REPEAT=1) and its training loader (CodaPromptReleasedConfig).
+METHODS.register("coda_prompt_released", CodaPromptReleasedConfig,
                  doc="CODA-Prompt with the class order and seed of its released configs",
                  info=MethodInfo(display="CODA-Prompt (as released)", released_of="coda_prompt", paper_key="coda_prompt",
                                  train_cost=1.4, eval_cost=2.0, identity_order=True, seeds=(0,)))(CodaPrompt)

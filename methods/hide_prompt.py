@@ -58,10 +58,19 @@ constant) and ``original_imr`` = ``train_imr_vit.sh`` (WTP 150 epochs, cosine to
 No ``sdl`` preset: WuYichen-97/SD-Lora-CL has no HiDe-Prompt config. Field defaults are the CIFAR recipe with
 the suite's epochs and batch size (``tii_epochs`` None = the task's ``epochs``).
 
-``hide_prompt_released`` (the same file, ``HiDePromptReleasedConfig``) is this method with
-``prefix_layout: released``: the reference's reshaped prefix layout (methods/prompting.py ``kv_prefixes``) in
-training, in the WTP statistics (computed, as the reference's ``_compute_mean``, in batches of the per-process
-size ``micro_batch``, else ``batch_size``) and at test, where a sample's prediction then depends on its batch.
+``hide_prompt_released`` (the same file, ``HiDePromptReleasedConfig``) is this method as the released scripts
+run it:
+
+* ``prefix_layout: released``: the reference's reshaped prefix layout (methods/prompting.py ``kv_prefixes``) in
+  training, in the WTP statistics (computed, as the reference's ``_compute_mean``, in batches of the per-process
+  size ``micro_batch``, else ``batch_size``) and at test, where a sample's prediction then depends on its batch;
+* ``scheduler_lag: true`` (a field of ``HiDePromptReleasedConfig`` only): the WTP schedule one epoch behind, as the
+  engine's ``lr_scheduler.step(epoch)`` after epoch e gives epoch e + 1 the rate of epoch e (timm's schedulers
+  take the epoch whose rate to set; ``engines/hide_promtp_wtp_and_tap_engine.py``): the first two epochs of a
+  task run at the starting rate, a step decay at epoch 30 comes into force at epoch 31;
+* the identity class order and the scripts' seeds 42, 40 and 44 (``configs/*_hideprompt_5e.py`` ``--shuffle``
+  False; ``training_scripts/train_{imr,cifar100}_vit.sh``), pinned by its registration (``MethodInfo``; seed 42
+  alone on CUB-200, ``train_cub_vit.sh``: an override of ``suites/paper_tables.yaml``).
 
 Deliberate deviations:
 
@@ -79,6 +88,8 @@ Deliberate deviations:
   (k-means++ seeding, global RNG) instead of sklearn's; small classes get fewer clusters (_hide_stats.py).
 * The alignment optimizers cover exactly the aligned parameters (TAP: the head), so prompts cannot be
   touched by weight decay (pitfall c).
+* The WTP schedule steps after each epoch as torch's schedulers do (epoch e + 1 at the rate of epoch e + 1); the
+  reference's ``step(epoch)`` sets epoch e's rate for epoch e + 1 (``scheduler_lag``, row ``hide_prompt_released``).
 * More tasks than ``pool_size`` is an error; blocks beyond the backbone's depth are dropped with a warning.
 """
 
@@ -255,12 +266,28 @@ class HiDePromptReleasedConfig(HiDePromptConfig):
     """HiDe-Prompt as thu-ml/HiDe-Prompt's code runs: its prefixes in the reshaped (batch-mixing) JHDP layout."""
 
     prefix_layout: str = "released"
+    scheduler_lag: bool = True
+
+
+class OneEpochLate:
+    """A per-epoch scheduler stepped as timm's ``step(epoch)`` is by HiDe-Prompt's engine: the first ``step()``
+    changes nothing, so epoch e + 1 runs at the rate the wrapped scheduler gives epoch e."""
+
+    def __init__(self, scheduler: Any):
+        self.scheduler, self.started = scheduler, False
+
+    def step(self) -> None:
+        if self.started:
+            self.scheduler.step()
+        self.started = True
 
 
 @METHODS.register("hide_prompt_released", HiDePromptReleasedConfig,
-                  "HiDe-Prompt as its released code runs: reshaped (batch-mixing) prefixes.",
+                  "HiDe-Prompt as its released code runs: reshaped (batch-mixing) prefixes, its schedule one epoch late, "
+                  "the identity class order and seeds 42, 40, 44.",
                   info=MethodInfo(display="HiDe-Prompt (as released)", order=51, color="#c49c94", train_cost=2.5,
-                                  eval_cost=2.0, paper_key="hide_prompt", released_of="hide_prompt"))
+                                  eval_cost=2.0, paper_key="hide_prompt", released_of="hide_prompt",
+                                  identity_order=True, seeds=(42, 40, 44)))
 @METHODS.register("hide_prompt", HiDePromptConfig, info=MethodInfo(display="HiDe-Prompt", order=50, color="#8c564b", train_cost=2.5, eval_cost=2.0, paper_key="hide_prompt"))
 class HiDePrompt(PromptStrategy):
     """HiDe-Prompt: TII picks the task, its E-prompt predicts within the task, heads aligned on stored statistics."""
@@ -296,6 +323,12 @@ class HiDePrompt(PromptStrategy):
         them alone; finish_task trains them."""
         return [([self.model.e_prompt], 1.0), (list(self.model.head.parameters()), self.config.head_lr_scale),
                 (self._tii_parameters(), 1.0)]
+
+    def make_optimizer(self, **kwargs):
+        fresh = self._optimizer_task != self.task_id  # the base builds one optimizer and scheduler per task
+        super().make_optimizer(**kwargs)
+        if fresh and isinstance(self.config, HiDePromptReleasedConfig) and self.config.scheduler_lag and self.scheduler:
+            self.scheduler = OneEpochLate(self.scheduler)
 
     def training_epoch(self, **kwargs):
         """Avalanche's SGD epoch, with ``micro_batch``: every loader batch of ``batch_size`` is split into

@@ -141,7 +141,7 @@ def _under(filename: Any, folder: Path) -> bool:
 # ---------------------------------------------------------------------------------------------------- suite shape
 MAPPINGS = ("backbones", "benchmarks", "methods", "defaults", "slurm")
 STRINGS = ("name", "description", "extends", "executor")
-SELECTORS = {"experiments": ("methods", "benchmarks"), "overrides": ("methods", "benchmarks", "set")}
+SELECTORS = {"experiments": ("methods", "benchmarks"), "overrides": ("methods", "benchmarks", "set", "seeds")}
 
 
 def suite_shape_problems(data: dict, where: str) -> list[str]:
@@ -179,6 +179,10 @@ def suite_shape_problems(data: dict, where: str) -> list[str]:
                     problems.append(f"{where}: {key} entry '{sel}' must be a list of labels, got {_short(item[sel])}")
             if "set" in item and not isinstance(item["set"], dict):
                 problems.append(f"{where}: {key} entry 'set' must be a mapping of fields, got {_short(item['set'])}")
+            seeds = item.get("seeds")
+            if "seeds" in item and not (isinstance(seeds, list) and seeds and all(
+                    isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+                problems.append(f"{where}: {key} entry 'seeds' must be a non-empty list of integers, got {_short(seeds)}")
     return problems
 
 

@@ -13,6 +13,7 @@ fields), then which combinations run::
     defaults: {epochs: 2}                                  # optional: fields every method gets (if it has them)
     overrides:                                             # optional: per (method, benchmark) fields
       - {methods: [sd_lora], benchmarks: [split_fmnist], set: {lr: 0.02}}
+      - {methods: [sd_lora], benchmarks: [split_fmnist], seeds: [1993]}  # and seeds: only these of theirs
     experiments:                                           # optional: default is the full product
       - {methods: [sd_lora, full_ft], benchmarks: [split_fmnist]}
     jobs: 2                                                # optional: CPU workers when --jobs is not given
@@ -29,7 +30,9 @@ method has; never the ``epochs``/``init_epochs`` of a ``TRAINING_FREE`` method),
 then command-line overrides. A value from ``defaults`` that the method rejects is named in the error.
 
 A method whose registration pins the class order or the seeds (``MethodInfo.identity_order``/``seeds``: rows
-"as released", docs/baselines.md section 15) gets them in every suite: :func:`pinned_by_method`.
+"as released", docs/baselines.md section 15) gets them in every suite: :func:`pinned_by_method`. An ``overrides``
+entry with ``seeds`` narrows its pairs to those of their seeds (:func:`pair_seeds`), e.g. a released config that
+ran one seed on one benchmark; a seed the pair would not run is an error.
 
 Every config is built (and so validated) before any job runs: a bad suite exits 2 with nothing written.
 """
@@ -177,8 +180,10 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
         m_name = m_body.pop("method", m_label)
         entry = METHODS.get(m_name)
         b_cfg, job_seeds = pinned_by_method(entry.info, b_cfg, _seeds(suite, seeds), seeds)
-        if not job_seeds:  # --seeds missed every seed the method's registration pins
-            unpinned[m_label] = entry.info.seeds
+        pinned = getattr(entry.info, "seeds", None)
+        job_seeds, narrowed = pair_seeds(suite, m_label, b_label, pinned or _seeds(suite, None), job_seeds)
+        if not job_seeds:  # --seeds missed every seed the registration or an override pins
+            unpinned[f"{m_label} on {b_label}" if narrowed else m_label] = narrowed or pinned
         # precedence (docs/adding_a_method.md): the method's declared defaults < suite defaults (the fields it has,
         # less a training-free method's schedule) < the method's entry < per-(method, benchmark) overrides < caller
         from_defaults = suite_defaults_for(entry.config_cls, defaults)
@@ -207,9 +212,10 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
                 jobs.append(Job(name, m_label, m_name, m_cfg, b_label, b_name, b_cfg, bb_label, bb_cfg, seed,
                                 multi_backbone=len(backbone_cfgs) > 1))
     if unpinned and jobs:
-        pinned = "; ".join(f"{m} at {', '.join(map(str, s))}" for m, s in unpinned.items())
+        listed = "; ".join(f"{m} at {', '.join(map(str, s))}" for m, s in unpinned.items())
         print(f"note: --seeds leaves no job to methods that run only at the seeds their registration pins "
-              f"(MethodInfo.seeds, a row 'as released'): {pinned}; add those seeds to --seeds to keep them")
+              f"(MethodInfo.seeds, a row 'as released') or an override's 'seeds' gives them: {listed}; add those "
+              "seeds to --seeds to keep them")
     if not jobs:
         ran = ", ".join(dict.fromkeys(m for m, _ in pairs))
         raise UserError(f"suite {name}: the selection leaves no jobs (its experiments run the methods {ran} on "
@@ -240,6 +246,29 @@ def check_split(b_label: str, b_name: str, b_cfg: Any) -> None:
         split_sizes(n, b_cfg.n_tasks, b_cfg.init_classes)
     except UserError as err:
         raise UserError(f"benchmark {b_label}: {err}") from None
+
+
+def pair_seeds(suite: dict, m_label: str, b_label: str, own: list[int] | tuple[int, ...],
+               job_seeds: list[int]) -> tuple[list[int], tuple[int, ...] | None]:
+    """(seeds, the override's seeds or None) of one (method, benchmark) pair: an ``overrides`` entry with ``seeds``
+    narrows the pair to those (e.g. a released config that ran one seed on one benchmark), which must be among the
+    seeds the pair runs by the suite file (``own``: the registration's pinned seeds, else the suite's); ``--seeds``
+    still narrows them (``job_seeds``)."""
+    narrowed = None
+    for ov in suite.get("overrides") or []:
+        if "seeds" not in ov or m_label not in ov.get("methods", [m_label]) or b_label not in ov.get("benchmarks", [b_label]):
+            continue
+        extra = [s for s in ov["seeds"] if s not in own]
+        if extra:
+            raise UserError(f"suite {suite['name']}: an override gives {m_label} on {b_label} the seeds "
+                            f"{', '.join(map(str, ov['seeds']))}, but {', '.join(map(str, extra))} is not among the "
+                            f"seeds it runs ({', '.join(map(str, own))}); an override's seeds can only narrow them")
+        narrowed = tuple(s for s in (own if narrowed is None else narrowed) if s in ov["seeds"])
+        if not narrowed:
+            raise UserError(f"suite {suite['name']}: its overrides leave {m_label} on {b_label} no seed to run; "
+                            "give its overrides one common seed")
+        job_seeds = [s for s in job_seeds if s in ov["seeds"]]
+    return job_seeds, narrowed
 
 
 def pinned_by_method(info: Any, b_cfg: Any, suite_seeds: list[int], chosen: list[int] | None) -> tuple[Any, list[int]]:

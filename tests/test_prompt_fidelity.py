@@ -216,3 +216,54 @@ def test_released_rows_are_registered_beside_their_fair_rows():
     assert dual.batchwise_prompt and dual.prefix_layout == "released" and dual.lr == 0.001
     assert not METHODS.make_config("dualprompt", {}).batchwise_prompt
     assert METHODS.make_config("hide_prompt_released", {"preset": "original_imr"}).prefix_layout == "released"
+
+
+# ------------------------------------------------------------------------------- released loops (section 15)
+def test_coda_released_drops_each_epochs_last_partial_batch():
+    """CODA-Prompt's references train with ``DataLoader(drop_last=True)``: the twin skips the last 4 of 16 images
+    each epoch (batch 6: two steps, not three); the fair row trains on them, as every harness loader does."""
+    bench = synthetic_bench()
+    n = len(bench.scenario.train_stream[0].dataset)
+    steps = {}
+    for name in ("coda_prompt", "coda_prompt_released"):
+        s = make_strategy(name, batch_size=6, epochs=2, pool_size=10, n_tasks=3)
+        train_tasks(s, bench, 1)
+        steps[name] = s.global_step
+    assert n == 16 and steps == {"coda_prompt": 2 * 3, "coda_prompt_released": 2 * 2}
+    assert METHODS.make_config("coda_prompt_released", {}).drop_last
+    assert not METHODS.make_config("coda_prompt_released", {"drop_last": False}).drop_last
+    assert "drop_last" not in METHODS.make_config("coda_prompt", {}).to_dict()  # the fair row's records unchanged
+
+
+def _epoch_lrs(name: str, **cfg) -> list[list[float]]:
+    """The WTP prompts' lr at the start of each epoch of each of two tasks."""
+    from avalanche.core import SupervisedPlugin
+
+    class Lrs(SupervisedPlugin):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[list[float]] = []
+
+        def before_training_exp(self, strategy, **kwargs):
+            self.seen.append([])
+
+        def before_training_epoch(self, strategy, **kwargs):
+            self.seen[-1].append(strategy.optimizer.param_groups[0]["lr"])
+
+    lrs = Lrs()
+    s = make_strategy(name, plugins=[lrs], batch_size=8, **{**HIDE_TINY, **cfg})
+    train_tasks(s, synthetic_bench(), 2)
+    return lrs.seen
+
+
+def test_hide_released_steps_its_schedule_one_epoch_late():
+    """The engine's ``lr_scheduler.step(epoch)`` after epoch e sets epoch e's rate for epoch e + 1: with a step at
+    epoch 1, the released twin runs two epochs at the full rate, the fair row one; each task starts afresh."""
+    cfg = {"lr": 0.01, "epochs": 3, "scheduler": "multistep", "milestones": (1,), "lr_decay": 0.1}
+    fair, released = _epoch_lrs("hide_prompt", **cfg), _epoch_lrs("hide_prompt_released", **cfg)
+    assert fair == [pytest.approx([0.01, 0.001, 0.001])] * 2
+    assert released == [pytest.approx([0.01, 0.01, 0.001])] * 2
+    cosine = _epoch_lrs("hide_prompt_released", **{**cfg, "scheduler": "cosine", "min_lr": 0.0})
+    assert cosine[0] == pytest.approx([0.01, 0.01, 0.0075])  # torch's cosine at epochs 0, 0, 1 of 3
+    assert not METHODS.make_config("hide_prompt_released", {"scheduler_lag": False}).scheduler_lag
+    assert "scheduler_lag" not in METHODS.make_config("hide_prompt", {}).to_dict()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 import run_suite
+from core.errors import UserError
 from methods import METHODS
-from runner.suite import expand_jobs
+from runner.suite import expand_jobs, load_suite
 
 SUITE = {
     "name": "released",
@@ -37,7 +39,8 @@ def test_every_released_row_shares_its_fair_rows_cost_and_paper_cell():
 
 def test_released_registrations_name_their_fair_rows():
     for name, fair, seeds in (("coda_prompt_released", "coda_prompt", (0,)),
-                              ("inflora_released", "inflora", (0, 1, 2, 3, 4))):
+                              ("inflora_released", "inflora", (0, 1, 2, 3, 4)),
+                              ("hide_prompt_released", "hide_prompt", (42, 40, 44))):
         info, fair_info = METHODS.info(name), METHODS.info(fair)
         assert info.released_of == fair and info.display.endswith("(as released)")
         assert info.paper_key == fair_info.paper_key and info.identity_order and info.seeds == seeds
@@ -84,3 +87,52 @@ def test_released_row_record_holds_identity_order_and_seed(tmp_path):
     assert released["seed"] == 3 and released["config"]["benchmark"]["order_seed"] == -1
     assert released["class_order"] == list(range(6))
     assert fair["config"]["benchmark"]["order_seed"] is None and fair["class_order"] != list(range(6))
+
+
+def test_an_overrides_seeds_narrow_its_pairs_and_nothing_else(capsys):
+    """A released config that ran one seed on one benchmark: an ``overrides`` entry with ``seeds`` narrows just
+    those (method, benchmark) pairs, pinned rows and plain ones alike; ``--seeds`` narrows further."""
+    suite = {**SUITE, "benchmarks": {"synthetic": {"n_tasks": 3, "n_classes": 6},
+                                     "other": {"benchmark": "synthetic", "n_tasks": 2, "n_classes": 6}},
+             "overrides": [{"methods": ["inflora_released"], "benchmarks": ["synthetic"], "seeds": [0]},
+                           {"methods": ["inflora"], "benchmarks": ["other"], "seeds": [1994]}]}
+    runs = {}
+    for job in expand_jobs(suite, methods=["inflora", "inflora_released"]):
+        runs.setdefault((job.method, job.benchmark), []).append(job.seed)
+    assert runs == {("inflora", "synthetic"): [1993, 1994], ("inflora", "other"): [1994],
+                    ("inflora_released", "synthetic"): [0], ("inflora_released", "other"): [0, 1, 2, 3, 4]}
+    jobs = expand_jobs(suite, methods=["inflora_released"], seeds=[1, 2])
+    assert sorted((j.benchmark, j.seed) for j in jobs) == [("other", 1), ("other", 2)]
+    assert "inflora_released on synthetic at 0" in capsys.readouterr().out  # the pair --seeds dropped is named
+    disjoint = [{"methods": ["inflora"], "benchmarks": ["other"], "seeds": s} for s in ([1993], [1994])]
+    with pytest.raises(UserError, match="its overrides leave inflora on other no seed to run"):
+        expand_jobs({**suite, "overrides": disjoint})
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"seeds": [7]}, "7 is not among the seeds it runs (0, 1, 2, 3, 4); an override's seeds can only narrow them"),
+    ({"seeds": []}, "'seeds' must be a non-empty list of integers"),
+    ({"seeds": "0"}, "'seeds' must be a non-empty list of integers"),
+])
+def test_an_overrides_seeds_that_do_not_narrow_are_bad_input(tmp_path, capsys, override, message):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({**SUITE, "overrides": [
+        {"methods": ["inflora_released"], "benchmarks": ["synthetic"], **override}]}))
+    out = tmp_path / "res"
+    assert run_suite.main(["--suite", str(suite), "--results-dir", str(out), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_paper_tables_runs_the_released_configs_seeds_per_benchmark():
+    """InfLoRA's released configs list seed 0 alone for ImageNet-R N=5, N=20 and DomainNet (0-4 elsewhere), and
+    HiDe-Prompt's CUB-200 script seed 42 alone (42, 40, 44 elsewhere); both twins run the identity order."""
+    runs = {}
+    for job in expand_jobs(load_suite("paper_tables"), methods=["inflora_released", "hide_prompt_released"]):
+        runs.setdefault(job.method, {}).setdefault(job.benchmark, []).append(job.seed)
+        assert job.benchmark_cfg.order_seed == -1
+    assert runs["inflora_released"] == {b: [0] if b in ("imagenet_r_5", "imagenet_r_20", "domainnet_5") else
+                                        [0, 1, 2, 3, 4] for b in runs["inflora_released"]}
+    assert runs["hide_prompt_released"] == {b: [42] if b == "cub200_10" else [42, 40, 44]
+                                            for b in runs["hide_prompt_released"]}
+    assert len(runs["inflora_released"]) == len(runs["hide_prompt_released"]) == 7

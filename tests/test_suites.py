@@ -62,8 +62,10 @@ def test_paper_recipe_suite_extends_paper_tables():
 def test_dry_run_prints_jobs_and_a_gpu_estimate(capsys):
     assert run_suite.main(["--suite", "paper_tables", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    # 425 plain jobs + 5 "as released" rows x 7 benchmarks x 5 seeds, except coda_prompt_released: its configs' one seed
-    assert f"{425 + 4 * 7 * 5 + 7} jobs; estimated" in out and "A100-hours" in out
+    # 425 plain jobs + the "as released" rows on 7 benchmarks at their configs' seeds: l2p and dualprompt the suite's
+    # 5; coda_prompt 0; inflora 0-4, 0 alone on ImageNet-R N=5, N=20 and DomainNet; hide_prompt 42, 40, 44, 42 on CUB
+    released = 2 * 7 * 5 + 7 + (4 * 5 + 3) + (6 * 3 + 1)
+    assert f"{425 + released} jobs; estimated" in out and "A100-hours" in out
     assert "sd_lora_kd__domainnet_5__s1997" in out
 
 
