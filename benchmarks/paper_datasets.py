@@ -27,7 +27,7 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import yaml
@@ -43,6 +43,7 @@ from benchmarks.fixtures import (
     write_imagenet_r,
 )
 from benchmarks.transforms import (
+    RECIPES,
     VIT_AUGREG_MEAN,
     VIT_AUGREG_STD,
     build_transforms,
@@ -92,7 +93,12 @@ class PaperDataConfig(BenchmarkConfig):
         std: normalisation std (default 0.5), used only with ``normalize``.
         train_per_class: keep only the first k training images of each class (None: all); for smoke runs.
         test_per_class: the same for the test images.
+        transform: the transform recipe (benchmarks/transforms.py): ``pilot``, SD-LoRA's and every fair row's;
+            ``coda``, CODA-Prompt's and InfLoRA's own; ``hide_cifar``, HiDe-Prompt's on CIFAR-100 (CIFAR-100 only,
+            and it normalises itself). The rows "as released" take them per benchmark (suites/paper_tables.yaml).
     """
+
+    CIFAR: ClassVar[bool] = False  # 32 px source images (recipe ``coda``: no test crop)
 
     n_tasks: int = 10
     root: str | None = None
@@ -102,10 +108,16 @@ class PaperDataConfig(BenchmarkConfig):
     std: tuple[float, ...] = VIT_AUGREG_STD
     train_per_class: int | None = None
     test_per_class: int | None = None
+    transform: str = "pilot"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.img_size >= 4, f"img_size must be >= 4, got {self.img_size}")
+        check(self.transform in RECIPES, f"transform must be one of {', '.join(RECIPES)}, got {self.transform!r}")
+        check(self.transform != "hide_cifar" or self.CIFAR, "transform hide_cifar is HiDe-Prompt's CIFAR-100 recipe: "
+              "use it on cifar100 only")
+        check(self.transform != "hide_cifar" or not self.normalize, "transform hide_cifar normalises with CIFAR-100's "
+              "statistics itself: leave normalize false")
         check(len(self.mean) == 3 and len(self.std) == 3, "mean and std need 3 values each (R, G, B)")
         check(all(s > 0 for s in self.std), "std values must be > 0")
         check(self.train_per_class is None or self.train_per_class >= 1, "train_per_class must be >= 1")
@@ -123,6 +135,8 @@ class PaperDataConfig(BenchmarkConfig):
 @dataclass(frozen=True)
 class CIFAR100Config(PaperDataConfig):
     """CIFAR-100: 10 tasks of 10 classes by default (SDL exps/sdlora_c100.json)."""
+
+    CIFAR: ClassVar[bool] = True
 
     def validate_paths(self) -> None:
         base = self.data_root / "cifar-100-python"
@@ -237,6 +251,7 @@ def build_benchmark(cfg: PaperDataConfig, seed: int, data: SplitData) -> CILBenc
         "n_test": len(test),
         "order_seed": seed if cfg.order_seed is None else cfg.order_seed,
         "normalize": cfg.normalize,
+        "transform": cfg.transform,
     }
     return make_benchmark(
         train,
@@ -247,7 +262,7 @@ def build_benchmark(cfg: PaperDataConfig, seed: int, data: SplitData) -> CILBenc
         class_names=data.class_names,
         image_shape=(3, cfg.img_size, cfg.img_size),
         info=info,
-        transforms=build_transforms(cfg.img_size, cfg.normalize, cfg.mean, cfg.std),
+        transforms=build_transforms(cfg.img_size, cfg.normalize, cfg.mean, cfg.std, cfg.transform, cfg.CIFAR),
     )
 
 

@@ -36,7 +36,8 @@ Row ``coda_prompt_released`` ("CODA-Prompt (as released)"): the same method with
 released configs, pinned by its registration (``MethodInfo.identity_order``, ``seeds=(0,)``; docs/baselines.md
 section 15), and with their training loader, which drops each epoch's last, partial batch (``drop_last``, a field
 of ``CodaPromptReleasedConfig`` only: CODA ``trainer.py`` and SDL ``models/coda_prompt.py`` build it with
-``drop_last=True``).
+``drop_last=True``). Its transforms, CODA's own ``get_transform``, are a benchmark field that
+``suites/paper_tables.yaml`` sets for it (``transform: coda``, benchmarks/transforms.py).
 
 Deliberate deviations:
 

@@ -70,7 +70,9 @@ run it:
   task run at the starting rate, a step decay at epoch 30 comes into force at epoch 31;
 * the identity class order and the scripts' seeds 42, 40 and 44 (``configs/*_hideprompt_5e.py`` ``--shuffle``
   False; ``training_scripts/train_{imr,cifar100}_vit.sh``), pinned by its registration (``MethodInfo``; seed 42
-  alone on CUB-200, ``train_cub_vit.sh``: an override of ``suites/paper_tables.yaml``).
+  alone on CUB-200, ``train_cub_vit.sh``: an override of ``suites/paper_tables.yaml``);
+* on CIFAR-100, ``build_cifar_transform``'s transforms (benchmark field ``transform: hide_cifar``, set by the same
+  suite; benchmarks/transforms.py).
 
 Deliberate deviations:
 

@@ -56,7 +56,9 @@ stores the smaller of the old-space basis and its complement); they differ in wh
 Row ``inflora_released`` ("InfLoRA (as released)"): the same method with the identity class order and the seeds
 0-4 of the released configs, pinned by its registration (``MethodInfo.identity_order``, ``seeds``;
 docs/baselines.md section 15); the configs of ImageNet-R N=5 and N=20 and of DomainNet list seed 0 alone, which
-``suites/paper_tables.yaml`` gives those benchmarks with an override's ``seeds``.
+``suites/paper_tables.yaml`` gives those benchmarks with an override's ``seeds``. The same suite gives it
+InfLoRA's own transforms on CIFAR-100, ImageNet-R and DomainNet (benchmark field ``transform: coda``, which equals
+``INF:utils/data.py`` there; its CUB-200 and ImageNet-A classes use SD-LoRA's).
 
 Mechanism record: per task, the DualGPM threshold, basis size per layer and each layer's type (remove/retain).
 ``stored_features()`` = floats in the DualGPM bases (Table 5's "stored features").

@@ -141,7 +141,8 @@ def _under(filename: Any, folder: Path) -> bool:
 # ---------------------------------------------------------------------------------------------------- suite shape
 MAPPINGS = ("backbones", "benchmarks", "methods", "defaults", "slurm")
 STRINGS = ("name", "description", "extends", "executor")
-SELECTORS = {"experiments": ("methods", "benchmarks"), "overrides": ("methods", "benchmarks", "set", "seeds")}
+SELECTORS = {"experiments": ("methods", "benchmarks"), "overrides": ("methods", "benchmarks", "set", "seeds",
+                                                                        "set_benchmark")}
 
 
 def suite_shape_problems(data: dict, where: str) -> list[str]:
@@ -177,8 +178,9 @@ def suite_shape_problems(data: dict, where: str) -> list[str]:
             for sel in ("methods", "benchmarks"):
                 if sel in item and not (isinstance(item[sel], list) and all(isinstance(v, str) for v in item[sel])):
                     problems.append(f"{where}: {key} entry '{sel}' must be a list of labels, got {_short(item[sel])}")
-            if "set" in item and not isinstance(item["set"], dict):
-                problems.append(f"{where}: {key} entry 'set' must be a mapping of fields, got {_short(item['set'])}")
+            for sel in ("set", "set_benchmark"):
+                if sel in item and not isinstance(item[sel], dict):
+                    problems.append(f"{where}: {key} entry '{sel}' must be a mapping of fields, got {_short(item[sel])}")
             seeds = item.get("seeds")
             if "seeds" in item and not (isinstance(seeds, list) and seeds and all(
                     isinstance(s, int) and not isinstance(s, bool) for s in seeds)):

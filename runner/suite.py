@@ -14,6 +14,7 @@ fields), then which combinations run::
     overrides:                                             # optional: per (method, benchmark) fields
       - {methods: [sd_lora], benchmarks: [split_fmnist], set: {lr: 0.02}}
       - {methods: [sd_lora], benchmarks: [split_fmnist], seeds: [1993]}  # and seeds: only these of theirs
+      - {methods: [sd_lora], benchmarks: [split_fmnist], set_benchmark: {n_tasks: 2}}  # and benchmark fields
     experiments:                                           # optional: default is the full product
       - {methods: [sd_lora, full_ft], benchmarks: [split_fmnist]}
     jobs: 2                                                # optional: CPU workers when --jobs is not given
@@ -32,7 +33,8 @@ then command-line overrides. A value from ``defaults`` that the method rejects i
 A method whose registration pins the class order or the seeds (``MethodInfo.identity_order``/``seeds``: rows
 "as released", docs/baselines.md section 15) gets them in every suite: :func:`pinned_by_method`. An ``overrides``
 entry with ``seeds`` narrows its pairs to those of their seeds (:func:`pair_seeds`), e.g. a released config that
-ran one seed on one benchmark; a seed the pair would not run is an error.
+ran one seed on one benchmark; a seed the pair would not run is an error. One with ``set_benchmark`` sets benchmark
+fields for its pairs only, e.g. the transforms a reference used for its own method; the records hold them.
 
 Every config is built (and so validated) before any job runs: a bad suite exits 2 with nothing written.
 """
@@ -174,7 +176,10 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
             continue
         b_body = dict(bench_entries[b_label])
         b_name = b_body.pop("benchmark", b_label)
-        b_cfg = BENCHMARKS.make_config(b_name, b_body, where=f"benchmark {b_label}")
+        pair_fields = {k: v for ov in matching_overrides(suite, m_label, b_label)
+                       for k, v in ov.get("set_benchmark", {}).items()}
+        where = f"benchmark {b_label}" + (f" (with the override fields of {m_label})" if pair_fields else "")
+        b_cfg = BENCHMARKS.make_config(b_name, {**b_body, **pair_fields}, where=where)
         check_split(b_label, b_name, b_cfg)
         m_body = dict(method_entries[m_label])
         m_name = m_body.pop("method", m_label)
@@ -189,9 +194,8 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
         from_defaults = suite_defaults_for(entry.config_cls, defaults)
         merged = dict(from_defaults)
         merged.update(m_body)
-        for ov in suite.get("overrides") or []:
-            if m_label in ov.get("methods", [m_label]) and b_label in ov.get("benchmarks", [b_label]):
-                merged.update(ov.get("set", {}))
+        for ov in matching_overrides(suite, m_label, b_label):
+            merged.update(ov.get("set", {}))
         merged.update((overrides or {}).get(m_label, {}))
         try:
             m_cfg = METHODS.make_config(m_name, merged, where=f"method {m_label}")
@@ -248,6 +252,13 @@ def check_split(b_label: str, b_name: str, b_cfg: Any) -> None:
         raise UserError(f"benchmark {b_label}: {err}") from None
 
 
+def matching_overrides(suite: dict, m_label: str, b_label: str) -> list[dict]:
+    """The suite's ``overrides`` entries that select the pair (an entry without ``methods`` or ``benchmarks`` selects
+    every method or benchmark), in file order: later entries win."""
+    return [ov for ov in suite.get("overrides") or []
+            if m_label in ov.get("methods", [m_label]) and b_label in ov.get("benchmarks", [b_label])]
+
+
 def pair_seeds(suite: dict, m_label: str, b_label: str, own: list[int] | tuple[int, ...],
                job_seeds: list[int]) -> tuple[list[int], tuple[int, ...] | None]:
     """(seeds, the override's seeds or None) of one (method, benchmark) pair: an ``overrides`` entry with ``seeds``
@@ -255,8 +266,8 @@ def pair_seeds(suite: dict, m_label: str, b_label: str, own: list[int] | tuple[i
     seeds the pair runs by the suite file (``own``: the registration's pinned seeds, else the suite's); ``--seeds``
     still narrows them (``job_seeds``)."""
     narrowed = None
-    for ov in suite.get("overrides") or []:
-        if "seeds" not in ov or m_label not in ov.get("methods", [m_label]) or b_label not in ov.get("benchmarks", [b_label]):
+    for ov in matching_overrides(suite, m_label, b_label):
+        if "seeds" not in ov:
             continue
         extra = [s for s in ov["seeds"] if s not in own]
         if extra:

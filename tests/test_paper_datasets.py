@@ -218,6 +218,52 @@ def test_transforms_match_sdlora():
     assert torch.allclose(norm(img)[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))  # mean = std = 0.5
 
 
+def test_the_references_own_transform_recipes():
+    """CODA-Prompt's get_transform (also InfLoRA's on CIFAR-100, ImageNet-R, DomainNet) and HiDe-Prompt's CIFAR-100
+    transform, which the rows "as released" take (docs/baselines.md section 13)."""
+    bicubic, bilinear = transforms.InterpolationMode.BICUBIC, transforms.InterpolationMode.BILINEAR
+    train, test = build_transforms(IMG, recipe="coda")
+    assert train.transforms[0].scale == (0.08, 1.0) and train.transforms[0].interpolation == bilinear
+    assert [type(t) for t in test.transforms] == [transforms.Resize, transforms.CenterCrop, transforms.ToTensor]
+    assert test.transforms[0].size == int(IMG * 256 / 224) and test.transforms[0].interpolation == bilinear
+    cifar_test = build_transforms(IMG, recipe="coda", cifar=True)[1]  # Resize(224) alone: no crop of the borders
+    assert [type(t) for t in cifar_test.transforms] == [transforms.Resize, transforms.ToTensor]
+    assert cifar_test.transforms[0].size == IMG
+    train, test = build_transforms(IMG, recipe="hide_cifar")
+    assert [type(t) for t in train.transforms] == [transforms.RandomResizedCrop, transforms.RandomHorizontalFlip,
+                                                   transforms.ColorJitter, transforms.ToTensor, transforms.Normalize]
+    assert train.transforms[0].scale == (0.08, 1.0) and train.transforms[0].interpolation == bicubic
+    assert train.transforms[2].brightness == pytest.approx((1 - 63 / 255, 1 + 63 / 255))
+    assert test.transforms[0].interpolation == bicubic and test.transforms[-1].mean == (0.5071, 0.4867, 0.4408)
+    img = Image.new("RGB", (32, 32), (255, 0, 0))
+    assert torch.allclose(test(img)[:, 0, 0], (torch.tensor([1.0, 0, 0]) - torch.tensor(
+        [0.5071, 0.4867, 0.4408])) / torch.tensor([0.2675, 0.2565, 0.2761]))
+    with pytest.raises(UserError, match="cifar100 only"):
+        make_cfg("imagenet_r", Path("."), transform="hide_cifar")
+    with pytest.raises(UserError, match="leave normalize false"):
+        make_cfg("cifar100", Path("."), transform="hide_cifar", normalize=True)
+    with pytest.raises(UserError, match="transform must be one of pilot, coda, hide_cifar"):
+        make_cfg("cifar100", Path("."), transform="timm")
+
+
+def test_a_benchmark_applies_its_transform_recipe_to_test_images(data_root):
+    """CIFAR-100 under ``coda``: the test image is resized whole (CODA-Prompt's ``Resize(224)``), not cropped; the
+    benchmark's info names the recipe."""
+    root = data_root("cifar100")
+    images = {}
+    for recipe in ("pilot", "coda"):
+        bench = build("cifar100", root, transform=recipe)
+        assert bench.info["transform"] == recipe
+        images[recipe] = bench.scenario.test_stream[0].dataset[0][0]
+    raw = pd.load_cifar100(make_cfg("cifar100", root))
+    assert images["coda"].shape == images["pilot"].shape == (3, IMG, IMG)
+    assert not torch.allclose(images["coda"], images["pilot"])
+    whole = transforms.Compose([transforms.Resize(IMG), transforms.ToTensor()])
+    first_task = set(bench.class_order[:bench.classes_per_task[0]])
+    candidates = [whole(Image.fromarray(x)) for x, t in zip(raw.test_items, raw.test_targets) if t in first_task]
+    assert sum(torch.allclose(images["coda"], c) for c in candidates) == 1  # one of the task's images, uncropped
+
+
 def test_grayscale_and_palette_images_load_as_rgb(data_root):
     root = data_root("imagenet_r")
     files = sorted(p for p in (root / "imagenet-r" / "train").rglob("*") if p.suffix in (".jpg", ".png"))

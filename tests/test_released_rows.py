@@ -136,3 +136,31 @@ def test_paper_tables_runs_the_released_configs_seeds_per_benchmark():
     assert runs["hide_prompt_released"] == {b: [42] if b == "cub200_10" else [42, 40, 44]
                                             for b in runs["hide_prompt_released"]}
     assert len(runs["inflora_released"]) == len(runs["hide_prompt_released"]) == 7
+
+
+def test_an_overrides_benchmark_fields_reach_its_pairs_only(tmp_path, capsys):
+    """``set_benchmark``: benchmark fields for the selected (method, benchmark) pairs, e.g. a reference's own
+    transforms for its row "as released"; the other rows keep the benchmark as the suite declares it."""
+    suite = {**SUITE, "overrides": [{"methods": ["inflora_released"], "set_benchmark": {"n_tasks": 2}}]}
+    tasks = {j.method: j.benchmark_cfg.n_tasks for j in expand_jobs(suite)}
+    assert tasks == {"coda_prompt": 3, "coda_prompt_released": 3, "inflora": 3, "inflora_released": 2}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**SUITE, "overrides": [{"methods": ["inflora"], "set_benchmark": {"nope": 1}}]}))
+    assert run_suite.main(["--suite", str(bad), "--results-dir", str(tmp_path / "res"), "--no-report"]) == 2
+    assert "benchmark synthetic (with the override fields of inflora): unknown key(s) nope" in capsys.readouterr().err and not (tmp_path / "res").exists()
+
+
+def test_paper_tables_gives_the_released_rows_their_references_transforms():
+    """CODA-Prompt's own transforms on every benchmark, InfLoRA's where its code has its own (not CUB-200 or
+    ImageNet-A), HiDe-Prompt's on CIFAR-100; every fair row keeps SD-LoRA's (benchmarks/transforms.py)."""
+    recipes = {}
+    for job in expand_jobs(load_suite("paper_tables"), seeds=[0, 42, 1993]):
+        recipes.setdefault(job.method, {})[job.benchmark] = job.benchmark_cfg.transform
+    own = {"inflora_released": {"imagenet_r_5", "imagenet_r_10", "imagenet_r_20", "domainnet_5", "cifar100_10"},
+           "coda_prompt_released": set(recipes["coda_prompt_released"])}
+    for method, by_bench in recipes.items():
+        for bench, recipe in by_bench.items():
+            want = ("coda" if bench in own.get(method, ()) else
+                    "hide_cifar" if (method, bench) == ("hide_prompt_released", "cifar100_10") else "pilot")
+            assert recipe == want, (method, bench)
+    assert len(recipes["coda_prompt_released"]) == 7
