@@ -221,13 +221,14 @@ def parse_status_args(argv: list[str]) -> argparse.Namespace:
 
 def status(argv: list[str]) -> int:
     args = parse_status_args(argv)
-    from runner.plan import plan_status
+    from runner.plan import awaiting_rule, plan_status
     from runner.status import format_status, suite_status
     from runner.store import ResultStore
 
     p = plan_status(args)
     store = ResultStore(p.results_dir)
-    print(format_status(p.name, suite_status(p.jobs, store, args.active_minutes), store, p.jobs))
+    rows = suite_status(p.jobs, store, args.active_minutes, awaiting_rule(p, args))
+    print(format_status(p.name, rows, store, p.jobs))
     return 0
 
 

@@ -34,16 +34,17 @@ recipe with the suite's epochs and batch size.
 
 Row ``coda_prompt_released`` ("CODA-Prompt (as released)"): the same method with the class order and seed of the
 released configs, pinned by its registration (``MethodInfo.identity_order``, ``seeds=(0,)``; docs/baselines.md
-section 15), and with their training loader, which drops each epoch's last, partial batch (``drop_last``, a field
-of ``CodaPromptReleasedConfig`` only: CODA ``trainer.py`` and SDL ``models/coda_prompt.py`` build it with
-``drop_last=True``). Its transforms, CODA's own ``get_transform``, are a benchmark field that
+section 15), with their training loader, which drops each epoch's last, partial batch (``drop_last``: CODA
+``trainer.py`` and SDL ``models/coda_prompt.py`` build it with ``drop_last=True``), and with their Gram-Schmidt
+start, projected onto each earlier row (``classical_gram_schmidt``); both fields of ``CodaPromptReleasedConfig``
+only. Its transforms, CODA's own ``get_transform``, are a benchmark field that
 ``suites/paper_tables.yaml`` sets for it (``transform: coda``, benchmarks/transforms.py).
 
 Deliberate deviations:
 
 * Gram-Schmidt is done against an orthonormal basis of the earlier rows (SVD) rather than the reference's
   classical projection onto each earlier row, which is orthogonal to them only if they are mutually orthogonal
-  (trained rows are not). When the rows outnumber the dimension (a 32-wide test ViT with 100 components),
+  (trained rows are not); row ``coda_prompt_released`` (``classical_gram_schmidt: true``) reproduces it. When the rows outnumber the dimension (a 32-wide test ViT with 100 components),
   the rows that cannot be orthogonal are random unit vectors (the reference would divide by zero).
 * ``n_tasks`` (needed for ``pt``) is read from the training stream unless set.
 * Blocks beyond the backbone's depth are dropped with a warning.
@@ -95,6 +96,25 @@ def gram_schmidt_rows(old: torch.Tensor, m: int) -> torch.Tensor:
     return torch.stack(rows).to(old.dtype) if rows else old.new_zeros(0, d)
 
 
+def classical_gram_schmidt_rows(old: torch.Tensor, m: int) -> torch.Tensor:
+    """The reference's ``gram_schmidt`` (CODA ``models/zoo.py``): each new row is a random vector minus its
+    projections onto every earlier row, the old ones and the new ones before it, then normalised. The result is
+    orthogonal to the old rows only if those are mutually orthogonal (trained rows are not). Where nothing is left
+    (more rows than dimensions) a random unit row, as :func:`gram_schmidt_rows`; a zero earlier row is skipped (the
+    reference restarts its draw forever)."""
+    d = old.shape[1]
+    earlier = old.detach().double().cpu()
+    earlier = earlier[(earlier * earlier).sum(1) >= 1e-8]
+    rows = []
+    for _ in range(m):
+        v = torch.randn(d, dtype=torch.float64)
+        u = v - ((earlier @ v) / (earlier * earlier).sum(1)) @ earlier if earlier.shape[0] else v
+        ok = u.norm() > 1e-6 * v.norm()
+        earlier = torch.cat([earlier, u[None]]) if ok else earlier
+        rows.append(u / u.norm() if ok else v / v.norm())
+    return torch.stack(rows).to(old.dtype) if rows else old.new_zeros(0, d)
+
+
 def ortho_penalty(x: torch.Tensor) -> torch.Tensor:
     """``mean((X X^T - I)^2)`` over the rows of ``X`` (CODA ``models/zoo.py``)."""
     gram = x @ x.T
@@ -104,9 +124,10 @@ def ortho_penalty(x: torch.Tensor) -> torch.Tensor:
 class CodaLayer(nn.Module):
     """The components, keys and attention vectors of one prompted block: frozen rows + the current task's rows."""
 
-    def __init__(self, length: int, prompt_dim: int, key_dim: int):
+    def __init__(self, length: int, prompt_dim: int, key_dim: int, classical: bool = False):
         super().__init__()
         self.length = length
+        self.init_rows = classical_gram_schmidt_rows if classical else gram_schmidt_rows
         for name, shape in (("p", (length, prompt_dim)), ("k", (key_dim,)), ("a", (key_dim,))):
             self.register_buffer(f"{name}_old", torch.zeros(0, *shape))
             setattr(self, f"{name}_cur", nn.Parameter(torch.zeros(0, *shape)))
@@ -119,7 +140,7 @@ class CodaLayer(nn.Module):
         for name in ("p", "k", "a"):
             old = self.rows(name).detach()
             setattr(self, f"{name}_old", old)
-            fresh = gram_schmidt_rows(old.flatten(1), m).reshape(m, *old.shape[1:]).to(old.device)
+            fresh = self.init_rows(old.flatten(1), m).reshape(m, *old.shape[1:]).to(old.device)
             setattr(self, f"{name}_cur", nn.Parameter(fresh))
 
     def weights(self, q: torch.Tensor) -> torch.Tensor:
@@ -181,7 +202,8 @@ class CodaPromptModel(PromptModel):
     def __init__(self, backbone: nn.Module, cfg: CodaPromptConfig):
         super().__init__(backbone)
         self.layers = usable_layers(cfg.layers, self.dims.depth, "coda_prompt layers")
-        self.coda = nn.ModuleList(CodaLayer(cfg.length, self.dims.attn_dim, self.dims.num_features)
+        classical = isinstance(cfg, CodaPromptReleasedConfig) and cfg.classical_gram_schmidt
+        self.coda = nn.ModuleList(CodaLayer(cfg.length, self.dims.attn_dim, self.dims.num_features, classical)
                                   for _ in self.layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -245,9 +267,12 @@ class CodaPrompt(PromptStrategy):
 @dataclass(frozen=True)
 class CodaPromptReleasedConfig(CodaPromptConfig):
     """CODA-Prompt as its released code trains: without each epoch's last, partial batch (GT-RIPL/CODA-Prompt
-    ``trainer.py`` and SD-Lora-CL ``models/coda_prompt.py``: ``DataLoader(..., drop_last=True)``)."""
+    ``trainer.py`` and SD-Lora-CL ``models/coda_prompt.py``: ``DataLoader(..., drop_last=True)``), and with its
+    Gram-Schmidt start (``models/zoo.py`` ``gram_schmidt``: projections onto each earlier row, which leave new rows
+    not quite orthogonal to trained old ones)."""
 
     drop_last: bool = True
+    classical_gram_schmidt: bool = True
 
 
 # CODA-Prompt as its authors' code ran it: identity class order (SD-Lora-CL exps/coda_prompt*.json ``shuffle: false``;

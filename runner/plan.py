@@ -202,6 +202,14 @@ def report_problems(args, jobs: list[Job], execution: dict[str, Any], results_di
         print(f"note: a real run would stop here: {problem}")
 
 
+def awaiting_rule(p: Plan, args) -> frozenset[str]:
+    """Ids of the plan's jobs whose lr and epochs the recipe rule has still to choose (no stored choice applied)."""
+    rule = active_rule(p.suite, args)
+    if rule is None:
+        return frozenset()
+    return frozenset(j.job_id for j in p.jobs if "recipe" not in j.runtime and rule.family_of(j.method) is not None)
+
+
 def plan_status(args) -> Plan:
     """The jobs ``status`` reports on: the same selection as a run, without run settings or data checks."""
     suite, name, jobs, results_dir = select(args, smoke=True)

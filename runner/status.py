@@ -14,7 +14,10 @@ States (every job of the suite's *current* expansion is in exactly one):
 
 Flags: ``STALE`` marks a record for another config; ``CODE`` a done record for the current config made by other
 code (its ``code_hash`` differs from the job's, :mod:`runner.code`): ``--rerun-stale`` reruns those. Records of
-schema 1 carry no code hash and are never called stale for their code.
+schema 1 carry no code hash and are never called stale for their code. ``RULE`` marks a pending job with a record
+whose config the suite's recipe rule has still to decide: no choice is stored for its family's probe as the suite
+and code now are (e.g. after an edit of the probe's method), so its lr and epochs, and whether the record is for
+them, are not known until a run chooses.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ class JobStatus:
     detail: str
     stale: bool = False  # the record is for another config
     stale_code: bool = False  # a done record for this config, made by other code
+    awaits_rule: bool = False  # a record, but the recipe rule has still to choose the job's lr and epochs
+
+
+AWAITS_RULE = ("awaits the recipe rule: no choice is stored for its family's probe as the suite and code now are "
+               "(runner/recipe.py); a run chooses first, then reruns this job only if the choice changes its config")
 
 
 def _mtime(path: Path) -> float | None:
@@ -91,11 +99,14 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h ago"
 
 
-def job_status(job: Job, store: ResultStore, active_minutes: float, now: float | None = None) -> JobStatus:
+def job_status(job: Job, store: ResultStore, active_minutes: float, now: float | None = None,
+               awaits_rule: bool = False) -> JobStatus:
     """The state of one job (see the module docstring for the definitions)."""
     now = time.time() if now is None else now
     record = store.load(job.job_id)
     current = record is not None and record.config_hash == job.config_hash()
+    if awaits_rule and record is not None:  # its config is not known yet: no record can be called stale for it
+        return JobStatus(job.job_id, "pending", AWAITS_RULE, awaits_rule=True)
     stale = record is not None and not current
     holder = _holder(store, job.job_id)
     times = (_mtime(store.log_path(job.job_id)), _mtime(resume_path(store, job.job_id)),
@@ -123,22 +134,26 @@ def job_status(job: Job, store: ResultStore, active_minutes: float, now: float |
     return JobStatus(job.job_id, "pending", detail, stale)
 
 
-def suite_status(jobs: list[Job], store: ResultStore, active_minutes: float = 60.0) -> list[JobStatus]:
+def suite_status(jobs: list[Job], store: ResultStore, active_minutes: float = 60.0,
+                 awaiting: frozenset[str] = frozenset()) -> list[JobStatus]:
+    """Each job's state; ``awaiting``: the ids of jobs whose lr and epochs the recipe rule has still to choose."""
     now = time.time()
-    return [job_status(job, store, active_minutes, now) for job in jobs]
+    return [job_status(job, store, active_minutes, now, job.job_id in awaiting) for job in jobs]
 
 
 def format_status(name: str, rows: list[JobStatus], store: ResultStore, jobs: list[Job]) -> str:
     """A summary line, then one line per job (grouped by state), then records that belong to no current job."""
     counts = {state: sum(r.state == state for r in rows) for state in STATES}
-    n_stale, n_code = sum(r.stale for r in rows), sum(r.stale_code for r in rows)
-    notes = [f"{n_stale} with a stale record"] * bool(n_stale) + [f"{n_code} done by other code"] * bool(n_code)
+    n_stale, n_code, n_rule = (sum(r.stale for r in rows), sum(r.stale_code for r in rows),
+                               sum(r.awaits_rule for r in rows))
+    notes = ([f"{n_stale} with a stale record"] * bool(n_stale) + [f"{n_code} done by other code"] * bool(n_code)
+             + [f"{n_rule} with a record, awaiting the recipe rule"] * bool(n_rule))
     lines = [f"suite {name}: {len(rows)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in STATES)
              + (f" ({'; '.join(notes)})" if notes else "") + f"  [{store.root}]"]
     width = max((len(r.job_id) for r in rows), default=10)
     for state in STATES:
         for row in (r for r in rows if r.state == state):
-            flag = " STALE" if row.stale else " CODE" if row.stale_code else ""
+            flag = " STALE" if row.stale else " CODE" if row.stale_code else " RULE" if row.awaits_rule else ""
             lines.append(f"  {row.job_id:{width}s}  {row.state:8s}{flag:6s}  {row.detail}".rstrip())
     known = {job.job_id for job in jobs}
     others = sorted(p.stem for p in store.records_dir.glob("*.json") if p.stem not in known)

@@ -267,3 +267,25 @@ def test_hide_released_steps_its_schedule_one_epoch_late():
     assert cosine[0] == pytest.approx([0.01, 0.01, 0.0075])  # torch's cosine at epochs 0, 0, 1 of 3
     assert not METHODS.make_config("hide_prompt_released", {"scheduler_lag": False}).scheduler_lag
     assert "scheduler_lag" not in METHODS.make_config("hide_prompt", {}).to_dict()
+
+
+def test_coda_released_starts_new_rows_by_the_references_projections():
+    """CODA's ``gram_schmidt`` subtracts from a random vector its projection onto each earlier row; with trained
+    (non-orthogonal) old rows the new row is not orthogonal to them, as the harness's SVD-based start makes it."""
+    import methods.coda_prompt as coda
+
+    old = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])  # two old rows, not orthogonal
+    torch.manual_seed(0)
+    new = coda.classical_gram_schmidt_rows(old, 1)[0].double()
+    torch.manual_seed(0)
+    v = torch.randn(3, dtype=torch.float64)
+    u = v - v[0] * torch.tensor([1.0, 0, 0], dtype=torch.float64) - (v[0] + v[1]) / 2 * torch.tensor(
+        [1.0, 1.0, 0], dtype=torch.float64)  # classical: both projections of the same v
+    torch.testing.assert_close(new, u / u.norm(), atol=1e-6, rtol=1e-6)
+    assert abs(float(new @ old[0].double())) > 1e-3  # not orthogonal to the first old row
+    ours = coda.gram_schmidt_rows(old, 1)[0]
+    assert abs(float(ours @ old[0])) < 1e-5 and abs(float(ours @ old[1])) < 1e-5
+    fair, released = (make_strategy(n, pool_size=10, n_tasks=3) for n in ("coda_prompt", "coda_prompt_released"))
+    assert fair.model.coda[0].init_rows is coda.gram_schmidt_rows
+    assert released.model.coda[0].init_rows is coda.classical_gram_schmidt_rows
+    assert not METHODS.make_config("coda_prompt_released", {"classical_gram_schmidt": False}).classical_gram_schmidt

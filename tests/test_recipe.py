@@ -64,6 +64,12 @@ def test_run_makes_the_choices_on_validation_and_applies_them(tmp_path, capsys):
                 "--no-report"]) == 0
     assert "validation runs" not in capsys.readouterr().out
     assert json.loads((out / "recipe.json").read_text())["choices"] == doc["choices"]
+    # status before the rule has chosen for a changed rule: RULE, not a stale record (the config is not known yet)
+    for rule, line in ((suite_with_rule(), "2 jobs: 2 done"), (suite_with_rule(validation=0.5), "2 jobs: 0 done")):
+        assert run(["status", "--suite", str(write_suite(tmp_path, rule)), "--results-dir", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert line in text and ("RULE" in text) == (rule["recipe"]["validation"] == 0.5) and "STALE" not in text
+    assert "2 pending (2 with a record, awaiting the recipe rule)" in text and "awaits the recipe rule" in text
 
 
 def test_validation_accuracy_is_deterministic_on_cpu():
