@@ -265,7 +265,8 @@ def contrastive_loss(features: torch.Tensor, prototypes: torch.Tensor, temperatu
 
 @dataclass(frozen=True)
 class HiDePromptReleasedConfig(HiDePromptConfig):
-    """HiDe-Prompt as thu-ml/HiDe-Prompt's code runs: its prefixes in the reshaped (batch-mixing) JHDP layout."""
+    """HiDe-Prompt as thu-ml/HiDe-Prompt's code runs: its prefixes in the reshaped (batch-mixing) JHDP layout and its
+    WTP schedule stepped one epoch late (``scheduler_lag``, a field of this config only)."""
 
     prefix_layout: str = "released"
     scheduler_lag: bool = True
