@@ -44,8 +44,9 @@ Deliberate deviations:
 
 * Gram-Schmidt is done against an orthonormal basis of the earlier rows (SVD) rather than the reference's
   classical projection onto each earlier row, which is orthogonal to them only if they are mutually orthogonal
-  (trained rows are not); row ``coda_prompt_released`` (``classical_gram_schmidt: true``) reproduces it. When the rows outnumber the dimension (a 32-wide test ViT with 100 components),
-  the rows that cannot be orthogonal are random unit vectors (the reference would divide by zero).
+  (trained rows are not); row ``coda_prompt_released`` (``classical_gram_schmidt: true``) reproduces it. When
+  the rows outnumber the dimension (a 32-wide test ViT with 100 components), the rows that cannot be orthogonal
+  are random unit vectors (the reference would divide by zero).
 * ``n_tasks`` (needed for ``pt``) is read from the training stream unless set.
 * Blocks beyond the backbone's depth are dropped with a warning.
 * Each epoch trains on its last, partial batch too, as the harness's loader does for every method; the references
