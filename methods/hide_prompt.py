@@ -63,7 +63,8 @@ run it:
 
 * ``prefix_layout: released``: the reference's reshaped prefix layout (methods/prompting.py ``kv_prefixes``) in
   training, in the WTP statistics (computed, as the reference's ``_compute_mean``, in batches of the per-process
-  size ``micro_batch``, else ``batch_size``) and at test, where a sample's prediction then depends on its batch;
+  size ``micro_batch``, else ``batch_size``, one class at a time) and at test, where a sample's prediction then
+  depends on its batch;
 * ``scheduler_lag: true`` (a field of ``HiDePromptReleasedConfig`` only): the WTP schedule one epoch behind, as the
   engine's ``lr_scheduler.step(epoch)`` after epoch e gives epoch e + 1 the rate of epoch e (timm's schedulers
   take the epoch whose rate to set; ``engines/hide_promtp_wtp_and_tap_engine.py``): the first two epochs of a
@@ -79,8 +80,8 @@ Deliberate deviations:
 * Prefixes are built per sample (the reference inherits the JHDP reshape bug, whose test accuracy depends on
   the batch: docs/baselines.md section 4 pitfall a). ``prefix_layout: released`` (the row
   ``hide_prompt_released``) reproduces it; the reference evaluates in batches of 24, so set
-  ``eval_batch_size: 24`` for the same pairing at test. Its statistics batches hold the experience's images in
-  order, where the reference runs one class at a time.
+  ``eval_batch_size: 24`` for the same pairing at test; its WTP statistics run one class at a time in batches of
+  ``micro_batch``, as the reference's ``_compute_mean``.
 * The last, smaller batch of an epoch is split into near-equal parts; DDP's sampler pads it with repeated images.
 * During WTP training the reference also runs TII to compute a prompt id that the prompt mask then overrides;
   that wasted pass is skipped.
@@ -104,7 +105,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from core.config import check
 from core.errors import UserError
@@ -386,9 +387,11 @@ class HiDePrompt(PromptStrategy):
         with torch.no_grad():
             self._add_stats(model.tii_stats, model.query)
             # the released layout depends on the batch: there, the reference's per-process batch (_compute_mean)
+            # and its _compute_mean's batches, which hold one class each
+            released = cfg.prefix_layout == "released"
             self._add_stats(model.wtp_stats, lambda x: model.prompted_features(
                 x, task=torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)),
-                batch_size=(cfg.micro_batch or cfg.batch_size) if cfg.prefix_layout == "released" else None)
+                batch_size=(cfg.micro_batch or cfg.batch_size) if released else None, per_class=released)
         model.train()
         if t > 0:  # TII alignment on frozen-feature statistics, then TAP on prompted-feature statistics
             iters = cfg.ca_iters or self.known  # reference: one mini-batch per class of the earlier tasks
@@ -427,14 +430,19 @@ class HiDePrompt(PromptStrategy):
         optimizer.zero_grad(set_to_none=True)
         return last
 
-    def _add_stats(self, stats: ClassStats, features, batch_size: int | None = None) -> None:
+    def _add_stats(self, stats: ClassStats, features, batch_size: int | None = None, per_class: bool = False) -> None:
         """Append the statistics of the current task's classes, from ``features(x)`` of its training images
-        (batches of ``batch_size``, default ``eval_batch_size``)."""
-        loader = DataLoader(self.experience.dataset.eval(), batch_size=batch_size or self.config.eval_batch_size,
-                            shuffle=False,
-                            num_workers=self.config.num_workers)
+        (batches of ``batch_size``, default ``eval_batch_size``; ``per_class``: one class at a time, so that no batch
+        mixes classes, as the reference's ``_compute_mean``)."""
+        data = self.experience.dataset.eval()
+        if per_class:
+            targets = torch.as_tensor(list(data.targets))
+            parts = [Subset(data, torch.nonzero(targets == c).flatten().tolist()) for c in range(self.known, self.seen)]
+        else:
+            parts = [data]
         feats, labels = [], []
-        for batch in loader:
+        for batch in (b for part in parts for b in DataLoader(part, batch_size=batch_size or self.config.eval_batch_size,
+                                                              shuffle=False, num_workers=self.config.num_workers)):
             with fp32():  # statistics in float32 even under amp: bf16
                 feats.append(features(batch[0].to(self.device)).float())
             labels.append(batch[1].to(self.device))

@@ -289,3 +289,24 @@ def test_coda_released_starts_new_rows_by_the_references_projections():
     assert fair.model.coda[0].init_rows is coda.gram_schmidt_rows
     assert released.model.coda[0].init_rows is coda.classical_gram_schmidt_rows
     assert not METHODS.make_config("coda_prompt_released", {"classical_gram_schmidt": False}).classical_gram_schmidt
+
+
+def test_hide_released_computes_wtp_statistics_one_class_at_a_time(monkeypatch):
+    """The reference's ``_compute_mean`` passes one class's images at a time (in batches of 24 per process): with the
+    released layout a feature depends on its place in the batch, so the twin's batches never mix classes. Task 1
+    of the synthetic stream: two classes of 8 images, micro-batches of 6 (6, 2, 6, 2, not 6, 6, 4); the fair row's
+    batches run through the experience."""
+    sizes = {}
+    for name in ("hide_prompt", "hide_prompt_released"):
+        s = make_strategy(name, batch_size=6, micro_batch=6, eval_batch_size=6, epochs=1, **HIDE_TINY)
+        real = s.model.prompted_features
+        seen = sizes.setdefault(name, [])
+
+        def spy(x, task=None, prompt=None, real=real, seen=seen):
+            if not s.model.training and task is not None:
+                seen.append(x.shape[0])
+            return real(x, task=task, prompt=prompt)
+
+        monkeypatch.setattr(s.model, "prompted_features", spy)
+        train_tasks(s, synthetic_bench(), 1)
+    assert sizes == {"hide_prompt": [6, 6, 4], "hide_prompt_released": [6, 2, 6, 2]}
