@@ -302,8 +302,8 @@ def test_hide_released_computes_wtp_statistics_one_class_at_a_time(monkeypatch):
         real = s.model.prompted_features
         seen = sizes.setdefault(name, [])
 
-        def spy(x, task=None, prompt=None, real=real, seen=seen):
-            if not s.model.training and task is not None:
+        def spy(x, task=None, prompt=None, real=real, seen=seen, model=s.model):
+            if not model.training and task is not None:
                 seen.append(x.shape[0])
             return real(x, task=task, prompt=prompt)
 
