@@ -441,11 +441,12 @@ class HiDePrompt(PromptStrategy):
         else:
             parts = [data]
         feats, labels = [], []
-        for batch in (b for part in parts for b in DataLoader(part, batch_size=batch_size or self.config.eval_batch_size,
-                                                              shuffle=False, num_workers=self.config.num_workers)):
-            with fp32():  # statistics in float32 even under amp: bf16
-                feats.append(features(batch[0].to(self.device)).float())
-            labels.append(batch[1].to(self.device))
+        for part in parts:
+            for batch in DataLoader(part, batch_size=batch_size or self.config.eval_batch_size, shuffle=False,
+                                    num_workers=self.config.num_workers):
+                with fp32():  # statistics in float32 even under amp: bf16
+                    feats.append(features(batch[0].to(self.device)).float())
+                labels.append(batch[1].to(self.device))
         feats, labels = torch.cat(feats), torch.cat(labels)
         if stats.n_classes != self.known:
             raise RuntimeError(f"statistics hold {stats.n_classes} classes, expected {self.known}")

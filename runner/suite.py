@@ -176,8 +176,8 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
             continue
         b_body = dict(bench_entries[b_label])
         b_name = b_body.pop("benchmark", b_label)
-        pair_fields = {k: v for ov in matching_overrides(suite, m_label, b_label)
-                       for k, v in ov.get("set_benchmark", {}).items()}
+        pair_overrides = matching_overrides(suite, m_label, b_label)
+        pair_fields = {k: v for ov in pair_overrides for k, v in ov.get("set_benchmark", {}).items()}
         where = f"benchmark {b_label}" + (f" (with the override fields of {m_label})" if pair_fields else "")
         b_cfg = BENCHMARKS.make_config(b_name, {**b_body, **pair_fields}, where=where)
         check_split(b_label, b_name, b_cfg)
@@ -186,7 +186,8 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
         entry = METHODS.get(m_name)
         b_cfg, job_seeds = pinned_by_method(entry.info, b_cfg, _seeds(suite, seeds), seeds)
         pinned = getattr(entry.info, "seeds", None)
-        job_seeds, narrowed = pair_seeds(suite, m_label, b_label, pinned or _seeds(suite, None), job_seeds)
+        job_seeds, narrowed = pair_seeds(suite["name"], m_label, b_label, pair_overrides, pinned or _seeds(suite, None),
+                                         job_seeds)
         if not job_seeds:  # --seeds missed every seed the registration or an override pins
             unpinned[f"{m_label} on {b_label}" if narrowed else m_label] = narrowed or pinned
         # precedence (docs/adding_a_method.md): the method's declared defaults < suite defaults (the fields it has,
@@ -194,7 +195,7 @@ def expand_jobs(suite: dict, *, methods: list[str] | None = None, benchmarks: li
         from_defaults = suite_defaults_for(entry.config_cls, defaults)
         merged = dict(from_defaults)
         merged.update(m_body)
-        for ov in matching_overrides(suite, m_label, b_label):
+        for ov in pair_overrides:
             merged.update(ov.get("set", {}))
         merged.update((overrides or {}).get(m_label, {}))
         try:
@@ -259,27 +260,26 @@ def matching_overrides(suite: dict, m_label: str, b_label: str) -> list[dict]:
             if m_label in ov.get("methods", [m_label]) and b_label in ov.get("benchmarks", [b_label])]
 
 
-def pair_seeds(suite: dict, m_label: str, b_label: str, own: list[int] | tuple[int, ...],
-               job_seeds: list[int]) -> tuple[list[int], tuple[int, ...] | None]:
-    """(seeds, the override's seeds or None) of one (method, benchmark) pair: an ``overrides`` entry with ``seeds``
-    narrows the pair to those (e.g. a released config that ran one seed on one benchmark), which must be among the
-    seeds the pair runs by the suite file (``own``: the registration's pinned seeds, else the suite's); ``--seeds``
-    still narrows them (``job_seeds``)."""
+def pair_seeds(suite_name: str, m_label: str, b_label: str, pair_overrides: list[dict],
+               own: list[int] | tuple[int, ...], job_seeds: list[int]) -> tuple[list[int], tuple[int, ...] | None]:
+    """(seeds, the overrides' seeds or None) of one (method, benchmark) pair: an entry of its ``pair_overrides``
+    (:func:`matching_overrides`) with ``seeds`` narrows the pair to those (e.g. a released config that ran one seed on
+    one benchmark), which must be among the seeds the pair runs by the suite file (``own``: the registration's pinned
+    seeds, else the suite's); ``--seeds`` still narrows them (``job_seeds``)."""
     narrowed = None
-    for ov in matching_overrides(suite, m_label, b_label):
+    for ov in pair_overrides:
         if "seeds" not in ov:
             continue
         extra = [s for s in ov["seeds"] if s not in own]
         if extra:
-            raise UserError(f"suite {suite['name']}: an override gives {m_label} on {b_label} the seeds "
+            raise UserError(f"suite {suite_name}: an override gives {m_label} on {b_label} the seeds "
                             f"{', '.join(map(str, ov['seeds']))}, but {', '.join(map(str, extra))} is not among the "
                             f"seeds it runs ({', '.join(map(str, own))}); an override's seeds can only narrow them")
         narrowed = tuple(s for s in (own if narrowed is None else narrowed) if s in ov["seeds"])
         if not narrowed:
-            raise UserError(f"suite {suite['name']}: its overrides leave {m_label} on {b_label} no seed to run; "
+            raise UserError(f"suite {suite_name}: its overrides leave {m_label} on {b_label} no seed to run; "
                             "give its overrides one common seed")
-        job_seeds = [s for s in job_seeds if s in ov["seeds"]]
-    return job_seeds, narrowed
+    return (job_seeds if narrowed is None else [s for s in job_seeds if s in narrowed]), narrowed
 
 
 def pinned_by_method(info: Any, b_cfg: Any, suite_seeds: list[int], chosen: list[int] | None) -> tuple[Any, list[int]]:
