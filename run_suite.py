@@ -27,6 +27,7 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub (it retries for ~46 s offline)
 
+from core.cpu import DEFAULT, LEVELS, pin_kernels
 from core.errors import UserError  # re-exported: callers catch run_suite.UserError
 
 # The rest is imported where it is used: torch, timm and Avalanche take seconds to import (about 10 on 2 cores),
@@ -58,6 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rerun-stale", action="store_true",
                     help="also rerun done jobs whose record was made by other code (status flags them CODE)")
     ap.add_argument("--threads", type=int, help="torch threads per job (default: cores / jobs)")
+    ap.add_argument("--cpu-isa", choices=tuple(LEVELS), default=DEFAULT,
+                    help="vector instructions the CPU kernels may use (default avx2: one record per job and seed "
+                         "on every x86-64 CPU with AVX2; baseline: CPUs without it; native: the machine's best, "
+                         "records per kind of CPU; core/cpu.py)")
     ap.add_argument("--checkpoints", choices=("final", "tasks"), default="tasks",
                     help="keep the method's state after every task (default) or only the last")
     ap.add_argument("--import", dest="imports", action="append", default=[],
@@ -246,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.suite:
             raise UserError("give --suite NAME (see --list for the suites)")
+        pin_kernels(args.cpu_isa)  # before torch's first kernel here, and for every worker started after
         return run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -34,6 +34,7 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from benchmarks import BENCHMARKS
 from benchmarks.backbones import build_backbone
+from core.cpu import level_in_force
 from methods import METHODS
 from runner import resume
 from runner.env import configure_threads, resolve_device, seed_everything
@@ -130,7 +131,8 @@ def _run_job(job: Job, results_dir: str | Path) -> Record:
     log = job_logger(store.log_path(job.job_id))
     commit, dirty = git_state()
     record.provenance = Provenance(versions=versions(), git_commit=commit, git_dirty=dirty,
-                                  hostname=socket.gethostname(), cpu=cpu(), started=now(),
+                                  hostname=socket.gethostname(), cpu=cpu(), cpu_isa=level_in_force(),
+                                  started=now(),
                                   cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
                                   slurm_job_id=_slurm_job_id())
     mark_running(store, job.job_id)

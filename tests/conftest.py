@@ -6,6 +6,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from core.cpu import DEFAULT, pin_kernels  # torch-free
+
+pin_kernels(DEFAULT)  # as run_suite.py does: jobs run in this process and in workers give the same records
+
 import pytest
 import torch
 

@@ -262,6 +262,45 @@ def test_suite_jobs_and_threads_keys_apply_unless_the_flags_are_given(tmp_path, 
     assert not out.exists()
 
 
+def test_pin_kernels_sets_a_levels_variables_and_keeps_the_callers(monkeypatch):
+    from core import cpu
+
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "x86_64")
+    for var in cpu.LEVELS["avx2"]:
+        monkeypatch.delenv(var, raising=False)
+    assert cpu.level_in_force() == "native"
+    cpu.pin_kernels("avx2")
+    assert {v: os.environ[v] for v in cpu.LEVELS["avx2"]} == cpu.LEVELS["avx2"] and cpu.level_in_force() == "avx2"
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")  # the caller's variable wins over a level
+    cpu.pin_kernels("baseline")
+    assert os.environ["ATEN_CPU_CAPABILITY"] == "avx512" and os.environ["DNNL_MAX_CPU_ISA"] == "AVX2"
+    assert cpu.level_in_force().startswith("ATEN_CPU_CAPABILITY=avx512,")
+    for var in cpu.LEVELS["avx2"]:
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "aarch64")  # other levels there: nothing is set
+    cpu.pin_kernels("avx2")
+    assert cpu.level_in_force() == "native"
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "amd64"), reason="the --cpu-isa levels are x86-64's")
+def test_cpu_isa_reaches_the_workers_kernels(tmp_path):
+    """A run started with none of the variables set: ``--cpu-isa baseline`` makes every worker's ATen kernels
+    the unvectorised ones (each record's ``provenance.cpu`` names the level ATen dispatched to, on any x86 CPU),
+    and a run without the flag pins AVX2."""
+    suite = suite_file(tmp_path, {"noop": {}}, seeds=(0, 1))
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
+                                                           "DNNL_MAX_CPU_ISA")}
+    for flags, level in ((["--cpu-isa", "baseline"], "baseline"), ([], "avx2")):
+        out = tmp_path / level
+        cmd = [sys.executable, str(REPO / "run_suite.py"), "--suite", str(suite), "--results-dir", str(out),
+               "--no-report", "--import", NOOP, "--jobs", "2", *flags]
+        subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+        provenance = [r["provenance"] for r in records(out).values()]
+        assert len(provenance) == 2 and {p["cpu_isa"] for p in provenance} == {level}
+    assert all(p["cpu"].endswith("(DEFAULT)") for p in (r["provenance"] for r in records(tmp_path / "baseline")
+                                                         .values()))
+
+
 # ---------------------------------------------------------------------------------------------------- status
 def test_status_tells_done_failed_running_pending_and_stale(tmp_path, capsys):
     flag = tmp_path / "fail-now"
@@ -430,6 +469,9 @@ def test_slurm_executor_runs_the_recipe_rules_validation_as_slurm_tasks(tmp_path
     assert len(results) == 2  # one SLURM task per grid point, each with its submitit result
     assert stripped(records(tmp_path / "slurm")["full_ft__synthetic__s0"]) == stripped(
         records(tmp_path / "local")["full_ft__synthetic__s0"])
+    from core.cpu import level_in_force  # the kernels' pin reaches the SLURM tasks with the environment
+
+    assert records(tmp_path / "slurm")["full_ft__synthetic__s0"]["provenance"]["cpu_isa"] == level_in_force()
 
 
 @pytest.mark.slurm
