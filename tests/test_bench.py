@@ -289,3 +289,11 @@ def test_glyph_benchmark_joins_garments_and_glyphs_in_ten_tasks():
         jobs = expand_jobs(load_suite(suite))
         assert {j.benchmark_name for j in jobs} == {"split_fmnist_glyphs"} and len(jobs) == 42
         assert {j.method for j in jobs} == {j.method for j in expand_jobs(load_suite("mini"))}
+
+
+def test_cpu_isa_bench_refuses_levels_without_native_or_unknown(capsys):
+    import cpu_isa
+
+    for argv in (["--levels", "avx2,baseline"], ["--levels", "native,avx9"], ["--rounds", "0"]):
+        assert cpu_isa.main(argv) == 2
+        assert "--levels must name known levels" in capsys.readouterr().err
