@@ -72,7 +72,7 @@ class Provenance:
     git_dirty: bool | None = None
     hostname: str | None = None
     cpu: str | None = None  # CPU model and torch's CPU kernel level (e.g. AVX2, AVX512); null: older
-    cpu_isa: str | None = None  # the CPU kernels' pin in force (--cpu-isa, core/cpu.py): avx2, baseline or native; null: older
+    cpu_isa: str | None = None  # the CPU kernels' pin (--cpu-isa, core/cpu.py): avx2, baseline, native, or why not in force; null: older
     started: str | None = None
     finished: str | None = None
     cuda_visible_devices: str | None = None

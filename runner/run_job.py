@@ -34,7 +34,7 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from benchmarks import BENCHMARKS
 from benchmarks.backbones import build_backbone
-from core.cpu import level_in_force
+from core.cpu import LEVELS, level_in_force
 from methods import METHODS
 from runner import resume
 from runner.env import configure_threads, resolve_device, seed_everything
@@ -85,6 +85,18 @@ def cpu() -> str:
     return f"{model} ({torch.backends.cpu.get_cpu_capability()})"
 
 
+def cpu_isa() -> str:
+    """The kernels' pin in force in this process (core/cpu.py): the level its environment names, unless ATen runs
+    another level than that pin's, which happens where torch ran a kernel before the variables were set (a program
+    that calls ``run_suite.main`` after its own torch work): then the record says so rather than claim the pin."""
+    level = level_in_force()
+    wanted = LEVELS.get(level, {}).get("ATEN_CPU_CAPABILITY", "").upper()
+    have = torch.backends.cpu.get_cpu_capability()
+    if wanted and have not in (wanted, "DEFAULT"):  # DEFAULT: a CPU without the level falls back to it
+        return f"{level} set, not in force (ATen runs {have}: torch ran a kernel before the variables were set)"
+    return level
+
+
 def versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
             "avalanche": avalanche.__version__, "numpy": np.__version__}
@@ -131,7 +143,7 @@ def _run_job(job: Job, results_dir: str | Path) -> Record:
     log = job_logger(store.log_path(job.job_id))
     commit, dirty = git_state()
     record.provenance = Provenance(versions=versions(), git_commit=commit, git_dirty=dirty,
-                                  hostname=socket.gethostname(), cpu=cpu(), cpu_isa=level_in_force(),
+                                  hostname=socket.gethostname(), cpu=cpu(), cpu_isa=cpu_isa(),
                                   started=now(),
                                   cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
                                   slurm_job_id=_slurm_job_id())

@@ -86,3 +86,23 @@ def test_editing_a_methods_source_marks_its_records_stale(tmp_path, capsys):
     assert "1 already done, 1 to run" in capsys.readouterr().out
     assert run_suite.main(status) == 0
     assert "CODE" not in capsys.readouterr().out
+
+
+def test_a_pin_set_after_torchs_first_kernel_is_not_claimed(monkeypatch):
+    """``provenance.cpu_isa`` names the pin only where ATen runs its level (core/cpu.py)."""
+    import torch
+
+    from runner import run_job
+
+    for var, value in {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                       "DNNL_MAX_CPU_ISA": "AVX2"}.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert run_job.cpu_isa() == "avx2"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")  # a CPU without AVX2
+    assert run_job.cpu_isa() == "avx2"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert run_job.cpu_isa().startswith("avx2 set, not in force (ATen runs AVX512")
+    for var in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(var)
+    assert run_job.cpu_isa() == "native"
