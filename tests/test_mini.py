@@ -212,11 +212,12 @@ def test_readme_mini_blocks_are_generated_from_the_committed_records(tmp_path):
 
     copy = tmp_path / "README.md"
     copy.write_text((ROOT / "README.md").read_text())
-    readme_main(["--results-dir", str(RESULTS / "mini"), "--readme", str(copy), "--name", "mini"])
-    assert mini.main(requirements_argv("mini", copy)) == 0
+    # README shows the records the command makes under the default CPU kernel pin (DESIGN.md section 13)
+    readme_main(["--results-dir", str(RESULTS / "mini_pinned"), "--readme", str(copy), "--name", "mini_pinned"])
+    assert mini.main(requirements_argv("mini_pinned", copy)) == 0
     assert mini.main(["--summary", str(MANIFEST), "--readme", str(copy)]) == 0
     assert copy.read_text() == (ROOT / "README.md").read_text(), "regenerate README's mini blocks (see README)"
-    assert "<!-- requirements:mini:start -->\n| requirement |" in copy.read_text()
+    assert "<!-- requirements:mini_pinned:start -->\n| requirement |" in copy.read_text()
 
 
 @pytest.mark.parametrize("folder,which,families", [("mini_inverted", 0, 7), ("mini_mixed", 1, 7), ("mini", 2, 7),
