@@ -1,1 +1,1 @@
-"""The ground layer: configs, registries and errors. Imports nothing of the project."""
+"""The ground layer: configs, registries, errors and the CPU kernels' pin. Imports nothing of the project."""
