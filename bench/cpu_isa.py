@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.cpu import DEFAULT, LEVELS
+from core.cpu import DEFAULT, LEVELS, unpinned
 
 
 def run_level(level: str, methods: str, seed: int, folder: Path) -> dict[str, dict]:
@@ -37,10 +37,10 @@ def run_level(level: str, methods: str, seed: int, folder: Path) -> dict[str, di
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     shutil.copy(REPO / "docs" / "results" / "quick" / "recipe.json", folder / "recipe.json")
-    env = {k: v for k, v in os.environ.items() if k not in LEVELS["avx2"]}
     cmd = [sys.executable, str(REPO / "run_suite.py"), "--suite", "quick", "--methods", methods, "--seeds", str(seed),
            "--jobs", "1", "--threads", "1", "--force", "--no-report", "--results-dir", str(folder), "--cpu-isa", level]
-    subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=REPO, env=unpinned(dict(os.environ)), check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     return {p.stem: json.loads(p.read_text()) for p in sorted((folder / "records").glob("*.json"))}
 
 

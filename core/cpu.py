@@ -22,9 +22,10 @@ from __future__ import annotations
 import os
 import platform
 
+VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "DNNL_MAX_CPU_ISA")  # ATen, MKL, oneDNN
 LEVELS: dict[str, dict[str, str]] = {
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"},
-    "baseline": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "DNNL_MAX_CPU_ISA": "SSE41"},
+    "avx2": dict(zip(VARIABLES, ("avx2", "AVX2", "AVX2"))),
+    "baseline": dict(zip(VARIABLES, ("default", "SSE4_2", "SSE41"))),
     "native": {},
 }
 DEFAULT = "avx2"
@@ -43,8 +44,13 @@ def pin_kernels(level: str) -> None:
 def level_in_force() -> str:
     """The pin this process's environment holds: a level's name, ``native`` with none of the variables set, or the
     variables as set (``ATEN_CPU_CAPABILITY=avx512,...``) when they match no level."""
-    held = {var: os.environ[var] for var in LEVELS["avx2"] if var in os.environ}
+    held = {var: os.environ[var] for var in VARIABLES if var in os.environ}
     for name, values in LEVELS.items():
         if held == values:
             return name
     return ",".join(f"{var}={value}" for var, value in held.items())
+
+
+def unpinned(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the pin's variables: the environment of a process that is to choose its own level."""
+    return {k: v for k, v in env.items() if k not in VARIABLES}

@@ -266,16 +266,16 @@ def test_pin_kernels_sets_a_levels_variables_and_keeps_the_callers(monkeypatch):
     from core import cpu
 
     monkeypatch.setattr(cpu.platform, "machine", lambda: "x86_64")
-    for var in cpu.LEVELS["avx2"]:
+    for var in cpu.VARIABLES:
         monkeypatch.delenv(var, raising=False)
     assert cpu.level_in_force() == "native"
     cpu.pin_kernels("avx2")
-    assert {v: os.environ[v] for v in cpu.LEVELS["avx2"]} == cpu.LEVELS["avx2"] and cpu.level_in_force() == "avx2"
+    assert {v: os.environ[v] for v in cpu.VARIABLES} == cpu.LEVELS["avx2"] and cpu.level_in_force() == "avx2"
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")  # the caller's variable wins over a level
     cpu.pin_kernels("baseline")
     assert os.environ["ATEN_CPU_CAPABILITY"] == "avx512" and os.environ["DNNL_MAX_CPU_ISA"] == "AVX2"
     assert cpu.level_in_force().startswith("ATEN_CPU_CAPABILITY=avx512,")
-    for var in cpu.LEVELS["avx2"]:
+    for var in cpu.VARIABLES:
         monkeypatch.delenv(var)
     monkeypatch.setattr(cpu.platform, "machine", lambda: "aarch64")  # other levels there: nothing is set
     cpu.pin_kernels("avx2")
@@ -288,8 +288,9 @@ def test_cpu_isa_reaches_the_workers_kernels(tmp_path):
     the unvectorised ones (each record's ``provenance.cpu`` names the level ATen dispatched to, on any x86 CPU),
     and a run without the flag pins AVX2."""
     suite = suite_file(tmp_path, {"noop": {}}, seeds=(0, 1))
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
-                                                           "DNNL_MAX_CPU_ISA")}
+    from core.cpu import unpinned
+
+    env = unpinned(dict(os.environ))
     for flags, level in ((["--cpu-isa", "baseline"], "baseline"), ([], "avx2")):
         out = tmp_path / level
         cmd = [sys.executable, str(REPO / "run_suite.py"), "--suite", str(suite), "--results-dir", str(out),

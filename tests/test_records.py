@@ -92,10 +92,10 @@ def test_a_pin_set_after_torchs_first_kernel_is_not_claimed(monkeypatch):
     """``provenance.cpu_isa`` names the pin only where ATen runs its level (core/cpu.py)."""
     import torch
 
+    from core.cpu import LEVELS, VARIABLES
     from runner import run_job
 
-    for var, value in {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-                       "DNNL_MAX_CPU_ISA": "AVX2"}.items():
+    for var, value in LEVELS["avx2"].items():
         monkeypatch.setenv(var, value)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     assert run_job.cpu_isa() == "avx2"
@@ -103,6 +103,6 @@ def test_a_pin_set_after_torchs_first_kernel_is_not_claimed(monkeypatch):
     assert run_job.cpu_isa() == "avx2"
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert run_job.cpu_isa().startswith("avx2 set, not in force (ATen runs AVX512")
-    for var in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "DNNL_MAX_CPU_ISA"):
+    for var in VARIABLES:
         monkeypatch.delenv(var)
     assert run_job.cpu_isa() == "native"
