@@ -27,7 +27,7 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub (it retries for ~46 s offline)
 
-from core.cpu import DEFAULT, LEVELS, pin_kernels
+from core.cpu import DEFAULT, LEVELS, level_in_force, pin_kernels
 from core.errors import UserError  # re-exported: callers catch run_suite.UserError
 
 # The rest is imported where it is used: torch, timm and Avalanche take seconds to import (about 10 on 2 cores),
@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="where jobs run (default: the suite's 'executor:' key, else local)")
     ap.add_argument("--retry-failed", action="store_true", help="rerun only the jobs whose record says failed")
     ap.add_argument("--rerun-stale", action="store_true",
-                    help="also rerun done jobs whose record was made by other code (status flags them CODE)")
+                    help="also rerun done jobs whose record was made by other code or under another CPU kernel pin "
+                         "(status flags them CODE or PIN)")
     ap.add_argument("--threads", type=int, help="torch threads per job (default: cores / jobs)")
     ap.add_argument("--cpu-isa", choices=tuple(LEVELS), default=DEFAULT,
                     help="vector instructions the CPU kernels may use (default avx2: one record per job and seed "
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             p = resolve_recipe(p, args)
         store = ResultStore(p.results_dir)
         todo, n_done, stale = select_todo(p.jobs, store, force=args.force, retry_failed=args.retry_failed,
-                                          rerun_stale=args.rerun_stale)
+                                          rerun_stale=args.rerun_stale, pin=level_in_force())
         selected = " (failed ones only: --retry-failed)" if args.retry_failed else ""
         if todo or not args.no_report:
             probe_writable(p.results_dir)
@@ -176,8 +177,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"suite {p.suite['name']}: {len(p.jobs)} jobs, {n_done} already done, {len(todo)} to run{selected}"
               f"{resumed} -> {p.results_dir}", flush=True)
         if stale and not args.rerun_stale:
-            print(f"note: {len(stale)} done record(s) were made by other code and are kept (status flags them CODE; "
-                  f"--rerun-stale reruns them): {', '.join(j.job_id for j in stale[:5])}{' ...' * (len(stale) > 5)}")
+            print(f"note: {len(stale)} done record(s) were made by other code or under another CPU kernel pin and are "
+                  f"kept (status flags them CODE or PIN; --rerun-stale reruns them): "
+                  f"{', '.join(j.job_id for j in stale[:5])}{' ...' * (len(stale) > 5)}")
         with terminate_as_interrupt():
             failed, skipped = (run_all(execute(todo, p.results_dir, args, p.execution), len(todo), p.results_dir,
                                        parallel_slots(p.execution)) if todo else ([], []))
@@ -219,6 +221,8 @@ def parse_status_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--import", dest="imports", action="append", default=[], help="plugin module or .py file")
     ap.add_argument("--weights", action="append", default=[], help="as for a run (changes the config hash)")
     ap.add_argument("--smoke", action="store_true", help="the --smoke variant of the suite")
+    ap.add_argument("--cpu-isa", choices=tuple(LEVELS), default=DEFAULT,
+                    help="as for a run: done records made under another pin are flagged PIN (core/cpu.py)")
     ap.add_argument("--active-minutes", type=float, default=60.0,
                     help="a job without a record counts as running if its log or resume state changed this recently")
     return ap.parse_args(argv)
@@ -232,7 +236,8 @@ def status(argv: list[str]) -> int:
 
     p = plan_status(args)
     store = ResultStore(p.results_dir)
-    rows = suite_status(p.jobs, store, args.active_minutes, awaiting_rule(p, args))
+    pin_kernels(args.cpu_isa)  # the pin a run with these options would set, for the PIN flag
+    rows = suite_status(p.jobs, store, args.active_minutes, awaiting_rule(p, args), level_in_force())
     print(format_status(p.name, rows, store, p.jobs))
     return 0
 

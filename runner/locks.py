@@ -57,9 +57,11 @@ def job_lock(results_dir: str | Path, job_id: str) -> Iterator[str | None]:
 def run_once(job, results_dir: str | Path, run: Callable[[Any, str | Path], Any]) -> Any:
     """``run(job, results_dir)`` under the job's lock, or a ``skipped`` result (never written to the store).
 
-    Skipped: another runner holds the lock, or the job turned out done for its config once the lock was taken
-    (and the run was not asked to ``force`` reruns).
+    Skipped: another runner holds the lock, or the job turned out done for its config, code and CPU kernel pin once
+    the lock was taken (and the run was not asked to ``force`` reruns).
     """
+    from core.cpu import level_in_force
+    from runner.record import made_under_other_pin
     from runner.store import ResultStore
 
     with job_lock(results_dir, job.job_id) as holder:
@@ -67,8 +69,9 @@ def run_once(job, results_dir: str | Path, run: Callable[[Any, str | Path], Any]
             return skipped(job, f"another runner is running it: {holder}")
         record = ResultStore(results_dir).load(job.job_id)
         if (not job.runtime.get("force") and record is not None and record.status == "done"
-                and (record.config_hash, record.code_hash) == (job.config_hash(), job.code_hash())):
-            return skipped(job, "another runner finished it meanwhile")  # a stale record (other code) is not
+                and (record.config_hash, record.code_hash) == (job.config_hash(), job.code_hash())
+                and not made_under_other_pin(record, level_in_force())):
+            return skipped(job, "another runner finished it meanwhile")  # a stale record (code, pin) is not
         return run(job, results_dir)
 
 

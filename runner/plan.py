@@ -32,7 +32,7 @@ from runner.executors import absolute_imports, import_plugins, local_workers, pa
 from runner.jobs import Job
 from runner.locks import Skipped
 from runner.recipe import RecipeRule
-from runner.record import Record
+from runner.record import Record, made_under_other_pin
 from runner.slurm import SlurmSettings, available, run_calls, run_slurm
 from runner.smoke import smoke_jobs
 from runner.store import ResultStore
@@ -265,15 +265,17 @@ def apply_weights(jobs: list[Job], specs: list[str]) -> list[Job]:
 
 
 def select_todo(jobs: list[Job], store: ResultStore, force: bool = False, retry_failed: bool = False,
-                rerun_stale: bool = False) -> tuple[list[Job], int, list[Job]]:
-    """(jobs to run, number already done, done jobs whose record was made by other code).
+                rerun_stale: bool = False, pin: str | None = None) -> tuple[list[Job], int, list[Job]]:
+    """(jobs to run, number already done, done jobs whose record was made by other code or under another pin).
 
     Not done (or all, with ``force``); only failed ones with ``retry_failed``. A record made by other code (its
-    ``code_hash`` differs) still counts as done; ``rerun_stale`` reruns those jobs too.
+    ``code_hash`` differs), or under another CPU kernel pin than ``pin`` (the one in force, core/cpu.py), still
+    counts as done; ``rerun_stale`` reruns those jobs too.
     """
     records = {job.job_id: store.load(job.job_id) for job in jobs}
     done = [j for j in jobs if _is_done(records[j.job_id], j)]
-    stale = [j for j in done if records[j.job_id].code_hash != j.code_hash()]
+    stale = [j for j in done if records[j.job_id].code_hash != j.code_hash()
+             or made_under_other_pin(records[j.job_id], pin)]
     if retry_failed:
         todo = [j for j in jobs if (rec := records[j.job_id]) is not None and rec.status == "failed"
                 and rec.config_hash == j.config_hash()]

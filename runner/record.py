@@ -135,6 +135,12 @@ class Record:
 PARTS = (Metrics, Timings, Efficiency, Provenance)
 
 
+def made_under_other_pin(record: Record, pin: str | None) -> bool:
+    """Whether a record names a CPU kernel pin (core/cpu.py) other than ``pin``; None: no pin is judged."""
+    made = record.provenance.cpu_isa
+    return pin is not None and made is not None and made != pin
+
+
 def from_dict(data: dict[str, Any], where: str = "record") -> Record:
     """A :class:`Record` from a parsed JSON file of schema 1 or 2; anything else is a ValueError naming ``where``."""
     schema = data.get("schema")

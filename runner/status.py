@@ -13,8 +13,11 @@ States (every job of the suite's *current* expansion is in exactly one):
   changed since; a rerun replaces it).
 
 Flags: ``STALE`` marks a record for another config; ``CODE`` a done record for the current config made by other
-code (its ``code_hash`` differs from the job's, :mod:`runner.code`): ``--rerun-stale`` reruns those. Records of
-schema 1 carry no code hash and are never called stale for their code. ``RULE`` marks a pending job with a record
+code (its ``code_hash`` differs from the job's, :mod:`runner.code`); ``PIN`` one made under another CPU kernel pin
+than the one a run would now set (``provenance.cpu_isa`` against ``--cpu-isa``, :mod:`core.cpu`): kernels of
+another level give another record wherever a run forgets. ``--rerun-stale`` reruns both. Records of schema 1 carry
+no code hash and are never called stale for their code; records older than the pin (``cpu_isa`` null) are not
+judged for it. ``RULE`` marks a pending job with a record
 whose config the suite's recipe rule has still to decide: no choice is stored for its family's probe as the suite
 and code now are (e.g. after an edit of the probe's method), so its lr and epochs, and whether the record is for
 them, are not known until a run chooses.
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.jobs import Job
+from runner.record import made_under_other_pin
 from runner.resume import read_summary, resume_path
 from runner.store import ResultStore, atomic_write_text
 
@@ -43,6 +47,7 @@ class JobStatus:
     detail: str
     stale: bool = False  # the record is for another config
     stale_code: bool = False  # a done record for this config, made by other code
+    other_pin: bool = False  # a done record for this config, made under another CPU kernel pin
     awaits_rule: bool = False  # a record, but the recipe rule has still to choose the job's lr and epochs
 
 
@@ -100,7 +105,7 @@ def _ago(seconds: float) -> str:
 
 
 def job_status(job: Job, store: ResultStore, active_minutes: float, now: float | None = None,
-               awaits_rule: bool = False) -> JobStatus:
+               awaits_rule: bool = False, pin: str | None = None) -> JobStatus:
     """The state of one job (see the module docstring for the definitions)."""
     now = time.time() if now is None else now
     record = store.load(job.job_id)
@@ -121,8 +126,10 @@ def job_status(job: Job, store: ResultStore, active_minutes: float, now: float |
     if current and record.status == "done":
         acc = record.metrics.acc if record.metrics.acc is not None else float("nan")
         code = record.code_hash is not None and record.code_hash != job.code_hash()
-        note = f", made by other code (code {record.code_hash}, now {job.code_hash()})" if code else ""
-        return JobStatus(job.job_id, "done", f"Acc {acc:.2f}{note}", stale_code=code)
+        other_pin = made_under_other_pin(record, pin)
+        note = (f", made by other code (code {record.code_hash}, now {job.code_hash()})" * code
+                + f", made under another CPU kernel pin ({record.provenance.cpu_isa}, now {pin})" * other_pin)
+        return JobStatus(job.job_id, "done", f"Acc {acc:.2f}{note}", stale_code=code, other_pin=other_pin)
     if live:
         detail = ", ".join(x for x in (progress, f"last activity {_ago(now - activity)}", stale_note) if x)
         return JobStatus(job.job_id, "running", detail, stale)
@@ -135,25 +142,29 @@ def job_status(job: Job, store: ResultStore, active_minutes: float, now: float |
 
 
 def suite_status(jobs: list[Job], store: ResultStore, active_minutes: float = 60.0,
-                 awaiting: frozenset[str] = frozenset()) -> list[JobStatus]:
-    """Each job's state; ``awaiting``: the ids of jobs whose lr and epochs the recipe rule has still to choose."""
+                 awaiting: frozenset[str] = frozenset(), pin: str | None = None) -> list[JobStatus]:
+    """Each job's state; ``awaiting``: the ids of jobs whose lr and epochs the recipe rule has still to choose;
+    ``pin``: the CPU kernel pin a run would set (done records made under another are flagged ``PIN``)."""
     now = time.time()
-    return [job_status(job, store, active_minutes, now, job.job_id in awaiting) for job in jobs]
+    return [job_status(job, store, active_minutes, now, job.job_id in awaiting, pin) for job in jobs]
 
 
 def format_status(name: str, rows: list[JobStatus], store: ResultStore, jobs: list[Job]) -> str:
     """A summary line, then one line per job (grouped by state), then records that belong to no current job."""
     counts = {state: sum(r.state == state for r in rows) for state in STATES}
-    n_stale, n_code, n_rule = (sum(r.stale for r in rows), sum(r.stale_code for r in rows),
-                               sum(r.awaits_rule for r in rows))
+    n_stale, n_code, n_pin, n_rule = (sum(r.stale for r in rows), sum(r.stale_code for r in rows),
+                                      sum(r.other_pin for r in rows), sum(r.awaits_rule for r in rows))
     notes = ([f"{n_stale} with a stale record"] * bool(n_stale) + [f"{n_code} done by other code"] * bool(n_code)
+             + [f"{n_pin} done under another CPU kernel pin"] * bool(n_pin)
              + [f"{n_rule} with a record, awaiting the recipe rule"] * bool(n_rule))
     lines = [f"suite {name}: {len(rows)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in STATES)
              + (f" ({'; '.join(notes)})" if notes else "") + f"  [{store.root}]"]
     width = max((len(r.job_id) for r in rows), default=10)
     for state in STATES:
         for row in (r for r in rows if r.state == state):
-            flag = " STALE" if row.stale else " CODE" if row.stale_code else " RULE" if row.awaits_rule else ""
+            flag = (" STALE" if row.stale else " RULE" if row.awaits_rule
+                    else " " + "+".join(["CODE"] * row.stale_code + ["PIN"] * row.other_pin) if row.stale_code or row.other_pin
+                    else "")
             lines.append(f"  {row.job_id:{width}s}  {row.state:8s}{flag:6s}  {row.detail}".rstrip())
     known = {job.job_id for job in jobs}
     others = sorted(p.stem for p in store.records_dir.glob("*.json") if p.stem not in known)
@@ -162,4 +173,7 @@ def format_status(name: str, rows: list[JobStatus], store: ResultStore, jobs: li
                      f"seeds or benchmarks): {', '.join(others[:10])}{' ...' if len(others) > 10 else ''}")
     if n_code:
         lines.append(f"{n_code} done record(s) were made by other code (CODE): rerun them with --rerun-stale")
+    if n_pin:
+        lines.append(f"{n_pin} done record(s) were made under another CPU kernel pin (PIN): rerun them with "
+                     f"--rerun-stale, or give the pin they name as --cpu-isa (core/cpu.py)")
     return "\n".join(lines)

@@ -57,7 +57,8 @@ def test_committed_version_1_records_still_load():
         assert rec.metrics.acc == raw["metrics"]["acc"] and rec.pooled_acc == raw["pooled_acc"]
 
 
-def test_editing_a_methods_source_marks_its_records_stale(tmp_path, capsys):
+def probe_suite(tmp_path: Path) -> tuple[Path, list[str], list[str], Path]:
+    """A one-job suite of the ``stale_probe`` plugin: (plugin file, a run's options, status's, the record's path)."""
     plugin = tmp_path / "stale_probe_plugin.py"
     plugin.write_text(PLUGIN)
     suite = tmp_path / "stale.yaml"
@@ -67,10 +68,14 @@ def test_editing_a_methods_source_marks_its_records_stale(tmp_path, capsys):
         "defaults": {"batch_size": 8, "eval_batch_size": 16}, "methods": {"probe": {"method": "stale_probe"}}}))
     out = tmp_path / "res"
     common = ["--suite", str(suite), "--results-dir", str(out), "--import", str(plugin)]
+    return plugin, common, ["status", *common], out / "records" / "probe__synthetic__s0.json"
+
+
+def test_editing_a_methods_source_marks_its_records_stale(tmp_path, capsys):
+    plugin, common, status, path = probe_suite(tmp_path)
     assert run_suite.main([*common, "--no-report", "--threads", "1"]) == 0
-    record = json.loads((out / "records" / "probe__synthetic__s0.json").read_text())
+    record = json.loads(path.read_text())
     assert record["schema"] == SCHEMA_VERSION and record["code_hash"]
-    status = ["status", "--suite", str(suite), "--results-dir", str(out), "--import", str(plugin)]
     capsys.readouterr()
     assert run_suite.main(status) == 0
     text = capsys.readouterr().out
@@ -86,6 +91,43 @@ def test_editing_a_methods_source_marks_its_records_stale(tmp_path, capsys):
     assert "1 already done, 1 to run" in capsys.readouterr().out
     assert run_suite.main(status) == 0
     assert "CODE" not in capsys.readouterr().out
+
+
+def test_a_record_made_under_another_kernel_pin_is_flagged_and_rerun_on_request(tmp_path, capsys, monkeypatch):
+    """A done record whose ``provenance.cpu_isa`` names another pin than a run would set is kept, flagged ``PIN``
+    by status and named by the run's note; ``--rerun-stale`` reruns it; status under the pin it names is clean."""
+    import platform
+
+    from core.cpu import VARIABLES
+
+    _, common, status, path = probe_suite(tmp_path)
+    common = [*common, "--no-report", "--threads", "1"]
+    assert run_suite.main(common) == 0
+    made = json.loads(path.read_text())
+    assert made["provenance"]["cpu_isa"] not in (None, "baseline")
+    made["provenance"]["cpu_isa"] = "baseline"  # as a run under --cpu-isa baseline would have written it
+    path.write_text(json.dumps(made))
+    capsys.readouterr()
+    assert run_suite.main(status) == 0
+    text = capsys.readouterr().out
+    assert "1 done, 0 running, 0 failed, 0 pending (1 done under another CPU kernel pin)" in text
+    assert " PIN " in text and "made under another CPU kernel pin (baseline, now " in text and "CODE" not in text
+    assert run_suite.main(common) == 0
+    text = capsys.readouterr().out
+    assert "1 already done, 0 to run" in text and "under another CPU kernel pin" in text
+    assert json.loads(path.read_text())["provenance"]["cpu_isa"] == "baseline"  # kept as it was
+    if platform.machine().lower() in ("x86_64", "amd64"):  # elsewhere no level is set: the pin is native
+        for var in VARIABLES:  # the pin's variables as a shell without them has: --cpu-isa decides
+            monkeypatch.delenv(var, raising=False)
+        assert run_suite.main([*status, "--cpu-isa", "baseline"]) == 0
+        assert "PIN" not in capsys.readouterr().out
+        for var in VARIABLES:  # that status set them for this process; the next command is a new process
+            monkeypatch.delenv(var, raising=False)
+    assert run_suite.main([*common, "--rerun-stale"]) == 0
+    assert "1 already done, 1 to run" in capsys.readouterr().out
+    assert json.loads(path.read_text())["provenance"]["cpu_isa"] != "baseline"
+    assert run_suite.main(status) == 0
+    assert "PIN" not in capsys.readouterr().out
 
 
 def test_a_pin_set_after_torchs_first_kernel_is_not_claimed(monkeypatch):
