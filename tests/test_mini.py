@@ -66,7 +66,8 @@ MINI_FOLDERS = {run["folder"]: (run["design"], tuple(run["probes"]))
 
 
 # DESIGN.md section 9: the folder of each candidate's seven more seeds (1996-2002), and its probe at seed S.
-MORE_SEEDS = {"mini": "mini_seeds", "mini_mixed": "mini_mixed_seeds", "mini_avx2": "mini_avx2_seeds"}  # + section 10
+MORE_SEEDS = {"mini": "mini_seeds", "mini_mixed": "mini_mixed_seeds", "mini_avx2": "mini_avx2_seeds",  # + section 10
+              "mini_baseline": "mini_baseline_seeds"}  # + section 14
 NEW_SEEDS = tuple(range(1996, 2003))
 
 
@@ -454,9 +455,12 @@ def test_design_page_draws_are_what_the_committed_records_of_ten_seeds_give(tmp_
 
 def test_mini_seeds_are_the_same_code_as_the_mini_records():
     """Section 9 pools mini's three committed seeds with seven more: every record of a method carries one code
-    hash, so the ten seeds are one code's records."""
-    hashes = {}
-    for folder in ("mini", "mini_seeds", "mini_avx2", "mini_avx2_seeds"):  # section 10: the same code on an AVX2 CPU
-        for record in done(load_records(RESULTS / folder))["record"]:
-            hashes.setdefault(record["method"], set()).add(record["code_hash"])
-    assert len(hashes) == 14 and all(len(h) == 1 for h in hashes.values())
+    hash, so the ten seeds are one code's records (and section 10's, the same code on an AVX2 CPU; section 14's
+    runs under the baseline pin came later, after a docstring edit of CODA-Prompt's file (c43feff), and are one code's among
+    themselves)."""
+    for group in (("mini", "mini_seeds", "mini_avx2", "mini_avx2_seeds"), ("mini_baseline", "mini_baseline_seeds")):
+        hashes = {}
+        for folder in group:
+            for record in done(load_records(RESULTS / folder))["record"]:
+                hashes.setdefault(record["method"], set()).add(record["code_hash"])
+        assert len(hashes) == 14 and all(len(h) == 1 for h in hashes.values()), group
