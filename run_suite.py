@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         select_todo,
         terminate_as_interrupt,
     )
-    from runner.resume import read_summary
+    from runner.resume import read_summary, resumes
     from runner.store import ResultStore
 
     p = plan(args)
@@ -171,8 +171,7 @@ def run(args: argparse.Namespace) -> int:
         selected = " (failed ones only: --retry-failed)" if args.retry_failed else ""
         if todo or not args.no_report:
             probe_writable(p.results_dir)
-        resuming = sum(1 for job in todo if (summary := read_summary(store, job.job_id)) is not None
-                       and summary.get("config_hash") == job.config_hash())
+        resuming = sum(resumes(read_summary(store, job.job_id), job.config_hash(), level_in_force()) for job in todo)
         resumed = f" ({resuming} resume after their last finished task)" if resuming else ""
         print(f"suite {p.suite['name']}: {len(p.jobs)} jobs, {n_done} already done, {len(todo)} to run{selected}"
               f"{resumed} -> {p.results_dir}", flush=True)

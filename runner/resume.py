@@ -14,7 +14,9 @@ Files: ``<results>/checkpoints/<job_id>/resume.pt`` (written atomically; tensors
 with ``weights_only=True`` and anything else refused: :func:`runner.store.load_tensors`) and ``resume.json`` beside it (a small
 summary that ``run_suite.py status`` reads without loading tensors). Both are removed when the job finishes
 ``done``; a failed job keeps them, so ``--retry-failed`` continues where it stopped. A resume state whose
-config hash differs from the job's is ignored (and replaced by the next save).
+config hash differs from the job's is ignored (and replaced by the next save), and so is one saved under another
+CPU kernel pin (``--cpu-isa``, core/cpu.py): its experiences ran on other kernels, and a record continued from it
+would name only the pin of its last ones. States saved before the pin was recorded are taken as they are.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _plain(obj: Any) -> Any:
 
 
 def save(store: ResultStore, job_id: str, config_hash: str, finished: int, n_tasks: int, strategy,
-         progress: dict[str, Any]) -> None:
+         progress: dict[str, Any], pin: str | None = None) -> None:
     """Save the state after experience ``finished`` (0-based) of ``n_tasks``.
 
     Args:
@@ -88,22 +90,26 @@ def save(store: ResultStore, job_id: str, config_hash: str, finished: int, n_tas
         n_tasks: number of experiences of the job.
         strategy: the method's strategy (its ``checkpoint()`` is saved).
         progress: record fields so far (JSON-serialisable: accuracy rows, timings, peak memory).
+        pin: the CPU kernel pin the experiences ran under (``provenance.cpu_isa``); a later start under another
+            ignores this state.
     """
     clock = getattr(strategy, "clock", None)
     state = {
-        "format": FORMAT, "config_hash": config_hash, "finished": finished, "n_tasks": n_tasks,
+        "format": FORMAT, "config_hash": config_hash, "cpu_isa": pin, "finished": finished, "n_tasks": n_tasks,
         # JSON keeps floats exact (repr round-trips) and the file loadable with weights_only=True
         "progress": json.dumps(progress), "strategy": strategy.checkpoint(), "rng": capture_rng(),
         "clock": {f: int(getattr(clock, f)) for f in CLOCK_FIELDS if hasattr(clock, f)},
     }
     atomic_torch_save(state, resume_path(store, job_id))
-    summary = {"config_hash": config_hash, "finished_tasks": finished + 1, "n_tasks": n_tasks,
+    summary = {"config_hash": config_hash, "cpu_isa": pin, "finished_tasks": finished + 1, "n_tasks": n_tasks,
                "saved": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     atomic_write_text(summary_path(store, job_id), json.dumps(summary) + "\n")
 
 
-def load(store: ResultStore, job_id: str, config_hash: str, log: logging.Logger) -> dict[str, Any] | None:
-    """The saved state of ``job_id`` if there is one for this config, else None (a mismatch is logged)."""
+def load(store: ResultStore, job_id: str, config_hash: str, log: logging.Logger,
+         pin: str | None = None) -> dict[str, Any] | None:
+    """The saved state of ``job_id`` if there is one for this config and CPU kernel pin, else None (a mismatch is
+    logged)."""
     path = resume_path(store, job_id)
     if not path.exists():
         return None
@@ -118,6 +124,10 @@ def load(store: ResultStore, job_id: str, config_hash: str, log: logging.Logger)
         return None
     if state.get("format") != FORMAT or state.get("config_hash") != config_hash:
         log.info("resume state %s is for config %s, not %s: ignored", path, state.get("config_hash"), config_hash)
+        return None
+    if not same_pin(state, pin):
+        log.warning("resume state %s was saved under CPU kernel pin %s, not %s: ignored, starting from the first "
+                    "experience", path, state.get("cpu_isa"), pin)
         return None
     state["progress"] = json.loads(state["progress"])
     return state
@@ -136,6 +146,17 @@ def clear(store: ResultStore, job_id: str) -> None:
     """Remove the resume state of a finished job (the per-task checkpoints stay)."""
     for path in (resume_path(store, job_id), summary_path(store, job_id)):
         path.unlink(missing_ok=True)
+
+
+def same_pin(saved: dict[str, Any], pin: str | None) -> bool:
+    """Whether a resume state (or its summary) may continue under ``pin``: saved under it, or before pins were
+    recorded (or no pin is asked about)."""
+    return pin is None or saved.get("cpu_isa") in (None, pin)
+
+
+def resumes(summary: dict[str, Any] | None, config_hash: str, pin: str | None) -> bool:
+    """Whether a job with this summary continues after its finished tasks (same config and CPU kernel pin)."""
+    return summary is not None and summary.get("config_hash") == config_hash and same_pin(summary, pin)
 
 
 def read_summary(store: ResultStore, job_id: str) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from runner.jobs import Job
 from runner.record import made_under_other_pin
-from runner.resume import read_summary, resume_path
+from runner.resume import read_summary, resume_path, resumes
 from runner.store import ResultStore, atomic_write_text
 
 STATES = ("done", "running", "failed", "pending")
@@ -119,7 +119,7 @@ def job_status(job: Job, store: ResultStore, active_minutes: float, now: float |
     activity = max(t for t in (*times, 0.0) if t is not None)
     summary = read_summary(store, job.job_id)
     progress = ""
-    if summary is not None and summary.get("config_hash") == job.config_hash():
+    if resumes(summary, job.config_hash(), pin):
         progress = f"{summary['finished_tasks']}/{summary['n_tasks']} tasks finished"
     live = holder is not None and _alive(holder) and now - activity < active_minutes * 60
     stale_note = f"stale record (config {record.config_hash}, now {job.config_hash()})" if stale else ""

@@ -129,6 +129,35 @@ def test_sigkill_inside_experience_2_loses_nothing_and_resumes_identically(tmp_p
     assert not (out / "checkpoints" / "sd_lora__synthetic__s1" / "resume.pt").exists()
 
 
+def test_a_resume_state_saved_under_another_kernel_pin_is_not_continued(tmp_path, monkeypatch, capsys):
+    """A job stopped after experience 1 under one CPU kernel pin starts over under another (its record would
+    otherwise name one pin for experiences run under two): the run does not count it as resuming, the log says
+    why, and the record equals an uninterrupted run's."""
+    from runner import resume
+
+    suite = suite_file(tmp_path, {"full_ft": {}})
+    common = ["--suite", suite, "--no-report", "--threads", "1"]
+    assert main(*common, "--results-dir", tmp_path / "ref") == 0
+    save = resume.save
+
+    def save_as_baseline_then_die(store, job_id, config_hash, finished, n_tasks, strategy, progress, pin=None):
+        assert pin is not None and pin != "baseline"  # the run's own pin reaches the resume state
+        save(store, job_id, config_hash, finished, n_tasks, strategy, progress, "baseline")
+        raise Killed
+
+    monkeypatch.setattr(resume, "save", save_as_baseline_then_die)
+    with pytest.raises(Killed):
+        main(*common, "--results-dir", tmp_path / "res")
+    monkeypatch.setattr(resume, "save", save)
+    capsys.readouterr()
+    assert main(*common, "--results-dir", tmp_path / "res") == 0
+    assert "1 to run ->" in capsys.readouterr().out  # not "(1 resume after ...)"
+    job_id = "full_ft__synthetic__s0"
+    assert log_has(tmp_path / "res", job_id, "was saved under CPU kernel pin baseline, not ")
+    assert not log_has(tmp_path / "res", job_id, "resumed:")
+    assert stripped(records(tmp_path / "res")[job_id]) == stripped(records(tmp_path / "ref")[job_id])
+
+
 def test_a_resume_state_of_another_config_is_ignored(tmp_path):
     from runner import resume
     from runner.store import ResultStore
@@ -143,6 +172,12 @@ def test_a_resume_state_of_another_config_is_ignored(tmp_path):
     assert resume.load(store, "j", "hash-a", log)["progress"] == {"pooled_acc": [50.0]}
     assert resume.load(store, "j", "hash-b", log) is None
     assert resume.read_summary(store, "j")["finished_tasks"] == 1
+    resume.save(store, "j", "hash-a", 0, 3, Strategy(), {"pooled_acc": [50.0]}, pin="avx2")  # the kernels' pin
+    assert resume.load(store, "j", "hash-a", log, pin="avx2") is not None
+    assert resume.load(store, "j", "hash-a", log, pin="baseline") is None
+    summary = resume.read_summary(store, "j")
+    assert resume.resumes(summary, "hash-a", "avx2") and not resume.resumes(summary, "hash-a", "native")
+    assert not resume.resumes(summary, "hash-b", "avx2") and not resume.resumes(None, "hash-a", "avx2")
     resume.clear(store, "j")
     assert resume.load(store, "j", "hash-a", log) is None
 
