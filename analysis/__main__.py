@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from analysis.records import METRICS, STATISTICS
+from core.cpu import DEFAULT, LEVELS, pin_kernels
 from core.errors import UserError
 from core.folders import output_problem
 
@@ -84,6 +85,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", type=Path, required=True, help="results directory (records/, checkpoints/)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--cpu-isa", choices=tuple(LEVELS), default=DEFAULT,
+                        help="CPU kernels' vector level, as for run_suite.py (default avx2: the same numbers on every "
+                             "x86-64 CPU with AVX2; core/cpu.py)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <results-dir>/figures/...)")
 
 
@@ -104,6 +108,7 @@ def _write_json(path: Path, data) -> Path:
 def landscape_main(args: argparse.Namespace) -> list[Path]:
     from analysis.landscape import LandscapeOptions, compute_landscape, write_landscape
     from runner.reload import load_record
+    from runner.run_job import cpu_isa
 
     record = load_record(args.results_dir, args.job)
     out = _writable(args.out or args.results_dir / "figures" / "landscape")
@@ -112,6 +117,7 @@ def landscape_main(args: argparse.Namespace) -> list[Path]:
                             batch_size=args.batch_size, device=args.device)
     t0 = time.perf_counter()
     result = compute_landscape(record, args.results_dir, args.task, opts)
+    result["cpu_isa"] = cpu_isa()  # the kernels' pin, as a record names it
     paths = write_landscape(result, out)
     n = sum(result["n_samples"].values())
     print(f"landscape: {opts.resolution}x{opts.resolution} points x {n} test samples, {result['n_perturbed']} "
@@ -147,6 +153,7 @@ def proximity_main(args: argparse.Namespace) -> list[Path]:
     from analysis.solutions import job_solutions, pretrained_state, proximity, separate_task_solutions
     from runner.env import resolve_device
     from runner.reload import load_record
+    from runner.run_job import cpu_isa
 
     record = load_record(args.results_dir, args.job)
     out = _writable(args.out or args.results_dir / "figures")
@@ -165,7 +172,7 @@ def proximity_main(args: argparse.Namespace) -> list[Path]:
     paths = proximity_heatmap(matrix, labels, out, name) or []
     data = {"job_id": args.job, "source": args.source, "method": method, "epochs": args.epochs, "labels": labels,
             "formula": "||W_i - W_j||_F / ||W_i - W_0||_F (row i, column j; assumed, the paper gives none)",
-            "matrix": matrix.tolist()}
+            "matrix": matrix.tolist(), "cpu_isa": cpu_isa()}
     return [*paths, _write_json(out / f"{name}.json", data)]
 
 
@@ -203,6 +210,7 @@ def _subcommand_parser() -> argparse.ArgumentParser:
 def subcommand_main(argv: list[str]) -> int:
     """Run one weight-space analysis; errors (missing record or checkpoint, bad value) exit 2 with one line."""
     args = _subcommand_parser().parse_args(argv)
+    pin_kernels(args.cpu_isa)  # before torch's first kernel in this process, as run_suite.py does
     if args.threads:
         import torch
 

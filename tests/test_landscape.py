@@ -251,11 +251,20 @@ def test_proximity_formula_and_separate_solutions(results):
     assert matrix.shape == (2, 2) and matrix[0, 1] > 0 and matrix[0, 0] == 0
 
 
-def test_cli_writes_figures(results, tmp_path):
+def test_cli_writes_figures(results, tmp_path, monkeypatch):
+    import analysis.__main__ as cli
+    from core.cpu import level_in_force, pin_kernels
+
+    pinned = []  # each subcommand pins the CPU kernels before its torch work, as run_suite.py does
+    monkeypatch.setattr(cli, "pin_kernels", lambda level: pinned.append(level) or pin_kernels(level))
     base = ["--results-dir", str(results), "--device", "cpu", "--out", str(tmp_path)]
     assert cli_main(["landscape", *base, "--job", job("sd_lora"), "--resolution", "3", "--max-samples", "12"]) == 0
-    assert cli_main(["interpolate", *base, "--jobs", f"{job('seq_lora')},{job('sd_lora')}", "--tasks", "0,1"]) == 0
+    assert cli_main(["interpolate", *base, "--jobs", f"{job('seq_lora')},{job('sd_lora')}", "--tasks", "0,1",
+                     "--cpu-isa", "native"]) == 0
     assert cli_main(["proximity", *base, "--job", job("seq_lora"), "--source", "sequential"]) == 0
+    assert pinned == ["avx2", "native", "avx2"]
+    for name in ("landscape_random__sd_lora__synthetic__s0__task2.json", "proximity_sequential__seq_lora__synthetic__s0.json"):
+        assert json.loads((tmp_path / name).read_text())["cpu_isa"] == level_in_force()  # named as a record names it
     names = sorted(p.name for p in tmp_path.iterdir())
     assert "landscape_random__sd_lora__synthetic__s0__task2.png" in names
     assert {"interpolation_task0_task1.png", "interpolation_task0_task1.pdf", "interpolation_task0_task1.json",
