@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
         selected = " (failed ones only: --retry-failed)" if args.retry_failed else ""
         if todo or not args.no_report:
             probe_writable(p.results_dir)
-        resuming = sum(resumes(read_summary(store, job.job_id), job.config_hash(), level_in_force()) for job in todo)
+        resuming = sum(resumes(read_summary(store, job.job_id), job.config_hash(), level_in_force(), job.code_hash())
+                       for job in todo)
         resumed = f" ({resuming} resume after their last finished task)" if resuming else ""
         print(f"suite {p.suite['name']}: {len(p.jobs)} jobs, {n_done} already done, {len(todo)} to run{selected}"
               f"{resumed} -> {p.results_dir}", flush=True)

@@ -14,9 +14,10 @@ Files: ``<results>/checkpoints/<job_id>/resume.pt`` (written atomically; tensors
 with ``weights_only=True`` and anything else refused: :func:`runner.store.load_tensors`) and ``resume.json`` beside it (a small
 summary that ``run_suite.py status`` reads without loading tensors). Both are removed when the job finishes
 ``done``; a failed job keeps them, so ``--retry-failed`` continues where it stopped. A resume state whose
-config hash differs from the job's is ignored (and replaced by the next save), and so is one saved under another
-CPU kernel pin (``--cpu-isa``, core/cpu.py): its experiences ran on other kernels, and a record continued from it
-would name only the pin of its last ones. States saved before the pin was recorded are taken as they are.
+config hash differs from the job's is ignored (and replaced by the next save), and so is one saved by other code
+(its job's ``code_hash``, :mod:`runner.code`) or under another CPU kernel pin (``--cpu-isa``, core/cpu.py): its
+experiences ran other code or kernels, and a record continued from it would name only those of its last ones. The
+job starts over and its log says why. States saved before these were recorded are taken as they are.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _plain(obj: Any) -> Any:
 
 
 def save(store: ResultStore, job_id: str, config_hash: str, finished: int, n_tasks: int, strategy,
-         progress: dict[str, Any], pin: str | None = None) -> None:
+         progress: dict[str, Any], pin: str | None = None, code_hash: str | None = None) -> None:
     """Save the state after experience ``finished`` (0-based) of ``n_tasks``.
 
     Args:
@@ -90,26 +91,28 @@ def save(store: ResultStore, job_id: str, config_hash: str, finished: int, n_tas
         n_tasks: number of experiences of the job.
         strategy: the method's strategy (its ``checkpoint()`` is saved).
         progress: record fields so far (JSON-serialisable: accuracy rows, timings, peak memory).
-        pin: the CPU kernel pin the experiences ran under (``provenance.cpu_isa``); a later start under another
-            ignores this state.
+        pin: the CPU kernel pin the experiences ran under (``provenance.cpu_isa``), and
+        code_hash: the job's code hash: a later start under another pin or code ignores this state.
     """
     clock = getattr(strategy, "clock", None)
     state = {
-        "format": FORMAT, "config_hash": config_hash, "cpu_isa": pin, "finished": finished, "n_tasks": n_tasks,
+        "format": FORMAT, "config_hash": config_hash, "code_hash": code_hash, "cpu_isa": pin, "finished": finished,
+        "n_tasks": n_tasks,
         # JSON keeps floats exact (repr round-trips) and the file loadable with weights_only=True
         "progress": json.dumps(progress), "strategy": strategy.checkpoint(), "rng": capture_rng(),
         "clock": {f: int(getattr(clock, f)) for f in CLOCK_FIELDS if hasattr(clock, f)},
     }
     atomic_torch_save(state, resume_path(store, job_id))
-    summary = {"config_hash": config_hash, "cpu_isa": pin, "finished_tasks": finished + 1, "n_tasks": n_tasks,
+    summary = {"config_hash": config_hash, "code_hash": code_hash, "cpu_isa": pin, "finished_tasks": finished + 1,
+               "n_tasks": n_tasks,
                "saved": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     atomic_write_text(summary_path(store, job_id), json.dumps(summary) + "\n")
 
 
 def load(store: ResultStore, job_id: str, config_hash: str, log: logging.Logger,
-         pin: str | None = None) -> dict[str, Any] | None:
-    """The saved state of ``job_id`` if there is one for this config and CPU kernel pin, else None (a mismatch is
-    logged)."""
+         pin: str | None = None, code_hash: str | None = None) -> dict[str, Any] | None:
+    """The saved state of ``job_id`` if there is one for this config, code and CPU kernel pin, else None (a
+    mismatch is logged)."""
     path = resume_path(store, job_id)
     if not path.exists():
         return None
@@ -125,9 +128,9 @@ def load(store: ResultStore, job_id: str, config_hash: str, log: logging.Logger,
     if state.get("format") != FORMAT or state.get("config_hash") != config_hash:
         log.info("resume state %s is for config %s, not %s: ignored", path, state.get("config_hash"), config_hash)
         return None
-    if not same_pin(state, pin):
-        log.warning("resume state %s was saved under CPU kernel pin %s, not %s: ignored, starting from the first "
-                    "experience", path, state.get("cpu_isa"), pin)
+    elsewhere = made_elsewhere(state, pin, code_hash)
+    if elsewhere:
+        log.warning("resume state %s was saved %s: ignored, starting from the first experience", path, elsewhere)
         return None
     state["progress"] = json.loads(state["progress"])
     return state
@@ -148,15 +151,21 @@ def clear(store: ResultStore, job_id: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def same_pin(saved: dict[str, Any], pin: str | None) -> bool:
-    """Whether a resume state (or its summary) may continue under ``pin``: saved under it, or before pins were
-    recorded (or no pin is asked about)."""
-    return pin is None or saved.get("cpu_isa") in (None, pin)
+def made_elsewhere(saved: dict[str, Any], pin: str | None = None, code_hash: str | None = None) -> str:
+    """Why a resume state (or its summary) may not continue under ``pin`` and ``code_hash`` ("" where it may): it
+    was saved by other code or under another CPU kernel pin. What a state does not record, or a caller does not ask
+    about (None), is not judged."""
+    if code_hash is not None and saved.get("code_hash") not in (None, code_hash):
+        return f"by other code (code {saved['code_hash']}, now {code_hash})"
+    if pin is not None and saved.get("cpu_isa") not in (None, pin):
+        return f"under CPU kernel pin {saved['cpu_isa']}, not {pin}"
+    return ""
 
 
-def resumes(summary: dict[str, Any] | None, config_hash: str, pin: str | None) -> bool:
-    """Whether a job with this summary continues after its finished tasks (same config and CPU kernel pin)."""
-    return summary is not None and summary.get("config_hash") == config_hash and same_pin(summary, pin)
+def resumes(summary: dict[str, Any] | None, config_hash: str, pin: str | None, code_hash: str | None = None) -> bool:
+    """Whether a job with this summary continues after its finished tasks (same config, code and CPU kernel pin)."""
+    return (summary is not None and summary.get("config_hash") == config_hash
+            and not made_elsewhere(summary, pin, code_hash))
 
 
 def read_summary(store: ResultStore, job_id: str) -> dict[str, Any] | None:

@@ -231,8 +231,8 @@ def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, recor
                                 "avalanche_stream_acc": [], "timings": {"train_s": [], "eval_s": []},
                                 "peak_mem_mb": [], "checkpoint": None, "elapsed_s": 0.0,
                                 "task_confusion": [], "task_id_acc": None, "nonfinite_loss": None}
-    pin = record.provenance.cpu_isa  # a resume state saved under another pin is not continued
-    state = resume.load(store, job.job_id, job.config_hash(), log, pin)
+    pin = record.provenance.cpu_isa  # a resume state saved under another pin or by other code is not continued
+    state = resume.load(store, job.job_id, job.config_hash(), log, pin, record.code_hash)
     first = state["finished"] + 1 if state is not None else 0
     t_start = time.perf_counter()
     for t, experience in enumerate(bench.scenario.train_stream):
@@ -249,7 +249,8 @@ def _train_and_evaluate(job: Job, store: ResultStore, log: logging.Logger, recor
         _experience(job, run, t, experience, progress, store)
         progress["elapsed_s"] = time.perf_counter() - t_start
         if t < bench.n_tasks - 1:
-            resume.save(store, job.job_id, job.config_hash(), t, bench.n_tasks, strategy, progress, pin)
+            resume.save(store, job.job_id, job.config_hash(), t, bench.n_tasks, strategy, progress, pin,
+                        record.code_hash)
         train_s, eval_s = progress["timings"]["train_s"][-1], progress["timings"]["eval_s"][-1]
         log.info("task %d/%d: pooled acc %.2f (task-incremental %.2f), train %.1fs, eval %.1fs",
                  t + 1, bench.n_tasks, progress["pooled_acc"][-1], progress["til_pooled_acc"][-1], train_s, eval_s)

@@ -129,10 +129,11 @@ def test_sigkill_inside_experience_2_loses_nothing_and_resumes_identically(tmp_p
     assert not (out / "checkpoints" / "sd_lora__synthetic__s1" / "resume.pt").exists()
 
 
-def test_a_resume_state_saved_under_another_kernel_pin_is_not_continued(tmp_path, monkeypatch, capsys):
-    """A job stopped after experience 1 under one CPU kernel pin starts over under another (its record would
-    otherwise name one pin for experiences run under two): the run does not count it as resuming, the log says
-    why, and the record equals an uninterrupted run's."""
+@pytest.mark.parametrize("saved_by", ["pin", "code"])
+def test_a_resume_state_of_other_kernels_or_code_is_not_continued(tmp_path, monkeypatch, capsys, saved_by):
+    """A job stopped after experience 1 under one CPU kernel pin (or by other code: an edit of the method between
+    the two starts) starts over, since its record would otherwise name one pin (code) for experiences run under
+    two: the run does not count it as resuming, the log says why, and the record equals an uninterrupted run's."""
     from runner import resume
 
     suite = suite_file(tmp_path, {"full_ft": {}})
@@ -140,12 +141,17 @@ def test_a_resume_state_saved_under_another_kernel_pin_is_not_continued(tmp_path
     assert main(*common, "--results-dir", tmp_path / "ref") == 0
     save = resume.save
 
-    def save_as_baseline_then_die(store, job_id, config_hash, finished, n_tasks, strategy, progress, pin=None):
-        assert pin is not None and pin != "baseline"  # the run's own pin reaches the resume state
-        save(store, job_id, config_hash, finished, n_tasks, strategy, progress, "baseline")
+    def save_as_elsewhere_then_die(store, job_id, config_hash, finished, n_tasks, strategy, progress, pin=None,
+                                   code_hash=None):
+        assert pin and code_hash  # the run's own pin and code reach the resume state
+        if saved_by == "pin":
+            pin = "baseline"
+        else:
+            code_hash = "0" * 16
+        save(store, job_id, config_hash, finished, n_tasks, strategy, progress, pin, code_hash)
         raise Killed
 
-    monkeypatch.setattr(resume, "save", save_as_baseline_then_die)
+    monkeypatch.setattr(resume, "save", save_as_elsewhere_then_die)
     with pytest.raises(Killed):
         main(*common, "--results-dir", tmp_path / "res")
     monkeypatch.setattr(resume, "save", save)
@@ -153,7 +159,8 @@ def test_a_resume_state_saved_under_another_kernel_pin_is_not_continued(tmp_path
     assert main(*common, "--results-dir", tmp_path / "res") == 0
     assert "1 to run ->" in capsys.readouterr().out  # not "(1 resume after ...)"
     job_id = "full_ft__synthetic__s0"
-    assert log_has(tmp_path / "res", job_id, "was saved under CPU kernel pin baseline, not ")
+    why = "under CPU kernel pin baseline, not " if saved_by == "pin" else "by other code (code 0000000000000000, now "
+    assert log_has(tmp_path / "res", job_id, f"was saved {why}")
     assert not log_has(tmp_path / "res", job_id, "resumed:")
     assert stripped(records(tmp_path / "res")[job_id]) == stripped(records(tmp_path / "ref")[job_id])
 
@@ -178,6 +185,11 @@ def test_a_resume_state_of_another_config_is_ignored(tmp_path):
     summary = resume.read_summary(store, "j")
     assert resume.resumes(summary, "hash-a", "avx2") and not resume.resumes(summary, "hash-a", "native")
     assert not resume.resumes(summary, "hash-b", "avx2") and not resume.resumes(None, "hash-a", "avx2")
+    resume.save(store, "j", "hash-a", 0, 3, Strategy(), {}, pin="avx2", code_hash="code-a")  # and the code's hash
+    assert resume.load(store, "j", "hash-a", log, "avx2", "code-a") is not None
+    assert resume.load(store, "j", "hash-a", log, "avx2", "code-b") is None
+    summary = resume.read_summary(store, "j")
+    assert resume.resumes(summary, "hash-a", "avx2", "code-a") and not resume.resumes(summary, "hash-a", "avx2", "code-b")
     resume.clear(store, "j")
     assert resume.load(store, "j", "hash-a", log) is None
 
