@@ -9,8 +9,9 @@ States (every job of the suite's *current* expansion is in exactly one):
   log line). Locally both must hold.
 * ``failed``: a ``failed`` record for the current config and no live run.
 * ``pending``: everything else: never started, *interrupted* (a marker whose holder is gone; its resume state
-  says how far it got, and a rerun continues from there) or with a record for another config (the suite
-  changed since; a rerun replaces it).
+  says how far it got, and a rerun continues from there, unless the state was saved by other code or under another
+  CPU kernel pin: :func:`runner.resume.made_elsewhere`) or with a record for another config (the suite changed
+  since; a rerun replaces it).
 
 Flags: ``STALE`` marks a record for another config; ``CODE`` a done record for the current config made by other
 code (its ``code_hash`` differs from the job's, :mod:`runner.code`); ``PIN`` one made under another CPU kernel pin
