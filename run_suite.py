@@ -166,13 +166,13 @@ def run(args: argparse.Namespace) -> int:
         with terminate_as_interrupt():  # the rule's validation runs are local workers too
             p = resolve_recipe(p, args)
         store = ResultStore(p.results_dir)
+        pin = level_in_force()  # set by main before this run (core/cpu.py)
         todo, n_done, stale = select_todo(p.jobs, store, force=args.force, retry_failed=args.retry_failed,
-                                          rerun_stale=args.rerun_stale, pin=level_in_force())
+                                          rerun_stale=args.rerun_stale, pin=pin)
         selected = " (failed ones only: --retry-failed)" if args.retry_failed else ""
         if todo or not args.no_report:
             probe_writable(p.results_dir)
-        resuming = sum(resumes(read_summary(store, job.job_id), job.config_hash(), level_in_force(), job.code_hash())
-                       for job in todo)
+        resuming = sum(resumes(read_summary(store, job.job_id), job, pin) for job in todo)
         resumed = f" ({resuming} resume after their last finished task)" if resuming else ""
         print(f"suite {p.suite['name']}: {len(p.jobs)} jobs, {n_done} already done, {len(todo)} to run{selected}"
               f"{resumed} -> {p.results_dir}", flush=True)

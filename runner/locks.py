@@ -61,7 +61,7 @@ def run_once(job, results_dir: str | Path, run: Callable[[Any, str | Path], Any]
     the lock was taken (and the run was not asked to ``force`` reruns).
     """
     from core.cpu import level_in_force
-    from runner.record import made_under_other_pin
+    from runner.record import kept_but_stale
     from runner.store import ResultStore
 
     with job_lock(results_dir, job.job_id) as holder:
@@ -69,8 +69,8 @@ def run_once(job, results_dir: str | Path, run: Callable[[Any, str | Path], Any]
             return skipped(job, f"another runner is running it: {holder}")
         record = ResultStore(results_dir).load(job.job_id)
         if (not job.runtime.get("force") and record is not None and record.status == "done"
-                and (record.config_hash, record.code_hash) == (job.config_hash(), job.code_hash())
-                and not made_under_other_pin(record, level_in_force())):
+                and record.config_hash == job.config_hash()
+                and not kept_but_stale(record, job.code_hash(), level_in_force())):
             return skipped(job, "another runner finished it meanwhile")  # a stale record (code, pin) is not
         return run(job, results_dir)
 

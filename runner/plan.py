@@ -32,7 +32,7 @@ from runner.executors import absolute_imports, import_plugins, local_workers, pa
 from runner.jobs import Job
 from runner.locks import Skipped
 from runner.recipe import RecipeRule
-from runner.record import Record, made_under_other_pin
+from runner.record import Record, kept_but_stale
 from runner.slurm import SlurmSettings, available, run_calls, run_slurm
 from runner.smoke import smoke_jobs
 from runner.store import ResultStore
@@ -274,8 +274,7 @@ def select_todo(jobs: list[Job], store: ResultStore, force: bool = False, retry_
     """
     records = {job.job_id: store.load(job.job_id) for job in jobs}
     done = [j for j in jobs if _is_done(records[j.job_id], j)]
-    stale = [j for j in done if records[j.job_id].code_hash != j.code_hash()
-             or made_under_other_pin(records[j.job_id], pin)]
+    stale = [j for j in done if kept_but_stale(records[j.job_id], j.code_hash(), pin)]
     if retry_failed:
         todo = [j for j in jobs if (rec := records[j.job_id]) is not None and rec.status == "failed"
                 and rec.config_hash == j.config_hash()]

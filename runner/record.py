@@ -135,10 +135,22 @@ class Record:
 PARTS = (Metrics, Timings, Efficiency, Provenance)
 
 
+def differs_if_known(saved: str | None, now: str | None) -> bool:
+    """Whether what a result was made by (a code hash, a CPU kernel pin), as saved with it, differs from ``now``;
+    where either is unknown (None: saved before it was recorded, or not asked about) it is not judged."""
+    return saved is not None and now is not None and saved != now
+
+
 def made_under_other_pin(record: Record, pin: str | None) -> bool:
     """Whether a record names a CPU kernel pin (core/cpu.py) other than ``pin``; None: no pin is judged."""
-    made = record.provenance.cpu_isa
-    return pin is not None and made is not None and made != pin
+    return differs_if_known(record.provenance.cpu_isa, pin)
+
+
+def kept_but_stale(record: Record, code_hash: str, pin: str | None) -> bool:
+    """Whether a done record for its job's config was made by other code (its ``code_hash`` differs from the job's,
+    or is unknown) or under another CPU kernel pin than ``pin``: it still counts as done, and is rerun only on
+    request (``--rerun-stale``)."""
+    return record.code_hash != code_hash or made_under_other_pin(record, pin)
 
 
 def from_dict(data: dict[str, Any], where: str = "record") -> Record:

@@ -27,13 +27,17 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from core.errors import UserError
+from runner.record import differs_if_known
 from runner.store import ResultStore, atomic_torch_save, atomic_write_text, load_tensors
+
+if TYPE_CHECKING:
+    from runner.jobs import Job
 
 FORMAT = 1
 CLOCK_FIELDS = ("train_iterations", "train_exp_counter", "train_exp_epochs", "train_exp_iterations",
@@ -155,17 +159,18 @@ def made_elsewhere(saved: dict[str, Any], pin: str | None = None, code_hash: str
     """Why a resume state (or its summary) may not continue under ``pin`` and ``code_hash`` ("" where it may): it
     was saved by other code or under another CPU kernel pin. What a state does not record, or a caller does not ask
     about (None), is not judged."""
-    if code_hash is not None and saved.get("code_hash") not in (None, code_hash):
+    if differs_if_known(saved.get("code_hash"), code_hash):
         return f"by other code (code {saved['code_hash']}, now {code_hash})"
-    if pin is not None and saved.get("cpu_isa") not in (None, pin):
+    if differs_if_known(saved.get("cpu_isa"), pin):
         return f"under CPU kernel pin {saved['cpu_isa']}, not {pin}"
     return ""
 
 
-def resumes(summary: dict[str, Any] | None, config_hash: str, pin: str | None, code_hash: str | None = None) -> bool:
-    """Whether a job with this summary continues after its finished tasks (same config, code and CPU kernel pin)."""
-    return (summary is not None and summary.get("config_hash") == config_hash
-            and not made_elsewhere(summary, pin, code_hash))
+def resumes(summary: dict[str, Any] | None, job: Job, pin: str | None) -> bool:
+    """Whether ``job``, with this summary, continues after its finished tasks (same config, code and CPU kernel
+    pin). The job's code hash, which parses its sources, is computed only where a summary for its config exists."""
+    return (summary is not None and summary.get("config_hash") == job.config_hash()
+            and not made_elsewhere(summary, pin, job.code_hash()))
 
 
 def read_summary(store: ResultStore, job_id: str) -> dict[str, Any] | None:

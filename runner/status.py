@@ -120,7 +120,7 @@ def job_status(job: Job, store: ResultStore, active_minutes: float, now: float |
     activity = max(t for t in (*times, 0.0) if t is not None)
     summary = read_summary(store, job.job_id)
     progress = ""
-    if resumes(summary, job.config_hash(), pin, job.code_hash()):
+    if resumes(summary, job, pin):
         progress = f"{summary['finished_tasks']}/{summary['n_tasks']} tasks finished"
     live = holder is not None and _alive(holder) and now - activity < active_minutes * 60
     stale_note = f"stale record (config {record.config_hash}, now {job.config_hash()})" if stale else ""

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -182,14 +183,18 @@ def test_a_resume_state_of_another_config_is_ignored(tmp_path):
     resume.save(store, "j", "hash-a", 0, 3, Strategy(), {"pooled_acc": [50.0]}, pin="avx2")  # the kernels' pin
     assert resume.load(store, "j", "hash-a", log, pin="avx2") is not None
     assert resume.load(store, "j", "hash-a", log, pin="baseline") is None
+    def job(config_hash, code_hash=None):  # what resumes() asks of a job
+        return SimpleNamespace(config_hash=lambda: config_hash, code_hash=lambda: code_hash)
+
     summary = resume.read_summary(store, "j")
-    assert resume.resumes(summary, "hash-a", "avx2") and not resume.resumes(summary, "hash-a", "native")
-    assert not resume.resumes(summary, "hash-b", "avx2") and not resume.resumes(None, "hash-a", "avx2")
+    assert resume.resumes(summary, job("hash-a"), "avx2") and not resume.resumes(summary, job("hash-a"), "native")
+    assert not resume.resumes(summary, job("hash-b"), "avx2") and not resume.resumes(None, job("hash-a"), "avx2")
     resume.save(store, "j", "hash-a", 0, 3, Strategy(), {}, pin="avx2", code_hash="code-a")  # and the code's hash
     assert resume.load(store, "j", "hash-a", log, "avx2", "code-a") is not None
     assert resume.load(store, "j", "hash-a", log, "avx2", "code-b") is None
     summary = resume.read_summary(store, "j")
-    assert resume.resumes(summary, "hash-a", "avx2", "code-a") and not resume.resumes(summary, "hash-a", "avx2", "code-b")
+    assert resume.resumes(summary, job("hash-a", "code-a"), "avx2")
+    assert not resume.resumes(summary, job("hash-a", "code-b"), "avx2")
     resume.clear(store, "j")
     assert resume.load(store, "j", "hash-a", log) is None
 
